@@ -1,0 +1,381 @@
+//! The one typed configuration, loaded once at start-up.
+//!
+//! Layers, later ones winning: built-in defaults, then a TOML file
+//! (`--config FILE`), then environment variables prefixed `OPENOES__` with
+//! `__` between levels (`OPENOES__REDIS__MASTER__URL=redis://...`). Unknown
+//! keys are errors, so a typo fails start-up instead of being ignored. This
+//! is the only place that reads the environment.
+
+use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of the environment variables that override the config file.
+pub const ENV_PREFIX: &str = "OPENOES__";
+
+/// Everything the gateway can be told.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Which sides of the OpenOES link this process serves.
+    pub roles: Vec<Role>,
+    /// The gRPC listener.
+    pub grpc: GrpcConfig,
+    /// Redis endpoints and connection limits.
+    pub redis: RedisConfig,
+    /// How health follows Redis.
+    pub health: HealthConfig,
+    /// How the process stops.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            // Both roles: one process serving the whole link is what `dev`,
+            // tests and single-box installs want; production names its role.
+            roles: vec![Role::Wsp, Role::Exchange],
+            grpc: GrpcConfig::default(),
+            redis: RedisConfig::default(),
+            health: HealthConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A side of the OpenOES link.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The custodian: writes the master (M), reads exchange responses on R.
+    Wsp,
+    /// The exchange: reads requests and CI on the replica (R), writes its
+    /// own response streams there.
+    Exchange,
+}
+
+/// The gRPC listener and HTTP/2 settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address to listen on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// HTTP/2 PING interval: finds dead peers (and keeps NAT and mesh
+    /// proxies from dropping idle streams).
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection, so one client cannot hold
+    /// unbounded server state.
+    pub max_concurrent_streams: u32,
+    /// Upper bound on the time to answer a unary call (and to start a
+    /// stream); a client's shorter `grpc-timeout` wins. Expiry answers
+    /// DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request message accepted, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 1024,
+            request_timeout: Duration::from_secs(30),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The two Redis endpoints of an OpenOES link and the limits used to talk
+/// to them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// The WSP's master (M): Credit Inventory, requests, events; also the
+    /// default home of quote and attestation data.
+    pub master: RedisEndpointConfig,
+    /// The exchange's stream-writeable replica of M (R).
+    pub replica: RedisEndpointConfig,
+    /// Pooled connections per endpoint for short commands. Blocking reads
+    /// never use the pool.
+    pub pool_size: u32,
+    /// Time to open a TCP (and TLS) connection.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time to wait for a free pooled connection before failing with
+    /// UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub pool_timeout: Duration,
+    /// Time to wait for the reply to a short command. Blocking reads get
+    /// their own, longer timeout derived from their BLOCK time.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            master: RedisEndpointConfig::local(6379),
+            replica: RedisEndpointConfig::local(6380),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(1),
+            pool_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How to reach one Redis server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisEndpointConfig {
+    /// `redis://host:port[/db]` or `rediss://` for TLS. Credentials belong
+    /// in `user` and `password`, not in the URL.
+    pub url: String,
+    /// ACL user; empty means `default`.
+    pub user: String,
+    /// ACL password; empty means none.
+    pub password: Secret,
+    /// Use TLS even if the URL says `redis://`. Server certificates are
+    /// checked against the system roots (or the bundle named by the
+    /// standard `SSL_CERT_FILE` variable).
+    pub tls: bool,
+}
+
+impl RedisEndpointConfig {
+    /// A plain local endpoint on `port`, as used by defaults and `dev`.
+    pub fn local(port: u16) -> Self {
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            user: String::new(),
+            password: Secret::default(),
+            tls: false,
+        }
+    }
+}
+
+impl Default for RedisEndpointConfig {
+    fn default() -> Self {
+        Self::local(6379)
+    }
+}
+
+/// A string that never shows in logs or `Debug` output; [`Config::to_toml`]
+/// redacts it too. (Serde sees the real value: figment's layering passes
+/// values through it.)
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn redacted(&self) -> &'static str {
+        if self.0.is_empty() { "" } else { "<redacted>" }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.redacted())
+    }
+}
+
+/// How health follows Redis.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Time between PINGs of each endpoint. With `probe_timeout` this bounds
+    /// how long an outage goes unnoticed: at most interval + timeout.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A PING not answered within this counts as Redis down.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How the process stops on SIGINT or SIGTERM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time to keep serving after health turns NOT_SERVING, so load
+    /// balancers and meshes stop sending new calls before the listener
+    /// closes.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+    /// Time in-flight calls get to finish once the listener is closed;
+    /// then the process exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::ZERO,
+            grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` for terminals, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,openoes=debug`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why the configuration could not be loaded. Every message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    /// A value could not be parsed (figment's message names the key and
+    /// where it came from: file or environment variable).
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A value parsed but is not allowed.
+    #[error("invalid configuration: `{field}` {reason}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `redis.pool_size`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `OPENOES__*` variables,
+    /// and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::MissingFile(file.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges, non-empty lists, parseable URLs.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            }
+        }
+        let positive = [
+            ("grpc.keepalive_interval", self.grpc.keepalive_interval),
+            ("grpc.keepalive_timeout", self.grpc.keepalive_timeout),
+            ("grpc.request_timeout", self.grpc.request_timeout),
+            ("redis.connect_timeout", self.redis.connect_timeout),
+            ("redis.pool_timeout", self.redis.pool_timeout),
+            ("redis.command_timeout", self.redis.command_timeout),
+            ("health.interval", self.health.interval),
+            ("health.probe_timeout", self.health.probe_timeout),
+            ("shutdown.grace_period", self.shutdown.grace_period),
+        ];
+        for (field, value) in positive {
+            if value.is_zero() {
+                return Err(invalid(field, "must be greater than zero"));
+            }
+        }
+        if self.roles.is_empty() {
+            return Err(invalid(
+                "roles",
+                "must name at least one of \"wsp\", \"exchange\"",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(invalid("log.filter", format!("is not a valid filter: {e}")));
+        }
+        if self.redis.pool_size == 0 {
+            return Err(invalid("redis.pool_size", "must be at least 1"));
+        }
+        if self.grpc.max_concurrent_streams == 0 {
+            return Err(invalid("grpc.max_concurrent_streams", "must be at least 1"));
+        }
+        if self.grpc.max_message_bytes < 1024 {
+            return Err(invalid("grpc.max_message_bytes", "must be at least 1024"));
+        }
+        for (field, endpoint) in [
+            ("redis.master.url", &self.redis.master),
+            ("redis.replica.url", &self.redis.replica),
+        ] {
+            crate::redis::connection_info(endpoint).map_err(|e| invalid(field, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// True if this process serves `role`.
+    pub fn serves(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_toml(&self) -> String {
+        let mut shown = self.clone();
+        for endpoint in [&mut shown.redis.master, &mut shown.redis.replica] {
+            endpoint.password = Secret::new(endpoint.password.redacted());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}

@@ -1,0 +1,117 @@
+//! The `openoes` command line: `serve`, `dev`, `config`.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use openoes::{
+    config::{Config, LogFormat},
+    dev::{self, DevOptions},
+    error::ErrorChain,
+    server, shutdown,
+};
+use tracing_subscriber::EnvFilter;
+
+/// OpenOES gateway: Redis streams bridged to gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "openoes", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway against configured Redis endpoints.
+    Serve {
+        /// TOML config file (env vars OPENOES__* override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run everything locally: own master + replica redis-servers, both
+    /// roles, every service.
+    Dev {
+        /// Where local Redis files and dev.json go.
+        #[arg(long, default_value = ".openoes-dev")]
+        data_dir: PathBuf,
+        /// gRPC address (default: grpc.listen, 127.0.0.1:50051).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// TOML config file (env vars OPENOES__* override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the effective configuration (secrets redacted) and exit.
+    Config {
+        /// TOML config file (env vars OPENOES__* override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match &cli.command {
+        Command::Serve { config } | Command::Dev { config, .. } | Command::Config { config } => {
+            config.as_deref()
+        }
+    };
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("openoes: {}", ErrorChain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Config { .. } = cli.command {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    // redis-rs's rustls needs a process-wide crypto provider; an Err only
+    // means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("openoes: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let stop = shutdown::signal_received()?;
+        match cli.command {
+            Command::Serve { .. } => {
+                let listener = tokio::net::TcpListener::bind(config.grpc.listen).await?;
+                server::run(config, listener, stop).await?;
+            }
+            Command::Dev {
+                data_dir, listen, ..
+            } => {
+                dev::run(config, DevOptions { data_dir, listen }, stop).await?;
+            }
+            Command::Config { .. } => {}
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %ErrorChain(e.as_ref()), "openoes failed");
+            eprintln!("openoes: {}", ErrorChain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    // Validated by Config::load; the fallback is never taken.
+    let filter = EnvFilter::try_new(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,5 @@
+//! Quote API: exact DLMM swap quotes over pool and bin state in Redis.
+
+pub mod service;
+
+pub use service::QuoteApi;

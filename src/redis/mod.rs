@@ -1,0 +1,283 @@
+//! Connections to the two Redis endpoints of an OpenOES link.
+//!
+//! Two kinds of connection, kept apart by type:
+//!
+//! - [`RedisEndpoint::conn`] lends a pooled connection for short commands
+//!   (GET, HSET, XADD, scripts). Its reply timeout is `redis.command_timeout`.
+//! - [`RedisEndpoint::blocking`] opens a [`BlockingConnection`], the only
+//!   type that may run `XREAD`/`XREADGROUP` with `BLOCK`. Its reply timeout
+//!   is the BLOCK time plus a margin. On a pooled connection redis-rs's
+//!   default 500 ms reply timeout would fail every longer BLOCK read while
+//!   the server still goes on and delivers: an XREADGROUP reply lost that way
+//!   leaves its entries pending (in the PEL) with no consumer to act on them.
+//!
+//! Each endpoint also carries an up/down flag kept by the health monitor
+//! ([`crate::server::health`]). While an endpoint is known to be down,
+//! [`RedisEndpoint::conn`] fails at once with UNAVAILABLE instead of letting
+//! every call wait out the pool timeout.
+
+pub mod process;
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bb8::{CustomizeConnection, PooledConnection};
+use bb8_redis::RedisConnectionManager;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, aio::MultiplexedConnection,
+};
+
+use crate::config::{RedisConfig, RedisEndpointConfig};
+
+/// Extra reply time a blocking read gets beyond its BLOCK time: covers the
+/// network round trip and a busy server, so the client never gives up on a
+/// reply the server is still going to send.
+pub const BLOCK_REPLY_MARGIN: Duration = Duration::from_secs(2);
+
+/// Which Redis of the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Endpoint {
+    /// The WSP's master (M).
+    Master,
+    /// The exchange's stream-writeable replica (R).
+    Replica,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Master => "master (M)",
+            Self::Replica => "replica (R)",
+        })
+    }
+}
+
+/// Errors of the Redis layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// The endpoint cannot be reached (down, refused, timed out, or known
+    /// down by the health monitor). Safe to retry later.
+    #[error("redis {endpoint} is unavailable")]
+    Unavailable {
+        /// Which endpoint.
+        endpoint: Endpoint,
+        /// The failure, if one was seen (none when failing fast).
+        #[source]
+        source: Option<redis::RedisError>,
+    },
+    /// Redis answered with an error (script error, ACL denial, wrong type).
+    #[error("redis {endpoint} refused a command")]
+    Command {
+        /// Which endpoint.
+        endpoint: Endpoint,
+        /// What Redis said.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The endpoint's configuration cannot be turned into a connection.
+    #[error("bad redis endpoint configuration")]
+    Config(#[source] redis::RedisError),
+}
+
+impl RedisError {
+    /// Classifies a redis-rs error seen on `endpoint`.
+    pub fn from_redis(endpoint: Endpoint, source: redis::RedisError) -> Self {
+        let unreachable = source.is_io_error()
+            || source.is_timeout()
+            || source.is_connection_refusal()
+            || source.is_connection_dropped()
+            || source.is_unrecoverable_error();
+        if unreachable {
+            Self::Unavailable {
+                endpoint,
+                source: Some(source),
+            }
+        } else {
+            Self::Command { endpoint, source }
+        }
+    }
+
+    /// True if the error means "cannot reach Redis" rather than "Redis said no".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// The connection info for an endpoint: URL, forced TLS, user and password.
+pub fn connection_info(config: &RedisEndpointConfig) -> Result<ConnectionInfo, RedisError> {
+    let url = match config.url.strip_prefix("redis://") {
+        Some(rest) if config.tls => format!("rediss://{rest}"),
+        _ => config.url.clone(),
+    };
+    let info = url
+        .as_str()
+        .into_connection_info()
+        .map_err(RedisError::Config)?;
+    let mut settings = info.redis_settings().clone();
+    if !config.user.is_empty() {
+        settings = settings.set_username(&config.user);
+    }
+    if !config.password.expose().is_empty() {
+        settings = settings.set_password(config.password.expose());
+    }
+    Ok(info.set_redis_settings(settings))
+}
+
+/// Both endpoints of the link.
+#[derive(Clone)]
+pub struct Redis {
+    /// The WSP's master (M).
+    pub master: RedisEndpoint,
+    /// The exchange's replica (R).
+    pub replica: RedisEndpoint,
+}
+
+impl Redis {
+    /// Builds both endpoints. Connects lazily: a server may start while
+    /// Redis is down and becomes SERVING when it comes up.
+    pub fn new(config: &RedisConfig) -> Result<Self, RedisError> {
+        Ok(Self {
+            master: RedisEndpoint::new(Endpoint::Master, &config.master, config)?,
+            replica: RedisEndpoint::new(Endpoint::Replica, &config.replica, config)?,
+        })
+    }
+
+    /// The endpoint named `which`.
+    pub fn endpoint(&self, which: Endpoint) -> &RedisEndpoint {
+        match which {
+            Endpoint::Master => &self.master,
+            Endpoint::Replica => &self.replica,
+        }
+    }
+}
+
+/// One Redis server: a pool for short commands, a factory for blocking
+/// connections, and the health monitor's verdict on it.
+#[derive(Clone)]
+pub struct RedisEndpoint {
+    endpoint: Endpoint,
+    client: Client,
+    pool: bb8::Pool<RedisConnectionManager>,
+    /// Set by the health monitor; read by every `conn()` to fail fast.
+    up: Arc<AtomicBool>,
+    connect_timeout: Duration,
+}
+
+impl RedisEndpoint {
+    fn new(
+        endpoint: Endpoint,
+        config: &RedisEndpointConfig,
+        limits: &RedisConfig,
+    ) -> Result<Self, RedisError> {
+        let info = connection_info(config)?;
+        let client = Client::open(info.clone()).map_err(RedisError::Config)?;
+        let manager = RedisConnectionManager::new(info).map_err(RedisError::Config)?;
+        let pool = bb8::Pool::builder()
+            .max_size(limits.pool_size)
+            .connection_timeout(limits.pool_timeout)
+            .connection_customizer(Box::new(ReplyTimeout(limits.command_timeout)))
+            .build_unchecked(manager);
+        Ok(Self {
+            endpoint,
+            client,
+            pool,
+            up: Arc::new(AtomicBool::new(false)),
+            connect_timeout: limits.connect_timeout,
+        })
+    }
+
+    /// Which endpoint this is.
+    pub fn name(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The health monitor's last verdict.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
+
+    /// A pooled connection for short commands. Fails at once with
+    /// UNAVAILABLE while the endpoint is known to be down.
+    pub async fn conn(&self) -> Result<PooledConnection<'_, RedisConnectionManager>, RedisError> {
+        if !self.is_up() {
+            return Err(RedisError::Unavailable {
+                endpoint: self.endpoint,
+                source: None,
+            });
+        }
+        self.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => RedisError::from_redis(self.endpoint, e),
+            bb8::RunError::TimedOut => RedisError::Unavailable {
+                endpoint: self.endpoint,
+                source: None,
+            },
+        })
+    }
+
+    /// Opens a connection of its own for blocking reads of up to `block`.
+    pub async fn blocking(&self, block: Duration) -> Result<BlockingConnection, RedisError> {
+        let conn = self.dedicated(block + BLOCK_REPLY_MARGIN).await?;
+        Ok(BlockingConnection { conn, block })
+    }
+
+    /// Opens an unpooled connection whose replies time out after `reply_timeout`.
+    pub(crate) async fn dedicated(
+        &self,
+        reply_timeout: Duration,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(reply_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| RedisError::from_redis(self.endpoint, e))
+    }
+}
+
+/// Sets the configured reply timeout on every connection lent by the pool
+/// (bb8-redis would leave redis-rs's 500 ms default).
+#[derive(Debug)]
+struct ReplyTimeout(Duration);
+
+impl CustomizeConnection<MultiplexedConnection, redis::RedisError> for ReplyTimeout {
+    fn on_acquire<'a>(
+        &'a self,
+        conn: &'a mut MultiplexedConnection,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), redis::RedisError>> + Send + 'a>> {
+        conn.set_response_timeout(self.0);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A connection of its own for `XREAD`/`XREADGROUP` with `BLOCK`.
+///
+/// Its reply timeout is fixed at creation to the BLOCK time plus
+/// [`BLOCK_REPLY_MARGIN`]; [`BlockingConnection::block`] is the longest
+/// BLOCK its user may ask for.
+pub struct BlockingConnection {
+    conn: MultiplexedConnection,
+    block: Duration,
+}
+
+impl BlockingConnection {
+    /// The longest BLOCK time this connection was made for.
+    pub fn block(&self) -> Duration {
+        self.block
+    }
+
+    /// The connection, for running the blocking read.
+    pub fn conn(&mut self) -> &mut MultiplexedConnection {
+        &mut self.conn
+    }
+}

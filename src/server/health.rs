@@ -1,0 +1,150 @@
+//! grpc.health.v1 statuses that follow Redis.
+//!
+//! One task PINGs each Redis endpoint in use every `health.interval`, on a
+//! connection of its own (so an exhausted pool never looks like an outage),
+//! and sets:
+//! - each endpoint's up/down flag, which makes RPCs fail fast while it is down;
+//! - each gRPC service's status: SERVING iff every endpoint it needs is up
+//!   (the overall status, service name "", is one entry of that table).
+//!
+//! A failed or slow PING marks the endpoint down at once (money moves here:
+//! better to refuse calls than to let them hang), and the first good PING
+//! marks it up again. Outage detection therefore takes at most
+//! `interval + probe_timeout`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use redis::aio::MultiplexedConnection;
+use tokio_util::sync::CancellationToken;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    config::HealthConfig,
+    redis::{Endpoint, Redis, RedisError},
+};
+
+/// A gRPC service and the Redis endpoints it cannot work without.
+#[derive(Debug, Clone)]
+pub struct ServiceNeeds {
+    /// Fully-qualified service name, as health checks ask for it; "" for
+    /// the server as a whole.
+    pub service: &'static str,
+    /// Endpoints that must be up for it to serve.
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Keeps health statuses in step with Redis; see the module docs.
+pub struct HealthMonitor {
+    reporter: HealthReporter,
+    redis: Redis,
+    services: Vec<ServiceNeeds>,
+    config: HealthConfig,
+}
+
+impl HealthMonitor {
+    /// A monitor for `services`; all start NOT_SERVING until the first probe.
+    pub async fn new(
+        reporter: HealthReporter,
+        redis: Redis,
+        services: Vec<ServiceNeeds>,
+        config: HealthConfig,
+    ) -> Self {
+        let monitor = Self {
+            reporter,
+            redis,
+            services,
+            config,
+        };
+        monitor.set_all(ServingStatus::NotServing).await;
+        monitor
+    }
+
+    /// Probes until `draining` is cancelled, then sets every status to
+    /// NOT_SERVING and returns. The caller awaits this before draining, so
+    /// no late probe can flip a status back to SERVING.
+    pub async fn run(self, draining: CancellationToken) {
+        let endpoints: BTreeSet<Endpoint> = self
+            .services
+            .iter()
+            .flat_map(|s| s.endpoints.iter().copied())
+            .collect();
+        let mut probes: HashMap<Endpoint, Option<MultiplexedConnection>> =
+            endpoints.iter().map(|e| (*e, None)).collect();
+        let mut last: HashMap<&'static str, ServingStatus> = HashMap::new();
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = draining.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            for (&endpoint, conn) in probes.iter_mut() {
+                let target = self.redis.endpoint(endpoint);
+                let result = self.probe(endpoint, conn).await;
+                if result.is_ok() != target.is_up() {
+                    match &result {
+                        Ok(()) => tracing::info!(%endpoint, "redis is reachable again"),
+                        Err(e) => tracing::warn!(
+                            %endpoint,
+                            error = %crate::error::ErrorChain(e),
+                            "redis is unreachable; failing calls fast until it returns"
+                        ),
+                    }
+                }
+                target.set_up(result.is_ok());
+            }
+            for s in &self.services {
+                let up = s.endpoints.iter().all(|e| self.redis.endpoint(*e).is_up());
+                let status = if up {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                if last.insert(s.service, status) != Some(status) {
+                    self.reporter.set_service_status(s.service, status).await;
+                }
+            }
+        }
+        self.set_all(ServingStatus::NotServing).await;
+    }
+
+    /// One PING on the probe's own connection, (re)connecting if needed.
+    /// Any failure drops the connection so the next probe starts afresh.
+    async fn probe(
+        &self,
+        endpoint: Endpoint,
+        conn: &mut Option<MultiplexedConnection>,
+    ) -> Result<(), RedisError> {
+        let timeout = self.config.probe_timeout;
+        let attempt = async {
+            let c = match conn {
+                Some(c) => c,
+                None => conn.insert(self.redis.endpoint(endpoint).dedicated(timeout).await?),
+            };
+            redis::cmd("PING")
+                .query_async::<String>(c)
+                .await
+                .map(drop)
+                .map_err(|e| RedisError::from_redis(endpoint, e))
+        };
+        // Bounds connect + PING together: a black-holed host must not stall
+        // the loop past one probe timeout.
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::Unavailable {
+                endpoint,
+                source: None,
+            }),
+        };
+        if result.is_err() {
+            *conn = None;
+        }
+        result
+    }
+
+    async fn set_all(&self, status: ServingStatus) {
+        for s in &self.services {
+            self.reporter.set_service_status(s.service, status).await;
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Tower layers around every gRPC service: deadlines and draining.
+//!
+//! - [`DeadlineLayer`] bounds the time to produce a response by the client's
+//!   `grpc-timeout` and the server's `grpc.request_timeout`, whichever is
+//!   shorter, and answers DEADLINE_EXCEEDED when it passes (tonic's own
+//!   timeout answers CANCELLED, which is not what the gRPC spec says).
+//! - [`DrainLayer`] ends every open response stream with UNAVAILABLE once
+//!   the server stops, so streaming clients learn at once to resume
+//!   elsewhere (by cursor) and the drain is not held up by streams that
+//!   would never end on their own (Health/Watch, Watch* RPCs).
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::{Code, Status, body::Body};
+use tower::{Layer, Service};
+
+use crate::error::{reason, status};
+
+// === impl DeadlineLayer ===
+
+/// Applies per-call deadlines; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlineLayer {
+    /// Upper bound for every call, whatever the client asks.
+    pub max: Duration,
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            max: self.max,
+        }
+    }
+}
+
+/// The service made by [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct Deadline<S> {
+    inner: S,
+    max: Duration,
+}
+
+impl<S> Service<Request<Body>> for Deadline<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let limit = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map_or(self.max, |client| client.min(self.max));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, response).await {
+                Ok(result) => result,
+                Err(_) => Ok(status(
+                    Code::DeadlineExceeded,
+                    reason::DEADLINE_EXCEEDED,
+                    format!("deadline of {limit:?} exceeded"),
+                )
+                .into_http()),
+            }
+        })
+    }
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit
+/// (H, M, S, m, u, n), per the gRPC over HTTP/2 spec.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+// === impl DrainLayer ===
+
+/// Ends open response streams with UNAVAILABLE once `stop` is cancelled.
+#[derive(Debug, Clone)]
+pub struct DrainLayer {
+    /// Cancelled when the server stops accepting calls.
+    pub stop: CancellationToken,
+}
+
+impl<S> Layer<S> for DrainLayer {
+    type Service = Drain<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Drain {
+            inner,
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+/// The service made by [`DrainLayer`].
+#[derive(Debug, Clone)]
+pub struct Drain<S> {
+    inner: S,
+    stop: CancellationToken,
+}
+
+impl<S> Service<Request<Body>> for Drain<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = Response<DrainBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<DrainBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let stop = self.stop.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|inner| DrainBody {
+                inner,
+                stop: Box::pin(stop.cancelled_owned()),
+                done: false,
+            }))
+        })
+    }
+}
+
+/// A response body that ends with UNAVAILABLE trailers once the server
+/// stops, if it is still waiting for its next message.
+///
+/// Only a body that is *waiting* is cut: a unary response has all its
+/// frames ready and is never cut halfway, so an answer already computed
+/// (a credit decision, say) is never turned into an error after the fact.
+pub struct DrainBody {
+    inner: Body,
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl HttpBody for DrainBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.done = frame.is_none();
+            return Poll::Ready(frame);
+        }
+        if this.stop.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.done = true;
+        let mut trailers = HeaderMap::new();
+        let unavailable = status(
+            Code::Unavailable,
+            reason::SHUTTING_DOWN,
+            "server is shutting down; reconnect (streams resume by cursor)",
+        );
+        Poll::Ready(Some(match unavailable.add_header(&mut trailers) {
+            Ok(()) => Ok(Frame::trailers(trailers)),
+            Err(e) => Err(e),
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Never claim an exact size: the body may end early.
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_values() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None, "more than 8 digits");
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout("-5S"), None);
+    }
+}

@@ -1,0 +1,5 @@
+//! Settlement API: reports, confirmations, disputes.
+
+pub mod service;
+
+pub use service::SettlementApi;
