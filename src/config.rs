@@ -285,7 +285,7 @@ pub enum ConfigError {
     MissingFile(String),
     /// A value could not be parsed (figment's message names the key and
     /// where it came from: file or environment variable).
-    #[error("invalid configuration: {0}")]
+    #[error("invalid configuration")]
     Parse(#[from] Box<figment::Error>),
     /// A value parsed but is not allowed.
     #[error("invalid configuration: `{field}` {reason}")]
@@ -360,7 +360,8 @@ impl Config {
             ("redis.master.url", &self.redis.master),
             ("redis.replica.url", &self.redis.replica),
         ] {
-            crate::redis::connection_info(endpoint).map_err(|e| invalid(field, e.to_string()))?;
+            crate::redis::connection_info(endpoint)
+                .map_err(|e| invalid(field, crate::error::ErrorChain(&e).to_string()))?;
         }
         Ok(())
     }

@@ -1,0 +1,114 @@
+//! Test harness: real redis-server processes (own temp dir, free port, killed
+//! on drop) and the gateway running in-process on a free port.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::{net::SocketAddr, time::Duration};
+
+use openoes::{
+    config::{Config, RedisEndpointConfig, Role},
+    redis::process::Topology,
+    server,
+};
+use tempfile::TempDir;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+/// A local M + R pair in a temp dir that lives as long as it does.
+pub struct Link {
+    pub topology: Topology,
+    _dir: TempDir,
+}
+
+impl Link {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let topology = Topology::start(dir.path()).await.expect("start M + R");
+        Self {
+            topology,
+            _dir: dir,
+        }
+    }
+
+    /// A config pointing at this link, fast health probes, both roles.
+    pub fn config(&self) -> Config {
+        let mut config = Config {
+            roles: vec![Role::Wsp, Role::Exchange],
+            ..Config::default()
+        };
+        config.grpc.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.redis.master = RedisEndpointConfig::local(self.topology.master.port());
+        config.redis.replica = RedisEndpointConfig::local(self.topology.replica.port());
+        config.health.interval = Duration::from_millis(200);
+        config.health.probe_timeout = Duration::from_millis(300);
+        config.shutdown.grace_period = Duration::from_secs(5);
+        config
+    }
+}
+
+/// The gateway running in this process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: JoinHandle<Result<(), server::ServerError>>,
+}
+
+impl Gateway {
+    pub async fn start(config: Config) -> Self {
+        let listener = TcpListener::bind(config.grpc.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect to gateway")
+    }
+
+    /// Sends the stop signal (what SIGTERM does in the binary).
+    pub fn signal_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls health of `service` until it reports `want`, or panics after `within`.
+pub async fn wait_for_health(
+    channel: &Channel,
+    service: &str,
+    want: ServingStatus,
+    within: Duration,
+) -> Duration {
+    let mut client = HealthClient::new(channel.clone());
+    let start = tokio::time::Instant::now();
+    let mut last = None;
+    while start.elapsed() < within {
+        let response = client
+            .check(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await;
+        match response {
+            Ok(r) if r.get_ref().status == want as i32 => return start.elapsed(),
+            Ok(r) => last = Some(format!("{:?}", r.get_ref().status())),
+            Err(e) => last = Some(format!("{e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("health of {service:?} did not become {want:?} within {within:?}; last: {last:?}");
+}
