@@ -4,7 +4,8 @@
 //! Starts a local master (M) and a stream-writeable replica (R) under the
 //! data directory, serves both roles and every service against them, prints
 //! grpcurl examples and writes `<data dir>/dev.json` (gRPC address, Redis
-//! URLs, users, ports, pids and config files) so scripts can attach. On
+//! URLs, users, ports, pids and config files) so scripts can attach. It
+//! loads a demo data set: DLMM pools BTC/USDC, ETH/USDC and SOL/USDC. On
 //! SIGINT or SIGTERM the gateway drains, then both Redis servers are shut
 //! down; nothing is left running. Redis data is throw-away: every start
 //! begins empty.
@@ -18,8 +19,12 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::{
-    config::{Config, RedisEndpointConfig},
-    redis::process::{ProcessError, RedisProcess, Topology},
+    config::{Config, RedisConfig, RedisEndpointConfig},
+    quote::{self, store::QuoteStore},
+    redis::{
+        Redis,
+        process::{ProcessError, RedisProcess, Topology},
+    },
     server::{self, ServerError},
 };
 
@@ -53,6 +58,9 @@ pub enum DevError {
     /// The gateway failed.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The demo data could not be loaded.
+    #[error("cannot load the demo data")]
+    Demo(#[source] crate::error::Error),
 }
 
 /// The contents of `dev.json`.
@@ -106,6 +114,10 @@ pub async fn run(
     reap_leftovers(dir);
 
     let mut topology = Topology::start(dir).await?;
+    if let Err(e) = load_demo(&topology).await {
+        topology.stop().await;
+        return Err(e);
+    }
     config.redis.master = RedisEndpointConfig::local(topology.master.port());
     config.redis.replica = RedisEndpointConfig::local(topology.replica.port());
     if let Some(listen) = options.listen {
@@ -116,6 +128,24 @@ pub async fn run(
     let _ = std::fs::remove_file(dir.join(DEV_JSON));
     tracing::info!("local redis stopped");
     result
+}
+
+/// Loads the demo data set into M: DLMM pools for QuoteService.
+async fn load_demo(topology: &Topology) -> Result<(), DevError> {
+    let local = RedisConfig {
+        master: RedisEndpointConfig::local(topology.master.port()),
+        replica: RedisEndpointConfig::local(topology.replica.port()),
+        ..RedisConfig::default()
+    };
+    let redis = Redis::new(&local).map_err(|e| DevError::Demo(e.into()))?;
+    let store = QuoteStore::new(redis.master.clone());
+    for snapshot in quote::demo::pools() {
+        store
+            .upsert_pool(&snapshot, true)
+            .await
+            .map_err(|e| DevError::Demo(e.into()))?;
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -155,6 +185,9 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
          \x20 grpcurl -plaintext {a} describe openoes.credit.v1.CreditService\n\
          \x20 grpcurl -plaintext -d '{{\"service\":\"\"}}' {a} grpc.health.v1.Health/Check\n\
          \x20 grpcurl -plaintext -d '{{\"service\":\"openoes.quote.v1.QuoteService\"}}' {a} grpc.health.v1.Health/Check\n\
+         \x20 grpcurl -plaintext -d '{{\"token\":\"USDC\"}}' {a} openoes.quote.v1.QuoteService/ListPools\n\
+         \x20 grpcurl -plaintext -d '{{\"token_in\":\"BTC\",\"token_out\":\"ETH\",\"amount\":\"100000000\",\"slippage_bps\":50}}' {a} openoes.quote.v1.QuoteService/GetQuote\n\
+         \x20   (1 BTC, in satoshis, to ETH: routed BTC-USDC then ETH-USDC)\n\
          \x20 grpcurl -plaintext -d '{{\"user_id\":\"alice\",\"asset\":\"BTC\"}}' {a} openoes.credit.v1.CreditService/GetCreditInventory\n\
          \x20   (answers UNIMPLEMENTED until CreditService is built: see README.md's status table)\n\n\
          Ctrl-C stops the gateway and both Redis servers.\n",

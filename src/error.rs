@@ -10,7 +10,10 @@ use std::fmt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::redis::RedisError;
+use crate::{
+    quote::{engine::QuoteError, math::MathError, store::StoreError},
+    redis::RedisError,
+};
 
 /// `ErrorInfo.domain` of every error this server returns.
 pub const DOMAIN: &str = "openoes.dev";
@@ -32,6 +35,20 @@ pub mod reason {
     pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
     /// The server is shutting down; retry on another instance or later.
     pub const SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+    /// Stored data is not what the server writes: an operator must look.
+    pub const DATA_CORRUPT: &str = "DATA_CORRUPT";
+    /// The per-process limit of stream subscribers is reached.
+    pub const TOO_MANY_SUBSCRIBERS: &str = "TOO_MANY_SUBSCRIBERS";
+    /// Quote: no pool trades the token.
+    pub const UNKNOWN_TOKEN: &str = "UNKNOWN_TOKEN";
+    /// Quote: no route joins the tokens within the hop limit.
+    pub const NO_ROUTE: &str = "NO_ROUTE";
+    /// Quote: every route runs out of liquidity.
+    pub const INSUFFICIENT_LIQUIDITY: &str = "INSUFFICIENT_LIQUIDITY";
+    /// Quote: the best output is 0.
+    pub const AMOUNT_TOO_SMALL: &str = "AMOUNT_TOO_SMALL";
+    /// Quote: the input needed exceeds the u64 range.
+    pub const AMOUNT_TOO_LARGE: &str = "AMOUNT_TOO_LARGE";
 }
 
 /// Everything an RPC can fail with.
@@ -51,6 +68,15 @@ pub enum Error {
     /// Redis failed or is unreachable.
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// A quote cannot be given.
+    #[error(transparent)]
+    Quote(#[from] QuoteError),
+    /// Too many stream subscribers on this process.
+    #[error("this server already has {limit} subscribers of this stream; retry later or elsewhere")]
+    TooManySubscribers {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The RPC exists in the contract but is not built yet.
     #[error("{rpc} is not implemented yet; README.md lists which RPCs are live")]
     Unimplemented {
@@ -70,10 +96,48 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => (Code::InvalidArgument, reason::INVALID_ARGUMENT),
             Self::NotFound { .. } => (Code::NotFound, reason::NOT_FOUND),
-            Self::Redis(e) if e.is_unavailable() => (Code::Unavailable, reason::REDIS_UNAVAILABLE),
-            Self::Redis(_) => (Code::Internal, reason::REDIS_ERROR),
+            Self::Redis(e) => redis_code(e),
+            Self::TooManySubscribers { .. } => {
+                (Code::ResourceExhausted, reason::TOO_MANY_SUBSCRIBERS)
+            }
+            Self::Quote(e) => match e {
+                QuoteError::UnknownToken(_) => (Code::NotFound, reason::UNKNOWN_TOKEN),
+                QuoteError::NoRoute { .. } => (Code::FailedPrecondition, reason::NO_ROUTE),
+                QuoteError::InsufficientLiquidity(_) => {
+                    (Code::FailedPrecondition, reason::INSUFFICIENT_LIQUIDITY)
+                }
+                QuoteError::AmountTooSmall => (Code::InvalidArgument, reason::AMOUNT_TOO_SMALL),
+                QuoteError::Math(MathError::InputOverflow) => {
+                    (Code::InvalidArgument, reason::AMOUNT_TOO_LARGE)
+                }
+                QuoteError::Math(MathError::PriceOutOfRange { .. }) => {
+                    (Code::Internal, reason::DATA_CORRUPT)
+                }
+                QuoteError::Store(e) => store_code(e),
+            },
             Self::Unimplemented { .. } => (Code::Unimplemented, reason::NOT_IMPLEMENTED),
         }
+    }
+}
+
+fn redis_code(e: &RedisError) -> (Code, &'static str) {
+    if e.is_unavailable() {
+        (Code::Unavailable, reason::REDIS_UNAVAILABLE)
+    } else {
+        (Code::Internal, reason::REDIS_ERROR)
+    }
+}
+
+fn store_code(e: &StoreError) -> (Code, &'static str) {
+    match e {
+        StoreError::Redis(e) => redis_code(e),
+        StoreError::Corrupt { .. } => (Code::Internal, reason::DATA_CORRUPT),
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Self::Quote(QuoteError::Store(e))
     }
 }
 
@@ -104,6 +168,9 @@ pub fn status(code: Code, reason: &'static str, message: impl Into<String>) -> S
     )
 }
 
+/// Longest id the protocol allows.
+pub const MAX_ID_LEN: usize = 128;
+
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -125,6 +192,24 @@ impl FieldViolations {
             field: field.into(),
             description: description.into(),
         });
+    }
+
+    /// Checks an id (user_id, asset, request_id, pool_id, token ...) by the
+    /// protocol's rule: 1-128 characters of `[A-Za-z0-9._@-]`, so no `:`
+    /// (keys are `:`-joined) and no spaces.
+    pub fn check_id(&mut self, field: &str, value: &str) {
+        if value.is_empty() {
+            self.add(field, "is required");
+        } else if value.len() > MAX_ID_LEN
+            || !value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+        {
+            self.add(
+                field,
+                format!("must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9._@-]"),
+            );
+        }
     }
 
     /// `Ok(())` if nothing was recorded, else the InvalidArgument error.

@@ -7,6 +7,7 @@ use openoes::{
     config::{Config, LogFormat},
     dev::{self, DevOptions},
     error::ErrorChain,
+    quote::{model::PoolFile, store::QuoteStore},
     server, shutdown,
 };
 use tracing_subscriber::EnvFilter;
@@ -40,6 +41,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// DLMM pools: load pool files into Redis.
+    Pools {
+        #[command(subcommand)]
+        command: PoolsCommand,
+    },
     /// Print the effective configuration (secrets redacted) and exit.
     Config {
         /// TOML config file (env vars OPENOES__* override it).
@@ -48,14 +54,35 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum PoolsCommand {
+    /// Write each file's pool and bins (the seed's JSON shape) atomically,
+    /// replacing the pool's bins; a concurrent quote sees the old pool or the
+    /// new one.
+    Load {
+        /// Redis to write to (default: redis.master of the config).
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// TOML config file (env vars OPENOES__* override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Pool files, e.g. tests/data/dlmm/pool_a.json.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let file = match &cli.command {
-        Command::Serve { config } | Command::Dev { config, .. } | Command::Config { config } => {
-            config.as_deref()
-        }
+        Command::Serve { config }
+        | Command::Dev { config, .. }
+        | Command::Config { config }
+        | Command::Pools {
+            command: PoolsCommand::Load { config, .. },
+        } => config.as_deref(),
     };
-    let config = match Config::load(file) {
+    let mut config = match Config::load(file) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("openoes: {}", ErrorChain(&e));
@@ -65,6 +92,15 @@ fn main() -> ExitCode {
     if let Command::Config { .. } = cli.command {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
+    }
+    if let Command::Pools {
+        command: PoolsCommand::Load {
+            redis_url: Some(url),
+            ..
+        },
+    } = &cli.command
+    {
+        config.redis.master.url = url.clone();
     }
     init_logging(&config);
     // redis-rs's rustls needs a process-wide crypto provider; an Err only
@@ -89,6 +125,22 @@ fn main() -> ExitCode {
                 data_dir, listen, ..
             } => {
                 dev::run(config, DevOptions { data_dir, listen }, stop).await?;
+            }
+            Command::Pools {
+                command: PoolsCommand::Load { files, .. },
+            } => {
+                let redis = openoes::redis::Redis::new(&config.redis)?;
+                let store = QuoteStore::new(redis.master.clone());
+                // Validate every file before writing any: all or nothing.
+                let snapshots = files
+                    .iter()
+                    .map(|f| PoolFile::load(f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for snapshot in snapshots {
+                    let (created, bins) = store.upsert_pool(&snapshot, true).await?;
+                    let verb = if created { "created" } else { "replaced" };
+                    println!("{verb} pool {}: {bins} bins", snapshot.pool.pool_id);
+                }
             }
             Command::Config { .. } => {}
         }

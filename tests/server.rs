@@ -167,7 +167,6 @@ async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
         },
         credit::v1::{GetCreditInventoryRequest, credit_service_client::CreditServiceClient},
         pledge::v1::{GetPledgeRequest, pledge_service_client::PledgeServiceClient},
-        quote::v1::{ListPoolsRequest, quote_service_client::QuoteServiceClient},
         settlement::v1::{
             GetSettlementReportRequest, settlement_service_client::SettlementServiceClient,
         },
@@ -187,10 +186,6 @@ async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
             .map(drop),
         SettlementServiceClient::new(channel.clone())
             .get_settlement_report(GetSettlementReportRequest::default())
-            .await
-            .map(drop),
-        QuoteServiceClient::new(channel.clone())
-            .list_pools(ListPoolsRequest::default())
             .await
             .map(drop),
         AttestationServiceClient::new(channel.clone())

@@ -11,7 +11,7 @@
 //!   the server still goes on and delivers: an XREADGROUP reply lost that way
 //!   leaves its entries pending (in the PEL) with no consumer to act on them.
 //!
-//! Each endpoint also carries an up/down flag kept by the health monitor
+//! Each endpoint also carries a [`Reachability`] kept by the health monitor
 //! ([`crate::server::health`]). While an endpoint is known to be down,
 //! [`RedisEndpoint::conn`] fails at once with UNAVAILABLE instead of letting
 //! every call wait out the pool timeout.
@@ -22,7 +22,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     time::Duration,
 };
@@ -56,6 +56,18 @@ impl fmt::Display for Endpoint {
             Self::Replica => "replica (R)",
         })
     }
+}
+
+/// What the health monitor last saw of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reachability {
+    /// Not probed (yet): calls try it. One-shot tools run no monitor.
+    Unknown = 0,
+    /// The last probe succeeded.
+    Up = 1,
+    /// The last probe failed: calls fail fast with UNAVAILABLE.
+    Down = 2,
 }
 
 /// Errors of the Redis layer.
@@ -164,8 +176,9 @@ pub struct RedisEndpoint {
     endpoint: Endpoint,
     client: Client,
     pool: bb8::Pool<RedisConnectionManager>,
-    /// Set by the health monitor; read by every `conn()` to fail fast.
-    up: Arc<AtomicBool>,
+    /// Set by the health monitor ([`Reachability`]); read by every `conn()`
+    /// to fail fast while the endpoint is known to be down.
+    reachability: Arc<AtomicU8>,
     connect_timeout: Duration,
 }
 
@@ -187,7 +200,7 @@ impl RedisEndpoint {
             endpoint,
             client,
             pool,
-            up: Arc::new(AtomicBool::new(false)),
+            reachability: Arc::new(AtomicU8::new(Reachability::Unknown as u8)),
             connect_timeout: limits.connect_timeout,
         })
     }
@@ -198,18 +211,32 @@ impl RedisEndpoint {
     }
 
     /// The health monitor's last verdict.
+    pub fn reachability(&self) -> Reachability {
+        match self.reachability.load(Ordering::Relaxed) {
+            x if x == Reachability::Up as u8 => Reachability::Up,
+            x if x == Reachability::Down as u8 => Reachability::Down,
+            _ => Reachability::Unknown,
+        }
+    }
+
+    /// True if the health monitor's last probe succeeded.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.reachability() == Reachability::Up
     }
 
     pub(crate) fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
+        let value = if up {
+            Reachability::Up
+        } else {
+            Reachability::Down
+        };
+        self.reachability.store(value as u8, Ordering::Relaxed);
     }
 
     /// A pooled connection for short commands. Fails at once with
     /// UNAVAILABLE while the endpoint is known to be down.
     pub async fn conn(&self) -> Result<PooledConnection<'_, RedisConnectionManager>, RedisError> {
-        if !self.is_up() {
+        if self.reachability() == Reachability::Down {
             return Err(RedisError::Unavailable {
                 endpoint: self.endpoint,
                 source: None,

@@ -140,9 +140,10 @@ pub async fn run(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     let max = config.grpc.max_message_bytes;
-    // Closes the listener, ends open streams (DrainLayer) and starts the
-    // grace period.
+    // Closes the listener, ends open streams (DrainLayer), stops background
+    // readers and starts the grace period.
     let stop = CancellationToken::new();
+    let quote = QuoteApi::start(redis.master.clone(), stop.clone());
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.grpc.keepalive_interval));
@@ -160,7 +161,7 @@ pub async fn run(
         .add_service(CreditServiceServer::new(CreditApi).max_decoding_message_size(max))
         .add_service(PledgeServiceServer::new(PledgeApi).max_decoding_message_size(max))
         .add_service(SettlementServiceServer::new(SettlementApi).max_decoding_message_size(max))
-        .add_service(QuoteServiceServer::new(QuoteApi).max_decoding_message_size(max))
+        .add_service(QuoteServiceServer::new(quote).max_decoding_message_size(max))
         .add_service(AttestationServiceServer::new(AttestationApi).max_decoding_message_size(max))
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     tokio::pin!(serve);

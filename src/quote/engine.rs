@@ -1,0 +1,526 @@
+//! Quotes: route search over the token graph and exact swaps along it.
+//!
+//! The route graph (which pools join which tokens) is cached and rebuilt
+//! when the pool-set version in Redis moves: every hop read returns the
+//! version it saw, so a quote that raced a new or changed pool notices and
+//! starts again on a fresh graph. Bins are never cached: each quote reads
+//! each (pool, direction) it needs once, as one consistent snapshot.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use ethnum::U256;
+
+use super::{
+    math::{self, HopFill, MathError, PoolParams},
+    model::Pool,
+    store::{HopSnapshot, QuoteStore, StoreError},
+};
+
+/// Most pools on a route a caller may ask for.
+pub const MAX_HOPS_LIMIT: u32 = 4;
+/// Pools on a route when the caller does not say.
+pub const DEFAULT_MAX_HOPS: u32 = 3;
+/// Most candidate routes evaluated per quote: bounds the work (and Redis
+/// reads) a dense token graph could otherwise demand.
+pub const MAX_ROUTES: usize = 64;
+/// Bins read per hop at first; enough for almost every swap in one read.
+const FIRST_BIN_PAGE: usize = 64;
+/// Most bins a single hop may walk; a swap needing more is refused as
+/// insufficient liquidity rather than reading unbounded data.
+pub const MAX_BINS_PER_HOP: usize = 4096;
+/// Times a quote restarts because the pool set changed under it.
+const VERSION_RETRIES: usize = 3;
+
+/// Which side of the swap is fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapMode {
+    /// The input amount is fixed.
+    ExactIn,
+    /// The output amount is fixed.
+    ExactOut,
+}
+
+/// A validated quote request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteRequest {
+    /// Token sold.
+    pub token_in: String,
+    /// Token bought.
+    pub token_out: String,
+    /// Input (exact-in) or output (exact-out), raw units.
+    pub amount: u64,
+    /// Exact-in or exact-out.
+    pub mode: SwapMode,
+    /// Slippage tolerance, basis points.
+    pub slippage_bps: u32,
+    /// Most pools on a route.
+    pub max_hops: u32,
+    /// Exact-in: fill what the first pool can instead of failing.
+    pub allow_partial_fill: bool,
+}
+
+/// One hop of a priced route.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// The pool.
+    pub pool_id: String,
+    /// Token sold into it.
+    pub token_in: String,
+    /// Token bought from it.
+    pub token_out: String,
+    /// X->Y.
+    pub swap_for_y: bool,
+    /// The exact fill.
+    pub fill: HopFill,
+    /// The pool's parameters when read.
+    pub params: PoolParams,
+}
+
+/// A priced route.
+#[derive(Debug, Clone)]
+pub struct Quote {
+    /// The request it answers.
+    pub request: QuoteRequest,
+    /// Input consumed.
+    pub amount_in: u64,
+    /// Output received.
+    pub amount_out: u64,
+    /// Exact-in: least output at the slippage tolerance.
+    pub min_amount_out: Option<u64>,
+    /// Exact-out: most input at the slippage tolerance.
+    pub max_amount_in: Option<u64>,
+    /// Price impact, percent, decimal string.
+    pub price_impact: String,
+    /// True if only part of the amount could be filled.
+    pub partial_fill: bool,
+    /// The hops, in order.
+    pub hops: Vec<Hop>,
+}
+
+/// Why a quote cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteError {
+    /// No pool trades this token.
+    #[error("no pool trades {0}")]
+    UnknownToken(String),
+    /// No route of at most max_hops pools joins the tokens.
+    #[error("no route from {from} to {to} within {max_hops} pools")]
+    NoRoute {
+        /// Token sold.
+        from: String,
+        /// Token bought.
+        to: String,
+        /// The hop limit searched.
+        max_hops: u32,
+    },
+    /// Every route runs out of liquidity before filling the amount.
+    #[error("not enough liquidity on any route for {0} raw units")]
+    InsufficientLiquidity(u64),
+    /// The best output is 0.
+    #[error("amount too small: the best route gives 0")]
+    AmountTooSmall,
+    /// The swap cannot be computed (e.g. input beyond u64).
+    #[error(transparent)]
+    Math(#[from] MathError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Pools keyed by token: what the route search walks.
+#[derive(Debug, Default)]
+pub struct RouteGraph {
+    /// Version of the pool set it was built from.
+    pub version: u64,
+    edges: HashMap<String, Vec<Edge>>,
+}
+
+#[derive(Debug, Clone)]
+struct Edge {
+    pool_id: String,
+    to: String,
+    swap_for_y: bool,
+}
+
+impl RouteGraph {
+    fn build(version: u64, pools: &[Pool]) -> Self {
+        let mut edges: HashMap<String, Vec<Edge>> = HashMap::new();
+        for p in pools {
+            edges.entry(p.token_x.clone()).or_default().push(Edge {
+                pool_id: p.pool_id.clone(),
+                to: p.token_y.clone(),
+                swap_for_y: true,
+            });
+            edges.entry(p.token_y.clone()).or_default().push(Edge {
+                pool_id: p.pool_id.clone(),
+                to: p.token_x.clone(),
+                swap_for_y: false,
+            });
+        }
+        Self { version, edges }
+    }
+
+    fn knows(&self, token: &str) -> bool {
+        self.edges.contains_key(token)
+    }
+
+    /// Every route of at most `max_hops` pools, no pool twice, shortest
+    /// first, at most [`MAX_ROUTES`].
+    fn routes(&self, from: &str, to: &str, max_hops: u32) -> Vec<Vec<Edge>> {
+        let mut found = Vec::new();
+        let mut path = Vec::new();
+        self.search(from, to, max_hops as usize, &mut path, &mut found);
+        found.sort_by_key(Vec::len);
+        found.truncate(MAX_ROUTES);
+        found
+    }
+
+    fn search(
+        &self,
+        at: &str,
+        to: &str,
+        left: usize,
+        path: &mut Vec<Edge>,
+        found: &mut Vec<Vec<Edge>>,
+    ) {
+        if left == 0 || found.len() >= MAX_ROUTES * 4 {
+            return;
+        }
+        for edge in self.edges.get(at).into_iter().flatten() {
+            if path.iter().any(|e| e.pool_id == edge.pool_id) {
+                continue;
+            }
+            path.push(edge.clone());
+            if edge.to == to {
+                found.push(path.clone());
+            } else {
+                self.search(&edge.to, to, left - 1, path, found);
+            }
+            path.pop();
+        }
+    }
+}
+
+/// Prices swaps over the pools in one Redis.
+pub struct QuoteEngine {
+    store: QuoteStore,
+    /// The cached route graph; `None` until built or after invalidation.
+    graph: RwLock<Option<Arc<RouteGraph>>>,
+}
+
+/// Bins read so far in one quote, per (pool, direction): each is read once
+/// (more only if a walk needs a longer page).
+struct Reads<'a> {
+    store: &'a QuoteStore,
+    snapshots: HashMap<(String, bool), (HopSnapshot, bool)>,
+    /// Highest pool-set version seen by any read.
+    version: u64,
+}
+
+impl Reads<'_> {
+    /// The pool and its bins in walk order, long enough for `fits` to
+    /// succeed or complete; `complete` says the page holds every bin.
+    async fn hop(
+        &mut self,
+        pool_id: &str,
+        swap_for_y: bool,
+        mut fits: impl FnMut(&HopSnapshot) -> Result<bool, MathError>,
+    ) -> Result<Option<HopSnapshot>, QuoteError> {
+        let key = (pool_id.to_string(), swap_for_y);
+        let mut limit = FIRST_BIN_PAGE;
+        loop {
+            if let Some((snapshot, complete)) = self.snapshots.get(&key) {
+                if *complete || fits(snapshot)? || snapshot.bins.len() >= MAX_BINS_PER_HOP {
+                    return Ok(Some(snapshot.clone()));
+                }
+                limit = (snapshot.bins.len() * 4).min(MAX_BINS_PER_HOP);
+            }
+            let (version, snapshot) = self.store.read_hop(pool_id, swap_for_y, limit).await?;
+            self.version = self.version.max(version);
+            let Some(snapshot) = snapshot else {
+                return Ok(None);
+            };
+            let complete = snapshot.bins.len() < limit;
+            self.snapshots.insert(key.clone(), (snapshot, complete));
+        }
+    }
+}
+
+impl QuoteEngine {
+    /// An engine over `store`.
+    pub fn new(store: QuoteStore) -> Self {
+        Self {
+            store,
+            graph: RwLock::new(None),
+        }
+    }
+
+    /// The store, for ingest and pool reads.
+    pub fn store(&self) -> &QuoteStore {
+        &self.store
+    }
+
+    /// Forgets the route graph: the next quote rebuilds it.
+    pub fn invalidate_routes(&self) {
+        if let Ok(mut graph) = self.graph.write() {
+            *graph = None;
+        }
+    }
+
+    /// The cached graph if it is at least version `at_least`, else a fresh one.
+    async fn graph(&self, at_least: u64) -> Result<Arc<RouteGraph>, QuoteError> {
+        let cached = self.graph.read().ok().and_then(|g| g.clone());
+        if let Some(graph) = cached.filter(|g| g.version >= at_least) {
+            return Ok(graph);
+        }
+        let (version, pools) = self.store.all_pools().await?;
+        let fresh = Arc::new(RouteGraph::build(version, &pools));
+        if let Ok(mut graph) = self.graph.write() {
+            *graph = Some(Arc::clone(&fresh));
+        }
+        Ok(fresh)
+    }
+
+    /// Prices `request` along its best route. Also returns the pools the
+    /// search considered, so a watcher knows which changes matter.
+    pub async fn quote(&self, request: &QuoteRequest) -> Result<(Quote, Vec<String>), QuoteError> {
+        let mut at_least = 0;
+        for _ in 0..VERSION_RETRIES {
+            let graph = self.graph(at_least).await?;
+            let mut reads = Reads {
+                store: &self.store,
+                snapshots: HashMap::new(),
+                version: graph.version,
+            };
+            let result = self.quote_on(&graph, &mut reads, request).await;
+            // A read saw a newer pool set, or the graph does not know the
+            // tokens and may be stale: check before answering.
+            let stale = reads.version > graph.version
+                || (matches!(
+                    result,
+                    Err(QuoteError::UnknownToken(_) | QuoteError::NoRoute { .. })
+                ) && self.store.version().await? > graph.version);
+            if !stale {
+                return result;
+            }
+            at_least = reads.version.max(graph.version + 1);
+        }
+        let graph = self.graph(at_least).await?;
+        let mut reads = Reads {
+            store: &self.store,
+            snapshots: HashMap::new(),
+            version: graph.version,
+        };
+        self.quote_on(&graph, &mut reads, request).await
+    }
+
+    async fn quote_on(
+        &self,
+        graph: &RouteGraph,
+        reads: &mut Reads<'_>,
+        request: &QuoteRequest,
+    ) -> Result<(Quote, Vec<String>), QuoteError> {
+        for token in [&request.token_in, &request.token_out] {
+            if !graph.knows(token) {
+                return Err(QuoteError::UnknownToken(token.clone()));
+            }
+        }
+        let routes = graph.routes(&request.token_in, &request.token_out, request.max_hops);
+        if routes.is_empty() {
+            return Err(QuoteError::NoRoute {
+                from: request.token_in.clone(),
+                to: request.token_out.clone(),
+                max_hops: request.max_hops,
+            });
+        }
+        let mut considered: Vec<String> =
+            routes.iter().flatten().map(|e| e.pool_id.clone()).collect();
+        considered.sort();
+        considered.dedup();
+
+        let mut best: Option<Quote> = None;
+        for route in &routes {
+            let priced = match request.mode {
+                SwapMode::ExactIn => price_exact_in(reads, route, request).await?,
+                SwapMode::ExactOut => price_exact_out(reads, route, request).await?,
+            };
+            let Some(candidate) = priced else { continue };
+            if best
+                .as_ref()
+                .is_none_or(|b| better(request.mode, &candidate, b))
+            {
+                best = Some(candidate);
+            }
+        }
+        let quote = best.ok_or(QuoteError::InsufficientLiquidity(request.amount))?;
+        if quote.amount_out == 0 {
+            return Err(QuoteError::AmountTooSmall);
+        }
+        Ok((quote, considered))
+    }
+}
+
+/// True if `a` is a better quote than `b`: full fills beat partial ones;
+/// then more output (exact-in) or less input (exact-out); then fewer hops.
+fn better(mode: SwapMode, a: &Quote, b: &Quote) -> bool {
+    if a.partial_fill != b.partial_fill {
+        return !a.partial_fill;
+    }
+    let (a_key, b_key) = match mode {
+        SwapMode::ExactIn => (
+            u128::MAX - u128::from(a.amount_out),
+            u128::MAX - u128::from(b.amount_out),
+        ),
+        SwapMode::ExactOut => (u128::from(a.amount_in), u128::from(b.amount_in)),
+    };
+    (a_key, a.hops.len()) < (b_key, b.hops.len())
+}
+
+async fn price_exact_in(
+    reads: &mut Reads<'_>,
+    route: &[Edge],
+    request: &QuoteRequest,
+) -> Result<Option<Quote>, QuoteError> {
+    let mut hops = Vec::with_capacity(route.len());
+    let mut amount = request.amount;
+    let mut token_in = request.token_in.clone();
+    let mut partial = false;
+    for (i, edge) in route.iter().enumerate() {
+        let walk = |s: &HopSnapshot| -> Result<HopFill, MathError> {
+            let bins: Vec<_> = s.bins.iter().map(|b| b.reserve()).collect();
+            math::swap_exact_in(&s.pool.params(), &bins, amount, edge.swap_for_y)
+        };
+        let Some(snapshot) = reads
+            .hop(&edge.pool_id, edge.swap_for_y, |s| Ok(!walk(s)?.exhausted))
+            .await?
+        else {
+            return Ok(None); // pool removed since the graph was built
+        };
+        let fill = walk(&snapshot)?;
+        if fill.exhausted {
+            // Only the first hop may fill partly: later, the unused output of
+            // earlier hops would make the consumed input ambiguous.
+            if !(request.allow_partial_fill && i == 0) || fill.amount_in == 0 {
+                return Ok(None);
+            }
+            partial = true;
+        }
+        amount = fill.amount_out;
+        hops.push(Hop {
+            pool_id: edge.pool_id.clone(),
+            token_in: std::mem::replace(&mut token_in, edge.to.clone()),
+            token_out: edge.to.clone(),
+            swap_for_y: edge.swap_for_y,
+            params: snapshot.pool.params(),
+            fill,
+        });
+    }
+    finish(request, hops, partial).map(Some)
+}
+
+async fn price_exact_out(
+    reads: &mut Reads<'_>,
+    route: &[Edge],
+    request: &QuoteRequest,
+) -> Result<Option<Quote>, QuoteError> {
+    // Walk backwards: each hop must deliver what the next one needs.
+    let mut hops = Vec::with_capacity(route.len());
+    let mut want = request.amount;
+    for edge in route.iter().rev() {
+        let walk = |s: &HopSnapshot| -> Result<HopFill, MathError> {
+            let bins: Vec<_> = s.bins.iter().map(|b| b.reserve()).collect();
+            math::swap_exact_out(&s.pool.params(), &bins, want, edge.swap_for_y)
+        };
+        let Some(snapshot) = reads
+            .hop(&edge.pool_id, edge.swap_for_y, |s| Ok(!walk(s)?.exhausted))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let fill = match walk(&snapshot) {
+            Ok(fill) if !fill.exhausted => fill,
+            Ok(_) | Err(MathError::InputOverflow) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        want = fill.amount_in;
+        hops.push(Hop {
+            pool_id: edge.pool_id.clone(),
+            token_in: String::new(),
+            token_out: edge.to.clone(),
+            swap_for_y: edge.swap_for_y,
+            params: snapshot.pool.params(),
+            fill,
+        });
+    }
+    hops.reverse();
+    let mut token_in = request.token_in.clone();
+    for hop in &mut hops {
+        hop.token_in = std::mem::replace(&mut token_in, hop.token_out.clone());
+    }
+    finish(request, hops, false).map(Some)
+}
+
+fn finish(request: &QuoteRequest, hops: Vec<Hop>, partial_fill: bool) -> Result<Quote, QuoteError> {
+    let (Some(first), Some(last)) = (hops.first(), hops.last()) else {
+        return Err(QuoteError::InsufficientLiquidity(request.amount));
+    };
+    let amount_in = first.fill.amount_in;
+    let amount_out = last.fill.amount_out;
+    let bps = u128::from(request.slippage_bps);
+    let (min_amount_out, max_amount_in) = match request.mode {
+        SwapMode::ExactIn => (
+            Some((u128::from(amount_out) * (10_000 - bps) / 10_000) as u64),
+            None,
+        ),
+        SwapMode::ExactOut => {
+            let max = u128::from(amount_in) * (10_000 + bps) / 10_000;
+            (None, Some(u64::try_from(max).unwrap_or(u64::MAX)))
+        }
+    };
+    let price_impact = price_impact(&hops)?;
+    Ok(Quote {
+        request: request.clone(),
+        amount_in,
+        amount_out,
+        min_amount_out,
+        max_amount_in,
+        price_impact,
+        partial_fill,
+        hops,
+    })
+}
+
+/// Single pool: the SDK's formula (see [`math::single_pool_impact`]).
+/// Several: Trader Joe's virtual chain, `(v_n - out) / v_n`, where `v_0` is
+/// the input and `v_{i+1}` converts `v_i - fee_i` at hop i's active-bin price.
+fn price_impact(hops: &[Hop]) -> Result<String, QuoteError> {
+    if let [hop] = hops {
+        return Ok(
+            match math::single_pool_impact(&hop.params, &hop.fill, hop.swap_for_y)? {
+                Some((n, d)) => math::percent_string(n, d),
+                None => "0".into(),
+            },
+        );
+    }
+    let mut v = U256::from(hops.first().map_or(0, |h| h.fill.amount_in));
+    for hop in hops {
+        let net = v.saturating_sub(U256::from(hop.fill.total_fee));
+        let price = math::bin_price(hop.params.active_bin_id, hop.params.bin_step)?;
+        v = if net > U256::from(u128::MAX) {
+            U256::MAX
+        } else {
+            math::convert_at_price(net.as_u128(), price, hop.swap_for_y)
+        };
+    }
+    let out = U256::from(hops.last().map_or(0, |h| h.fill.amount_out));
+    Ok(if v > out {
+        math::percent_string(v - out, v)
+    } else if out > v {
+        format!("-{}", math::percent_string(out - v, v))
+    } else {
+        "0".into()
+    })
+}

@@ -1,0 +1,32 @@
+-- read_hop: one consistent snapshot of what a swap through a pool needs:
+-- its configuration and the next non-empty bins from the active bin in the
+-- swap's direction, found through the bin index (never KEYS or SCAN).
+--
+-- KEYS[1] pool:<id>             pool configuration, JSON
+-- KEYS[2] pool:<id>:bins        sorted set of non-empty bin ids (score = id)
+-- KEYS[3] quote:pools:version   route graph version
+-- ARGV[1] "down" (X->Y: ids <= active, descending) or "up" (Y->X: ids >= active)
+-- ARGV[2] most bins to return
+-- ARGV[3] bin key prefix, "bin:<id>:"
+--
+-- Returns {version, pool JSON, id, bin JSON, id, bin JSON, ...} in walk
+-- order, or {version} if the pool does not exist. Read-only.
+
+local version = redis.call('GET', KEYS[3]) or '0'
+local pool = redis.call('GET', KEYS[1])
+if not pool then
+  return {version}
+end
+local active = cjson.decode(pool)['active_bin_id']
+local ids
+if ARGV[1] == 'down' then
+  ids = redis.call('ZREVRANGEBYSCORE', KEYS[2], active, '-inf', 'LIMIT', 0, ARGV[2])
+else
+  ids = redis.call('ZRANGEBYSCORE', KEYS[2], active, '+inf', 'LIMIT', 0, ARGV[2])
+end
+local out = {version, pool}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('GET', ARGV[3] .. id) or ''
+end
+return out
