@@ -216,8 +216,22 @@ pub struct QuoteEngine {
 struct Reads<'a> {
     store: &'a QuoteStore,
     snapshots: HashMap<(String, bool), (HopSnapshot, bool)>,
-    /// Highest pool-set version seen by any read.
-    version: u64,
+    /// Version of the route graph in use.
+    graph_version: u64,
+    /// Set when a read saw another pool-set version (newer, or older after
+    /// Redis restarted empty): the graph is stale.
+    stale: bool,
+}
+
+impl<'a> Reads<'a> {
+    fn new(store: &'a QuoteStore, graph: &RouteGraph) -> Self {
+        Self {
+            store,
+            snapshots: HashMap::new(),
+            graph_version: graph.version,
+            stale: false,
+        }
+    }
 }
 
 impl Reads<'_> {
@@ -239,7 +253,7 @@ impl Reads<'_> {
                 limit = (snapshot.bins.len() * 4).min(MAX_BINS_PER_HOP);
             }
             let (version, snapshot) = self.store.read_hop(pool_id, swap_for_y, limit).await?;
-            self.version = self.version.max(version);
+            self.stale |= version != self.graph_version;
             let Some(snapshot) = snapshot else {
                 return Ok(None);
             };
@@ -270,10 +284,10 @@ impl QuoteEngine {
         }
     }
 
-    /// The cached graph if it is at least version `at_least`, else a fresh one.
-    async fn graph(&self, at_least: u64) -> Result<Arc<RouteGraph>, QuoteError> {
+    /// The cached graph, or a fresh one if there is none or `rebuild`.
+    async fn graph(&self, rebuild: bool) -> Result<Arc<RouteGraph>, QuoteError> {
         let cached = self.graph.read().ok().and_then(|g| g.clone());
-        if let Some(graph) = cached.filter(|g| g.version >= at_least) {
+        if let Some(graph) = cached.filter(|_| !rebuild) {
             return Ok(graph);
         }
         let (version, pools) = self.store.all_pools().await?;
@@ -287,34 +301,27 @@ impl QuoteEngine {
     /// Prices `request` along its best route. Also returns the pools the
     /// search considered, so a watcher knows which changes matter.
     pub async fn quote(&self, request: &QuoteRequest) -> Result<(Quote, Vec<String>), QuoteError> {
-        let mut at_least = 0;
+        let mut rebuild = false;
         for _ in 0..VERSION_RETRIES {
-            let graph = self.graph(at_least).await?;
-            let mut reads = Reads {
-                store: &self.store,
-                snapshots: HashMap::new(),
-                version: graph.version,
-            };
+            let graph = self.graph(rebuild).await?;
+            let mut reads = Reads::new(&self.store, &graph);
             let result = self.quote_on(&graph, &mut reads, request).await;
-            // A read saw a newer pool set, or the graph does not know the
+            // A read saw another pool set, or the graph does not know the
             // tokens and may be stale: check before answering.
-            let stale = reads.version > graph.version
-                || (matches!(
-                    result,
-                    Err(QuoteError::UnknownToken(_) | QuoteError::NoRoute { .. })
-                ) && self.store.version().await? > graph.version);
+            let unknown = matches!(
+                result,
+                Err(QuoteError::UnknownToken(_) | QuoteError::NoRoute { .. })
+            );
+            let stale = reads.stale || (unknown && self.store.version().await? != graph.version);
             if !stale {
                 return result;
             }
-            at_least = reads.version.max(graph.version + 1);
+            rebuild = true;
         }
-        let graph = self.graph(at_least).await?;
-        let mut reads = Reads {
-            store: &self.store,
-            snapshots: HashMap::new(),
-            version: graph.version,
-        };
-        self.quote_on(&graph, &mut reads, request).await
+        // The pool set keeps changing under us: answer from a fresh graph.
+        let graph = self.graph(true).await?;
+        self.quote_on(&graph, &mut Reads::new(&self.store, &graph), request)
+            .await
     }
 
     async fn quote_on(
