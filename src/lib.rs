@@ -34,11 +34,15 @@
 //! - [`quote`]: exact DLMM (Liquidity Book) swap quotes and routing.
 //! - [`attestation`]: verification results turned into signed attestations.
 //!
-//! `src/main.rs` is the command line (`serve`, `dev`, `config`).
+//! - [`bench`]: `openoes bench`, load tools that report ratios to Redis.
+//!
+//! `src/main.rs` is the command line (`serve`, `dev`, `pools load`, `bench`,
+//! `config`).
 
 #![warn(missing_docs)]
 
 pub mod attestation;
+pub mod bench;
 pub mod config;
 pub mod credit;
 pub mod dev;

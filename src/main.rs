@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: PoolsCommand,
     },
+    /// Load tools that report ratios to redis-benchmark in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Print the effective configuration (secrets redacted) and exit.
     Config {
         /// TOML config file (env vars OPENOES__* override it).
@@ -72,6 +77,35 @@ enum PoolsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// GetQuote, single hop crossing 10 bins and 3 hops, vs redis-benchmark
+    /// MGET of 10 keys. Writes its own BENCH-* pools through UpsertPool.
+    Quote {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// The Redis holding quote data, for the baseline.
+        #[arg(long, default_value = "127.0.0.1")]
+        redis_host: String,
+        /// Its port.
+        #[arg(long, default_value_t = 6379)]
+        redis_port: u16,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds measured per scenario.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// HTTP/2 connections to spread requests over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let file = match &cli.command {
@@ -81,6 +115,7 @@ fn main() -> ExitCode {
         | Command::Pools {
             command: PoolsCommand::Load { config, .. },
         } => config.as_deref(),
+        Command::Bench { .. } => None,
     };
     let mut config = match Config::load(file) {
         Ok(config) => config,
@@ -140,6 +175,32 @@ fn main() -> ExitCode {
                     let (created, bins) = store.upsert_pool(&snapshot, true).await?;
                     let verb = if created { "created" } else { "replaced" };
                     println!("{verb} pool {}: {bins} bins", snapshot.pool.pool_id);
+                }
+            }
+            Command::Bench {
+                command:
+                    BenchCommand::Quote {
+                        addr,
+                        redis_host,
+                        redis_port,
+                        concurrency,
+                        seconds,
+                        connections,
+                        json,
+                    },
+            } => {
+                let options = openoes::bench::BenchOptions {
+                    addr,
+                    redis_host,
+                    redis_port,
+                    concurrency,
+                    duration: std::time::Duration::from_secs(seconds),
+                    connections,
+                };
+                let figures = openoes::bench::quote(&options).await?;
+                print!("{}", openoes::bench::table(&figures));
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
                 }
             }
             Command::Config { .. } => {}

@@ -744,3 +744,62 @@ async fn concurrent_quotes_never_see_half_a_pool() {
     }
     assert_eq!(total, 600);
 }
+
+#[tokio::test]
+async fn a_walk_longer_than_one_read_page_matches_the_math_over_every_bin() {
+    use openoes::quote::math::{BinReserve, PoolParams, swap_exact_in};
+    let (_link, _gateway, mut client) = setup().await;
+    let (mut pool, _) = cheap_pool("L", "TKL", "TKM");
+    pool.bin_step = 25;
+    pool.base_factor = 10_000;
+    pool.variable_fee_control = 40_000;
+    let reserves: Vec<BinReserve> = (0..=100)
+        .map(|i| BinReserve {
+            bin_id: -i,
+            x: 0,
+            y: 1_000 + i as u64,
+        })
+        .collect();
+    let bins = reserves
+        .iter()
+        .map(|r| Bin {
+            bin_id: r.bin_id,
+            x_amount: "0".into(),
+            y_amount: r.y.to_string(),
+            price: String::new(),
+        })
+        .collect();
+    client
+        .upsert_pool(UpsertPoolRequest {
+            pool: Some(pool.clone()),
+            bins,
+            replace_bins: true,
+        })
+        .await
+        .expect("L");
+
+    let params = PoolParams {
+        bin_step: 25,
+        active_bin_id: 0,
+        base_factor: 10_000,
+        variable_fee_control: 40_000,
+        max_volatility_accumulator: 350_000,
+        protocol_share_bps: 1000,
+    };
+    let amount = 60_000;
+    let want = swap_exact_in(&params, &reserves, amount, true).expect("math");
+    assert!(
+        want.bins.len() > 40 && !want.exhausted,
+        "crosses {} bins",
+        want.bins.len()
+    );
+    let q = quote(
+        &mut client,
+        request("TKL", "TKM", amount, SwapMode::ExactIn),
+    )
+    .await
+    .expect("q");
+    assert_eq!(q.hops[0].bins.len(), want.bins.len());
+    assert_eq!(q.amount_out, want.amount_out.to_string());
+    assert_eq!(q.total_fee, want.total_fee.to_string());
+}

@@ -14,7 +14,7 @@ use std::{
 use ethnum::U256;
 
 use super::{
-    math::{self, HopFill, MathError, PoolParams},
+    math::{self, BinReserve, HopFill, MathError, PoolParams},
     model::Pool,
     store::{HopSnapshot, QuoteStore, StoreError},
 };
@@ -26,8 +26,9 @@ pub const DEFAULT_MAX_HOPS: u32 = 3;
 /// Most candidate routes evaluated per quote: bounds the work (and Redis
 /// reads) a dense token graph could otherwise demand.
 pub const MAX_ROUTES: usize = 64;
-/// Bins read per hop at first; enough for almost every swap in one read.
-const FIRST_BIN_PAGE: usize = 64;
+/// Bins read per hop at first: most swaps cross few bins, and every bin read
+/// costs Redis time and parsing; a longer walk reads 4x more each time.
+const FIRST_BIN_PAGE: usize = 16;
 /// Most bins a single hop may walk; a swap needing more is refused as
 /// insufficient liquidity rather than reading unbounded data.
 pub const MAX_BINS_PER_HOP: usize = 4096;
@@ -235,20 +236,23 @@ impl<'a> Reads<'a> {
 }
 
 impl Reads<'_> {
-    /// The pool and its bins in walk order, long enough for `fits` to
-    /// succeed or complete; `complete` says the page holds every bin.
-    async fn hop(
+    /// Runs `walk` over the pool's bins in the swap's direction, reading a
+    /// longer page while the walk runs out of bins and more exist. Returns
+    /// the pool's parameters and the fill; `None` if the pool is gone.
+    async fn walk(
         &mut self,
         pool_id: &str,
         swap_for_y: bool,
-        mut fits: impl FnMut(&HopSnapshot) -> Result<bool, MathError>,
-    ) -> Result<Option<HopSnapshot>, QuoteError> {
+        walk: impl Fn(&PoolParams, &[BinReserve]) -> Result<HopFill, MathError>,
+    ) -> Result<Option<(PoolParams, HopFill)>, QuoteError> {
         let key = (pool_id.to_string(), swap_for_y);
         let mut limit = FIRST_BIN_PAGE;
         loop {
             if let Some((snapshot, complete)) = self.snapshots.get(&key) {
-                if *complete || fits(snapshot)? || snapshot.bins.len() >= MAX_BINS_PER_HOP {
-                    return Ok(Some(snapshot.clone()));
+                let params = snapshot.pool.params();
+                let fill = walk(&params, &snapshot.bins)?;
+                if !fill.exhausted || *complete || snapshot.bins.len() >= MAX_BINS_PER_HOP {
+                    return Ok(Some((params, fill)));
                 }
                 limit = (snapshot.bins.len() * 4).min(MAX_BINS_PER_HOP);
             }
@@ -396,17 +400,12 @@ async fn price_exact_in(
     let mut token_in = request.token_in.clone();
     let mut partial = false;
     for (i, edge) in route.iter().enumerate() {
-        let walk = |s: &HopSnapshot| -> Result<HopFill, MathError> {
-            let bins: Vec<_> = s.bins.iter().map(|b| b.reserve()).collect();
-            math::swap_exact_in(&s.pool.params(), &bins, amount, edge.swap_for_y)
+        let walk = |pool: &PoolParams, bins: &[BinReserve]| {
+            math::swap_exact_in(pool, bins, amount, edge.swap_for_y)
         };
-        let Some(snapshot) = reads
-            .hop(&edge.pool_id, edge.swap_for_y, |s| Ok(!walk(s)?.exhausted))
-            .await?
-        else {
+        let Some((params, fill)) = reads.walk(&edge.pool_id, edge.swap_for_y, walk).await? else {
             return Ok(None); // pool removed since the graph was built
         };
-        let fill = walk(&snapshot)?;
         if fill.exhausted {
             // Only the first hop may fill partly: later, the unused output of
             // earlier hops would make the consumed input ambiguous.
@@ -421,7 +420,7 @@ async fn price_exact_in(
             token_in: std::mem::replace(&mut token_in, edge.to.clone()),
             token_out: edge.to.clone(),
             swap_for_y: edge.swap_for_y,
-            params: snapshot.pool.params(),
+            params,
             fill,
         });
     }
@@ -437,20 +436,13 @@ async fn price_exact_out(
     let mut hops = Vec::with_capacity(route.len());
     let mut want = request.amount;
     for edge in route.iter().rev() {
-        let walk = |s: &HopSnapshot| -> Result<HopFill, MathError> {
-            let bins: Vec<_> = s.bins.iter().map(|b| b.reserve()).collect();
-            math::swap_exact_out(&s.pool.params(), &bins, want, edge.swap_for_y)
+        let walk = |pool: &PoolParams, bins: &[BinReserve]| {
+            math::swap_exact_out(pool, bins, want, edge.swap_for_y)
         };
-        let Some(snapshot) = reads
-            .hop(&edge.pool_id, edge.swap_for_y, |s| Ok(!walk(s)?.exhausted))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let fill = match walk(&snapshot) {
-            Ok(fill) if !fill.exhausted => fill,
-            Ok(_) | Err(MathError::InputOverflow) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let (params, fill) = match reads.walk(&edge.pool_id, edge.swap_for_y, walk).await {
+            Ok(Some((params, fill))) if !fill.exhausted => (params, fill),
+            Ok(_) | Err(QuoteError::Math(MathError::InputOverflow)) => return Ok(None),
+            Err(e) => return Err(e),
         };
         want = fill.amount_in;
         hops.push(Hop {
@@ -458,7 +450,7 @@ async fn price_exact_out(
             token_in: String::new(),
             token_out: edge.to.clone(),
             swap_for_y: edge.swap_for_y,
-            params: snapshot.pool.params(),
+            params,
             fill,
         });
     }

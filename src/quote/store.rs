@@ -20,7 +20,10 @@ use std::{sync::LazyLock, time::SystemTime};
 
 use redis::{AsyncCommands, Script, Value};
 
-use super::model::{Bin, Pool, PoolSnapshot};
+use super::{
+    math::BinReserve,
+    model::{Bin, Pool, PoolSnapshot},
+};
 use crate::redis::{RedisEndpoint, RedisError};
 
 /// Approximate length `quote:events` is trimmed to: watchers only need
@@ -72,8 +75,8 @@ pub struct HopSnapshot {
     pub version: u64,
     /// The pool's configuration.
     pub pool: Pool,
-    /// Non-empty bins from the active bin in walk order.
-    pub bins: Vec<Bin>,
+    /// Reserves of the non-empty bins from the active bin, in walk order.
+    pub bins: Vec<BinReserve>,
 }
 
 /// Reads and writes quote data on one Redis.
@@ -186,7 +189,7 @@ impl QuoteStore {
                 continue; // raced a delete made outside our scripts; skip it
             }
             let key = format!("{}{}", bin_prefix(pool_id), text(id));
-            bins.push(from_json(&key, &json)?);
+            bins.push(from_json::<Bin>(&key, &json)?.reserve());
         }
         Ok((
             version,

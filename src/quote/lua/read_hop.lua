@@ -25,8 +25,17 @@ else
   ids = redis.call('ZRANGEBYSCORE', KEYS[2], active, '+inf', 'LIMIT', 0, ARGV[2])
 end
 local out = {version, pool}
-for _, id in ipairs(ids) do
+if #ids == 0 then
+  return out
+end
+-- One MGET, not a GET per bin: each redis.call from Lua has a fixed cost.
+local keys = {}
+for i, id in ipairs(ids) do
+  keys[i] = ARGV[3] .. id
+end
+local bins = redis.call('MGET', unpack(keys))
+for i, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('GET', ARGV[3] .. id) or ''
+  out[#out + 1] = bins[i] or ''
 end
 return out

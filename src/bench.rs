@@ -1,0 +1,342 @@
+//! `openoes bench`: load tools that measure the gateway against Redis
+//! itself, in the same run, on the same machine (see
+//! `shared/docs/performance.md`): absolute numbers drift on shared
+//! machines, the ratio to `redis-benchmark` does not.
+//!
+//! `bench quote` writes its own pools through UpsertPool (so it works
+//! against any gateway with a writable quote Redis), then measures GetQuote
+//! for a single-hop swap crossing 10 bins and a 3-hop route, closed loop at
+//! the given concurrency, and `redis-benchmark` MGET of 10 bin keys with the
+//! same client count as the baseline.
+
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tonic::transport::Channel;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::proto::quote::v1::{
+    Bin, GetQuoteRequest, Pool, UpsertPoolRequest, quote_service_client::QuoteServiceClient,
+};
+
+/// How `bench quote` runs.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Gateway address, `host:port`.
+    pub addr: String,
+    /// The Redis holding quote data (for the redis-benchmark baseline).
+    pub redis_host: String,
+    /// Its port.
+    pub redis_port: u16,
+    /// Requests in flight.
+    pub concurrency: usize,
+    /// Measuring time per scenario.
+    pub duration: Duration,
+    /// HTTP/2 connections the requests are spread over.
+    pub connections: usize,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// Completed operations per second.
+    pub ops_per_sec: f64,
+    /// Latency percentiles, microseconds (none for the Redis baseline,
+    /// whose own report is in milliseconds).
+    pub p50_us: Option<u64>,
+    /// 99th percentile, microseconds.
+    pub p99_us: Option<u64>,
+    /// Worst, microseconds.
+    pub max_us: Option<u64>,
+    /// Failed operations (must be 0).
+    pub errors: u64,
+    /// ops_per_sec relative to the Redis baseline.
+    pub ratio_to_redis: Option<f64>,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The gateway could not be reached or refused the setup.
+    #[error("gateway: {0}")]
+    Gateway(String),
+    /// redis-benchmark failed or printed something unexpected.
+    #[error("redis-benchmark: {0}")]
+    RedisBenchmark(String),
+}
+
+const BENCH_TOKENS: [&str; 4] = ["BENCH-A", "BENCH-B", "BENCH-C", "BENCH-D"];
+/// Input of the single-hop scenario: crosses bins 0 to -9 of BENCH-A-B.
+const SINGLE_HOP_AMOUNT: u64 = 9_000_000;
+const THREE_HOP_AMOUNT: u64 = 1_000_000;
+
+/// Runs the quote benchmark and returns its figures, baseline first.
+pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
+    let channels = connect(options).await?;
+    setup_pools(&channels[0]).await?;
+    let single = GetQuoteRequest {
+        token_in: BENCH_TOKENS[0].into(),
+        token_out: BENCH_TOKENS[1].into(),
+        amount: SINGLE_HOP_AMOUNT.to_string(),
+        ..GetQuoteRequest::default()
+    };
+    let three = GetQuoteRequest {
+        token_in: BENCH_TOKENS[0].into(),
+        token_out: BENCH_TOKENS[3].into(),
+        amount: THREE_HOP_AMOUNT.to_string(),
+        ..GetQuoteRequest::default()
+    };
+    // Check the scenarios are what they claim before timing them.
+    let mut client = QuoteServiceClient::new(channels[0].clone());
+    let q = client
+        .get_quote(single.clone())
+        .await
+        .map_err(|e| BenchError::Gateway(e.to_string()))?;
+    let bins = q
+        .into_inner()
+        .quote
+        .map(|q| q.hops.iter().map(|h| h.bins.len()).sum::<usize>());
+    if bins != Some(10) {
+        return Err(BenchError::Gateway(format!(
+            "single-hop scenario crosses {bins:?} bins, not 10"
+        )));
+    }
+    let q = client
+        .get_quote(three.clone())
+        .await
+        .map_err(|e| BenchError::Gateway(e.to_string()))?;
+    if q.into_inner().quote.map(|q| q.hops.len()) != Some(3) {
+        return Err(BenchError::Gateway(
+            "three-hop scenario is not 3 hops".into(),
+        ));
+    }
+
+    let keys: Vec<String> = (0..10).map(|i| format!("bin:BENCH-A-B:{}", -i)).collect();
+    let redis_ops = redis_benchmark(options, &keys)?;
+    let mut figures = vec![Figure {
+        name: format!("redis-benchmark MGET 10 keys, -c {}", options.concurrency),
+        ops_per_sec: redis_ops,
+        p50_us: None,
+        p99_us: None,
+        max_us: None,
+        errors: 0,
+        ratio_to_redis: Some(1.0),
+    }];
+    let health = load(&channels, options, |channel| {
+        let mut client = HealthClient::new(channel);
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(drop)
+        }
+    })
+    .await;
+    for (name, request, mut figure) in [
+        ("gRPC floor: Health/Check", None, health),
+        (
+            "GetQuote single hop, 10 bins",
+            Some(single),
+            Figure::default(),
+        ),
+        ("GetQuote 3 hops", Some(three), Figure::default()),
+    ] {
+        if let Some(request) = request {
+            figure = load(&channels, options, move |channel| {
+                let mut client = QuoteServiceClient::new(channel);
+                let request = request.clone();
+                async move { client.get_quote(request).await.map(drop) }
+            })
+            .await;
+        }
+        figure.name = format!("{name}, concurrency {}", options.concurrency);
+        figure.ratio_to_redis = Some(figure.ops_per_sec / redis_ops);
+        figures.push(figure);
+    }
+    Ok(figures)
+}
+
+async fn connect(options: &BenchOptions) -> Result<Vec<Channel>, BenchError> {
+    let mut channels = Vec::new();
+    for _ in 0..options.connections.max(1) {
+        let channel = Channel::from_shared(format!("http://{}", options.addr))
+            .map_err(|e| BenchError::Gateway(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| BenchError::Gateway(e.to_string()))?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
+/// A deep pool per token pair: 101 bins of 1,000,000 units around bin 0.
+fn bench_pool(id: &str, x: &str, y: &str) -> UpsertPoolRequest {
+    let pool = Pool {
+        pool_id: id.into(),
+        token_x: x.into(),
+        token_y: y.into(),
+        bin_step: 10,
+        active_bin_id: 0,
+        base_factor: 10_000,
+        variable_fee_control: 40_000,
+        max_volatility_accumulator: 350_000,
+        protocol_share_bps: 500,
+        ..Pool::default()
+    };
+    let bins = (-50..=50)
+        .map(|id: i32| Bin {
+            bin_id: id,
+            x_amount: match id {
+                0 => "500000".into(),
+                id if id > 0 => "1000000".into(),
+                _ => "0".into(),
+            },
+            y_amount: match id {
+                0 => "500000".into(),
+                id if id < 0 => "1000000".into(),
+                _ => "0".into(),
+            },
+            price: String::new(),
+        })
+        .collect();
+    UpsertPoolRequest {
+        pool: Some(pool),
+        bins,
+        replace_bins: true,
+    }
+}
+
+async fn setup_pools(channel: &Channel) -> Result<(), BenchError> {
+    let mut client = QuoteServiceClient::new(channel.clone());
+    for pair in BENCH_TOKENS.windows(2) {
+        let id = format!("{}-{}", pair[0], pair[1].trim_start_matches("BENCH-"));
+        client
+            .upsert_pool(bench_pool(&id, pair[0], pair[1]))
+            .await
+            .map_err(|e| BenchError::Gateway(format!("UpsertPool {id}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Closed loop: `concurrency` tasks each send one request after another
+/// for `duration`, spread over the channels. `call` makes one call on a
+/// channel.
+async fn load<F, Fut>(channels: &[Channel], options: &BenchOptions, call: F) -> Figure
+where
+    F: Fn(Channel) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send,
+{
+    let deadline = Instant::now() + options.duration;
+    let call = Arc::new(call);
+    let mut tasks = Vec::new();
+    for i in 0..options.concurrency {
+        let channel = channels[i % channels.len()].clone();
+        let call = Arc::clone(&call);
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = new_histogram();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                match call(channel.clone()).await {
+                    Ok(_) => {
+                        let _ = histogram.record(started.elapsed().as_micros() as u64);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (histogram, errors)
+        }));
+    }
+    let started = Instant::now();
+    let mut histogram = new_histogram();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((h, e)) = task.await {
+            let _ = histogram.add(&h);
+            errors += e;
+        }
+    }
+    let elapsed = started.elapsed().max(options.duration).as_secs_f64();
+    Figure {
+        name: String::new(),
+        ops_per_sec: histogram.len() as f64 / elapsed,
+        p50_us: Some(histogram.value_at_quantile(0.50)),
+        p99_us: Some(histogram.value_at_quantile(0.99)),
+        max_us: Some(histogram.max()),
+        errors,
+        ratio_to_redis: None,
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 us to 60 s, 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// `redis-benchmark` MGET of `keys` at the same concurrency, for about as
+/// long as the gateway is measured; returns requests per second.
+fn redis_benchmark(options: &BenchOptions, keys: &[String]) -> Result<f64, BenchError> {
+    // Aim for roughly `duration` worth of requests at ~50k ops/s.
+    let requests = (options.duration.as_secs_f64() * 50_000.0).max(10_000.0) as u64;
+    let output = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            &options.redis_host,
+            "-p",
+            &options.redis_port.to_string(),
+        ])
+        .args([
+            "-c",
+            &options.concurrency.to_string(),
+            "-n",
+            &requests.to_string(),
+            "--csv",
+            "MGET",
+        ])
+        .args(keys)
+        .output()
+        .map_err(|e| {
+            BenchError::RedisBenchmark(format!("cannot run it ({e}); apt-get install redis-tools"))
+        })?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // CSV: "test","rps",...; the data line follows the header.
+    let rps = text
+        .lines()
+        .filter(|l| l.starts_with("\"MGET"))
+        .filter_map(|l| l.split(',').nth(1))
+        .filter_map(|v| v.trim_matches('"').parse::<f64>().ok())
+        .next_back();
+    rps.ok_or_else(|| BenchError::RedisBenchmark(format!("unexpected output: {text}")))
+}
+
+/// The figures as a table for a terminal.
+pub fn table(figures: &[Figure]) -> String {
+    let mut out = format!(
+        "{:<48} {:>12} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
+        "figure", "ops/s", "p50 us", "p99 us", "max us", "errors", "ratio"
+    );
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    for f in figures {
+        out += &format!(
+            "{:<48} {:>12.0} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
+            f.name,
+            f.ops_per_sec,
+            opt(f.p50_us),
+            opt(f.p99_us),
+            opt(f.max_us),
+            f.errors,
+            f.ratio_to_redis
+                .map_or_else(|| "-".into(), |r| format!("{r:.3}")),
+        );
+    }
+    out
+}
