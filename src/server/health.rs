@@ -20,7 +20,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::HealthConfig,
-    redis::{Endpoint, Redis, RedisError},
+    redis::{Endpoint, Reachability, Redis, RedisError},
 };
 
 /// A gRPC service and the Redis endpoints it cannot work without.
@@ -81,15 +81,19 @@ impl HealthMonitor {
             for (&endpoint, conn) in probes.iter_mut() {
                 let target = self.redis.endpoint(endpoint);
                 let result = self.probe(endpoint, conn).await;
-                if result.is_ok() != target.is_up() {
-                    match &result {
-                        Ok(()) => tracing::info!(%endpoint, "redis is reachable again"),
-                        Err(e) => tracing::warn!(
-                            %endpoint,
-                            error = %crate::error::ErrorChain(e),
-                            "redis is unreachable; failing calls fast until it returns"
-                        ),
+                match (&result, target.reachability()) {
+                    (Ok(()), Reachability::Down) => {
+                        tracing::info!(%endpoint, "redis is reachable again");
                     }
+                    (Ok(()), Reachability::Unknown) => {
+                        tracing::info!(%endpoint, "redis is reachable")
+                    }
+                    (Err(e), Reachability::Up | Reachability::Unknown) => tracing::warn!(
+                        %endpoint,
+                        error = %crate::error::ErrorChain(e),
+                        "redis is unreachable; failing calls fast until it returns"
+                    ),
+                    _ => {}
                 }
                 target.set_up(result.is_ok());
             }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end smoke test with the real grpcurl binary against `openoes dev`:
-# reflection lists every service, health is SERVING, an unbuilt RPC says
+# reflection lists every service, health is SERVING, a BTC -> ETH quote works
+# on the demo pools, an unbuilt RPC says
 # UNIMPLEMENTED, killing Redis flips health to NOT_SERVING and restarting it
 # flips it back, SIGTERM stops everything and leaves no redis-server behind.
 #
@@ -74,6 +75,10 @@ t=$(health_becomes SERVING 15) && ok "health SERVING (after ${t}s)" || fail "hea
 out=$(grpcurl -plaintext -d '{"user_id":"alice","asset":"BTC"}' "$ADDR" openoes.credit.v1.CreditService/GetCreditInventory 2>&1)
 grep -q "Code: Unimplemented" <<<"$out" && grep -q '"reason":"NOT_IMPLEMENTED"' <<<"$out" \
   && ok "an RPC not built yet answers UNIMPLEMENTED with ErrorInfo" || fail "UNIMPLEMENTED answer: $out"
+
+out=$(grpcurl -plaintext -d '{"token_in":"BTC","token_out":"ETH","amount":"100000000","slippage_bps":50}' "$ADDR" openoes.quote.v1.QuoteService/GetQuote 2>&1)
+pools=$(python3 -c "import json,sys; q=json.loads(sys.stdin.read())['quote']; print(' '.join(h['poolId'] for h in q['hops']), q['amountOut'])" <<<"$out" 2>/dev/null)
+[[ "$pools" == "BTC-USDC ETH-USDC "* ]] && ok "GetQuote BTC -> ETH on the demo pools: $pools" || fail "GetQuote BTC -> ETH: $out"
 
 kill -KILL "$M_PID"
 t=$(health_becomes NOT_SERVING 10) && ok "SIGKILL of the master: health NOT_SERVING after ${t}s" || fail "health stayed SERVING with the master dead"
