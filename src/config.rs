@@ -27,6 +27,8 @@ pub struct Config {
     pub grpc: GrpcConfig,
     /// Redis endpoints and connection limits.
     pub redis: RedisConfig,
+    /// Limits of the Redis-streams bridge (Watch* and Subscribe* RPCs).
+    pub streams: StreamsConfig,
     /// How health follows Redis.
     pub health: HealthConfig,
     /// How the process stops.
@@ -43,6 +45,7 @@ impl Default for Config {
             roles: vec![Role::Wsp, Role::Exchange],
             grpc: GrpcConfig::default(),
             redis: RedisConfig::default(),
+            streams: StreamsConfig::default(),
             health: HealthConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
@@ -202,6 +205,39 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Limits of the bridge from Redis streams to gRPC streams.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Events queued per watch subscriber before it is cut off as too slow
+    /// (RESOURCE_EXHAUSTED): bounds memory per subscriber.
+    pub watch_queue_capacity: usize,
+    /// Watch subscribers per process; more answer RESOURCE_EXHAUSTED.
+    pub max_watch_subscribers: usize,
+    /// BLOCK time of stream reads. Also bounds how long a reader waits
+    /// before it notices a dead connection.
+    #[serde(with = "humantime_serde")]
+    pub block: Duration,
+    /// Entries per read (live and catch-up).
+    pub read_batch: usize,
+    /// How long a subscriber may take to accept one event during catch-up
+    /// before it is cut off as too slow.
+    #[serde(with = "humantime_serde")]
+    pub slow_subscriber_timeout: Duration,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            watch_queue_capacity: 1024,
+            max_watch_subscribers: 10_000,
+            block: Duration::from_secs(5),
+            read_batch: 512,
+            slow_subscriber_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// How health follows Redis.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -329,6 +365,11 @@ impl Config {
             ("redis.connect_timeout", self.redis.connect_timeout),
             ("redis.pool_timeout", self.redis.pool_timeout),
             ("redis.command_timeout", self.redis.command_timeout),
+            ("streams.block", self.streams.block),
+            (
+                "streams.slow_subscriber_timeout",
+                self.streams.slow_subscriber_timeout,
+            ),
             ("health.interval", self.health.interval),
             ("health.probe_timeout", self.health.probe_timeout),
             ("shutdown.grace_period", self.shutdown.grace_period),
@@ -349,6 +390,21 @@ impl Config {
         }
         if self.redis.pool_size == 0 {
             return Err(invalid("redis.pool_size", "must be at least 1"));
+        }
+        for (field, value) in [
+            (
+                "streams.watch_queue_capacity",
+                self.streams.watch_queue_capacity,
+            ),
+            (
+                "streams.max_watch_subscribers",
+                self.streams.max_watch_subscribers,
+            ),
+            ("streams.read_batch", self.streams.read_batch),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
         }
         if self.grpc.max_concurrent_streams == 0 {
             return Err(invalid("grpc.max_concurrent_streams", "must be at least 1"));

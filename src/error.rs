@@ -13,6 +13,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     quote::{engine::QuoteError, math::MathError, store::StoreError},
     redis::RedisError,
+    streams::watch::{WatchEnd, WatchError},
 };
 
 /// `ErrorInfo.domain` of every error this server returns.
@@ -39,6 +40,12 @@ pub mod reason {
     pub const DATA_CORRUPT: &str = "DATA_CORRUPT";
     /// The per-process limit of stream subscribers is reached.
     pub const TOO_MANY_SUBSCRIBERS: &str = "TOO_MANY_SUBSCRIBERS";
+    /// Watch: events after the resume cursor were trimmed from the log.
+    pub const CURSOR_TRIMMED: &str = "CURSOR_TRIMMED";
+    /// Watch: the resume cursor is past the end of the log (it was reset).
+    pub const CURSOR_AHEAD: &str = "CURSOR_AHEAD";
+    /// A stream subscriber did not keep up and was cut off.
+    pub const SUBSCRIBER_TOO_SLOW: &str = "SUBSCRIBER_TOO_SLOW";
     /// Quote: no pool trades the token.
     pub const UNKNOWN_TOKEN: &str = "UNKNOWN_TOKEN";
     /// Quote: no route joins the tokens within the hop limit.
@@ -77,6 +84,15 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A watch could not start.
+    #[error(transparent)]
+    Watch(WatchError),
+    /// A watch was ended by the server.
+    #[error("{}", match .0 {
+        WatchEnd::TooSlow => "subscriber too slow: its queue filled up; resume by cursor",
+        WatchEnd::Shutdown => "server is shutting down; reconnect (streams resume by cursor)",
+    })]
+    WatchEnded(WatchEnd),
     /// The RPC exists in the contract but is not built yet.
     #[error("{rpc} is not implemented yet; README.md lists which RPCs are live")]
     Unimplemented {
@@ -100,6 +116,19 @@ impl Error {
             Self::TooManySubscribers { .. } => {
                 (Code::ResourceExhausted, reason::TOO_MANY_SUBSCRIBERS)
             }
+            Self::Watch(e) => match e {
+                WatchError::InvalidCursor(_) => (Code::InvalidArgument, reason::INVALID_ARGUMENT),
+                WatchError::CursorTrimmed { .. } => (Code::OutOfRange, reason::CURSOR_TRIMMED),
+                WatchError::CursorAhead { .. } => (Code::OutOfRange, reason::CURSOR_AHEAD),
+                WatchError::TooManySubscribers { .. } => {
+                    (Code::ResourceExhausted, reason::TOO_MANY_SUBSCRIBERS)
+                }
+                WatchError::Redis(e) => redis_code(e),
+            },
+            Self::WatchEnded(WatchEnd::TooSlow) => {
+                (Code::ResourceExhausted, reason::SUBSCRIBER_TOO_SLOW)
+            }
+            Self::WatchEnded(WatchEnd::Shutdown) => (Code::Unavailable, reason::SHUTTING_DOWN),
             Self::Quote(e) => match e {
                 QuoteError::UnknownToken(_) => (Code::NotFound, reason::UNKNOWN_TOKEN),
                 QuoteError::NoRoute { .. } => (Code::FailedPrecondition, reason::NO_ROUTE),
@@ -132,6 +161,20 @@ fn store_code(e: &StoreError) -> (Code, &'static str) {
     match e {
         StoreError::Redis(e) => redis_code(e),
         StoreError::Corrupt { .. } => (Code::Internal, reason::DATA_CORRUPT),
+    }
+}
+
+impl From<WatchError> for Error {
+    fn from(e: WatchError) -> Self {
+        match e {
+            // A bad cursor is bad input: say which field.
+            WatchError::InvalidCursor(_) => {
+                let mut v = FieldViolations::default();
+                v.add("start_after_event_id", e.to_string());
+                Self::InvalidArgument(v)
+            }
+            e => Self::Watch(e),
+        }
     }
 }
 

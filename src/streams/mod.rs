@@ -1,6 +1,13 @@
-//! The bridge between Redis streams and gRPC server streams (fan-out
-//! `Watch*` and consumer-group `Subscribe*` RPCs). Not built yet: issue
-//! "Stream bridge". What every streaming handler shares already lives here.
+//! The bridge between Redis streams and gRPC server streams, shared by every
+//! streaming RPC of every service. See "Delivery semantics" in
+//! `shared/docs/architecture.md`.
+//!
+//! - [`watch`]: fan-out (`Watch*` RPCs): every subscriber sees every event,
+//!   resumable by event id, one reader per stream per process.
+//! - Consumer groups (`Subscribe*` RPCs, competing consumers, at-least-once)
+//!   are not built yet.
+
+pub mod watch;
 
 use std::pin::Pin;
 

@@ -1,0 +1,368 @@
+//! The Redis-streams bridge against a real redis-server: fan-out watches.
+
+use std::{sync::Arc, time::Duration};
+
+use openoes::{
+    config::{RedisConfig, RedisEndpointConfig, StreamsConfig},
+    redis::{
+        Redis,
+        process::{RedisOptions, RedisProcess},
+    },
+    streams::watch::{Filter, StreamEvent, Subscription, WatchEnd, WatchError, WatchHub},
+};
+use tempfile::TempDir;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "test:events";
+const SOON: Duration = Duration::from_secs(10);
+
+struct Setup {
+    redis: RedisProcess,
+    hub: WatchHub,
+    stop: CancellationToken,
+    conn: redis::aio::MultiplexedConnection,
+    _dir: TempDir,
+}
+
+async fn setup(config: StreamsConfig) -> Setup {
+    let dir = tempfile::tempdir().expect("tmp");
+    let redis = RedisProcess::start(dir.path(), &RedisOptions::default())
+        .await
+        .expect("redis");
+    let endpoints = Redis::new(&RedisConfig {
+        master: RedisEndpointConfig::local(redis.port()),
+        replica: RedisEndpointConfig::local(redis.port()),
+        ..RedisConfig::default()
+    })
+    .expect("endpoints");
+    let stop = CancellationToken::new();
+    let hub = WatchHub::new(endpoints.master.clone(), config, stop.clone());
+    let conn = connect(&redis).await;
+    Setup {
+        redis,
+        hub,
+        stop,
+        conn,
+        _dir: dir,
+    }
+}
+
+async fn connect(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn")
+}
+
+fn fast_config() -> StreamsConfig {
+    StreamsConfig {
+        block: Duration::from_millis(500),
+        ..StreamsConfig::default()
+    }
+}
+
+fn all() -> Filter {
+    Arc::new(|_| true)
+}
+
+/// XADDs `n` events numbered from `first`, returning their ids.
+async fn publish(
+    conn: &mut redis::aio::MultiplexedConnection,
+    first: usize,
+    n: usize,
+    user: &str,
+) -> Vec<String> {
+    let mut pipe = redis::pipe();
+    for i in first..first + n {
+        pipe.cmd("XADD")
+            .arg(KEY)
+            .arg("*")
+            .arg("n")
+            .arg(i)
+            .arg("user")
+            .arg(user);
+    }
+    pipe.query_async(conn).await.expect("xadd")
+}
+
+async fn take(sub: &mut Subscription, n: usize) -> Vec<Arc<StreamEvent>> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        match tokio::time::timeout(SOON, sub.next()).await {
+            Ok(Some(Ok(event))) => got.push(event),
+            other => panic!("after {} of {n} events: {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+fn numbers(events: &[Arc<StreamEvent>]) -> Vec<usize> {
+    events
+        .iter()
+        .map(|e| e.field("n").parse().expect("n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn resume_after_a_disconnect_delivers_exactly_the_missed_events_in_order() {
+    let mut s = setup(fast_config()).await;
+    let mut sub = s.hub.subscribe(KEY, "", all()).await.expect("subscribe");
+    publish(&mut s.conn, 0, 10, "u").await;
+    let first = take(&mut sub, 5).await;
+    assert_eq!(numbers(&first), [0, 1, 2, 3, 4]);
+    let cursor = first[4].id.to_string();
+    drop(sub); // the client disconnects after event 4
+
+    publish(&mut s.conn, 10, 10, "u").await; // more happen while it is away
+    let mut resumed = s.hub.subscribe(KEY, &cursor, all()).await.expect("resume");
+    let missed = take(&mut resumed, 15).await;
+    assert_eq!(
+        numbers(&missed),
+        (5..20).collect::<Vec<_>>(),
+        "exactly the missed events"
+    );
+
+    // And it stays live, with no duplicates.
+    publish(&mut s.conn, 20, 5, "u").await;
+    assert_eq!(
+        numbers(&take(&mut resumed, 5).await),
+        (20..25).collect::<Vec<_>>()
+    );
+    let extra = tokio::time::timeout(Duration::from_millis(300), resumed.next()).await;
+    assert!(extra.is_err(), "nothing more: {extra:?}");
+}
+
+#[tokio::test]
+async fn resume_while_events_keep_coming_has_no_gap_and_no_duplicate() {
+    let mut s = setup(fast_config()).await;
+    let ids = publish(&mut s.conn, 0, 3000, "u").await;
+    let mut sub = s.hub.subscribe(KEY, &ids[99], all()).await.expect("resume");
+    let mut writer = connect(&s.redis).await;
+    let writing = tokio::spawn(async move { publish(&mut writer, 3000, 2000, "u").await });
+    let got = take(&mut sub, 4900).await;
+    writing.await.expect("writer");
+    assert_eq!(numbers(&got), (100..5000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_trimmed_or_unknown_cursor_is_refused_never_skipped() {
+    let mut s = setup(fast_config()).await;
+    let ids = publish(&mut s.conn, 0, 100, "u").await;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(KEY)
+        .arg("MAXLEN")
+        .arg(10)
+        .query_async(&mut s.conn)
+        .await
+        .expect("trim");
+
+    let e = s
+        .hub
+        .subscribe(KEY, &ids[5], all())
+        .await
+        .err()
+        .expect("trimmed");
+    assert!(matches!(e, WatchError::CursorTrimmed { .. }), "{e:?}");
+    let status = tonic::Status::from(openoes::error::Error::from(e));
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+
+    // Resuming after the oldest entry kept works.
+    let mut ok = s
+        .hub
+        .subscribe(KEY, &ids[90], all())
+        .await
+        .expect("oldest kept");
+    assert_eq!(
+        numbers(&take(&mut ok, 9).await),
+        (91..100).collect::<Vec<_>>()
+    );
+    // So does the last one (nothing after it), and an XDEL behind a cursor
+    // does not matter, but one after it does.
+    s.hub.subscribe(KEY, &ids[99], all()).await.expect("last");
+    let _: i64 = redis::cmd("XDEL")
+        .arg(KEY)
+        .arg(&ids[95])
+        .query_async(&mut s.conn)
+        .await
+        .expect("xdel");
+    s.hub
+        .subscribe(KEY, &ids[96], all())
+        .await
+        .expect("deleted entry is behind the cursor");
+    let e = s
+        .hub
+        .subscribe(KEY, &ids[94], all())
+        .await
+        .err()
+        .expect("deleted entry follows");
+    assert!(matches!(e, WatchError::CursorTrimmed { .. }), "{e:?}");
+
+    let e = s
+        .hub
+        .subscribe(KEY, "99999999999999-0", all())
+        .await
+        .err()
+        .expect("ahead");
+    assert!(matches!(e, WatchError::CursorAhead { .. }), "{e:?}");
+    let e = s
+        .hub
+        .subscribe(KEY, "yesterday", all())
+        .await
+        .err()
+        .expect("invalid");
+    assert!(matches!(e, WatchError::InvalidCursor(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_cut_off_while_a_fast_one_receives_everything() {
+    let config = StreamsConfig {
+        watch_queue_capacity: 64,
+        ..fast_config()
+    };
+    let mut s = setup(config).await;
+    let mut slow = s.hub.subscribe(KEY, "", all()).await.expect("slow");
+    let mut fast = s.hub.subscribe(KEY, "", all()).await.expect("fast");
+    // Let both attach before publishing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reader = tokio::spawn(async move { take(&mut fast, 2000).await });
+    for batch in 0..20 {
+        publish(&mut s.conn, batch * 100, 100, "u").await;
+    }
+    let got = reader.await.expect("fast reader");
+    assert_eq!(
+        numbers(&got),
+        (0..2000).collect::<Vec<_>>(),
+        "the fast one lost nothing"
+    );
+
+    let mut slow_got = 0;
+    let end = loop {
+        match tokio::time::timeout(SOON, slow.next())
+            .await
+            .expect("slow ends")
+        {
+            Some(Ok(_)) => slow_got += 1,
+            Some(Err(end)) => break end,
+            None => panic!("ended without a reason"),
+        }
+    };
+    assert_eq!(end, WatchEnd::TooSlow);
+    assert!(
+        slow_got <= 64,
+        "the slow one held at most its queue: {slow_got}"
+    );
+    let status = tonic::Status::from(openoes::error::Error::WatchEnded(end));
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn filters_apply_before_queueing() {
+    let config = StreamsConfig {
+        watch_queue_capacity: 4,
+        ..fast_config()
+    };
+    let mut s = setup(config).await;
+    let alice: Filter = Arc::new(|e: &StreamEvent| e.field("user") == "alice");
+    let mut sub = s.hub.subscribe(KEY, "", alice).await.expect("alice");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Far more than the queue holds, but only 3 for alice: not too slow.
+    publish(&mut s.conn, 0, 200, "bob").await;
+    publish(&mut s.conn, 200, 3, "alice").await;
+    publish(&mut s.conn, 203, 200, "bob").await;
+    let got = take(&mut sub, 3).await;
+    assert_eq!(numbers(&got), [200, 201, 202]);
+    assert!(got.iter().all(|e| e.field("user") == "alice"));
+}
+
+#[tokio::test]
+async fn watchers_recover_when_redis_is_killed_and_restarted_without_persistence() {
+    let mut s = setup(fast_config()).await;
+    let mut sub = s.hub.subscribe(KEY, "", all()).await.expect("subscribe");
+    publish(&mut s.conn, 0, 3, "u").await;
+    assert_eq!(numbers(&take(&mut sub, 3).await), [0, 1, 2]);
+
+    s.redis.kill().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.redis.restart().await.expect("restart");
+    let mut conn = connect(&s.redis).await;
+    // The restarted Redis is empty; new events must still arrive.
+    publish(&mut conn, 100, 3, "u").await;
+    assert_eq!(numbers(&take(&mut sub, 3).await), [100, 101, 102]);
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_thousand_subscribers_all_receive_every_event() {
+    let mut s = setup(fast_config()).await;
+    let before = rss_kib();
+    let mut subs = Vec::new();
+    for _ in 0..1000 {
+        subs.push(s.hub.subscribe(KEY, "", all()).await.expect("subscribe"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = rss_kib();
+    publish(&mut s.conn, 0, 200, "u").await;
+    let mut readers = Vec::new();
+    for mut sub in subs {
+        readers.push(tokio::spawn(
+            async move { numbers(&take(&mut sub, 200).await) },
+        ));
+    }
+    for reader in readers {
+        assert_eq!(reader.await.expect("reader"), (0..200).collect::<Vec<_>>());
+    }
+    println!(
+        "RSS of the test process: {before} KiB before, {idle} KiB with 1000 idle subscribers, {} KiB after",
+        rss_kib()
+    );
+    assert_eq!(
+        s.hub.subscriber_count(),
+        0,
+        "dropped subscriptions are released"
+    );
+}
+
+#[tokio::test]
+async fn the_subscriber_limit_holds_and_a_dropped_subscription_frees_its_slot_at_once() {
+    let config = StreamsConfig {
+        max_watch_subscribers: 2,
+        ..fast_config()
+    };
+    let s = setup(config).await;
+    let a = s.hub.subscribe(KEY, "", all()).await.expect("a");
+    let _b = s.hub.subscribe(KEY, "", all()).await.expect("b");
+    let e = s.hub.subscribe(KEY, "", all()).await.err().expect("limit");
+    assert!(
+        matches!(e, WatchError::TooManySubscribers { limit: 2 }),
+        "{e:?}"
+    );
+    drop(a);
+    assert_eq!(s.hub.subscriber_count(), 1);
+    s.hub
+        .subscribe(KEY, "", all())
+        .await
+        .expect("a slot is free again");
+}
+
+#[tokio::test]
+async fn shutdown_ends_every_watch() {
+    let s = setup(fast_config()).await;
+    let mut sub = s.hub.subscribe(KEY, "", all()).await.expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.stop.cancel();
+    let end = tokio::time::timeout(SOON, sub.next()).await.expect("ends");
+    assert!(matches!(end, Some(Err(WatchEnd::Shutdown))), "{end:?}");
+}
