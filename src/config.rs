@@ -224,6 +224,21 @@ pub struct StreamsConfig {
     /// before it is cut off as too slow.
     #[serde(with = "humantime_serde")]
     pub slow_subscriber_timeout: Duration,
+    /// Consumer groups: deliveries queued per subscriber. A subscriber that
+    /// does not read stops receiving more (its entries stay pending).
+    pub group_queue_capacity: usize,
+    /// Consumer groups: an entry pending this long on a consumer is
+    /// reclaimed and delivered to a live subscriber. Longer than the slowest
+    /// honest handling of one entry.
+    #[serde(with = "humantime_serde")]
+    pub claim_min_idle: Duration,
+    /// Consumer groups: an entry delivered more often than this goes to the
+    /// dead-letter stream `<stream>:dlq`.
+    pub max_deliveries: u64,
+    /// Consumer groups: consumers idle this long that hold nothing are
+    /// deleted from the group.
+    #[serde(with = "humantime_serde")]
+    pub idle_consumer_ttl: Duration,
 }
 
 impl Default for StreamsConfig {
@@ -234,6 +249,10 @@ impl Default for StreamsConfig {
             block: Duration::from_secs(5),
             read_batch: 512,
             slow_subscriber_timeout: Duration::from_secs(5),
+            group_queue_capacity: 64,
+            claim_min_idle: Duration::from_secs(30),
+            max_deliveries: 5,
+            idle_consumer_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -401,6 +420,14 @@ impl Config {
                 self.streams.max_watch_subscribers,
             ),
             ("streams.read_batch", self.streams.read_batch),
+            (
+                "streams.group_queue_capacity",
+                self.streams.group_queue_capacity,
+            ),
+            (
+                "streams.max_deliveries",
+                self.streams.max_deliveries as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));

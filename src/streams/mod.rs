@@ -4,9 +4,10 @@
 //!
 //! - [`watch`]: fan-out (`Watch*` RPCs): every subscriber sees every event,
 //!   resumable by event id, one reader per stream per process.
-//! - Consumer groups (`Subscribe*` RPCs, competing consumers, at-least-once)
-//!   are not built yet.
+//! - [`group`]: consumer groups (`Subscribe*` RPCs): competing consumers,
+//!   at-least-once, reclaim of dead subscribers' entries, dead letters.
 
+pub mod group;
 pub mod watch;
 
 use std::pin::Pin;
