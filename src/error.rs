@@ -91,6 +91,7 @@ pub enum Error {
     #[error("{}", match .0 {
         WatchEnd::TooSlow => "subscriber too slow: its queue filled up; resume by cursor",
         WatchEnd::Shutdown => "server is shutting down; reconnect (streams resume by cursor)",
+        WatchEnd::Trimmed => "events were trimmed before this server could read them; resume by cursor to learn which",
     })]
     WatchEnded(WatchEnd),
     /// The RPC exists in the contract but is not built yet.
@@ -129,6 +130,7 @@ impl Error {
                 (Code::ResourceExhausted, reason::SUBSCRIBER_TOO_SLOW)
             }
             Self::WatchEnded(WatchEnd::Shutdown) => (Code::Unavailable, reason::SHUTTING_DOWN),
+            Self::WatchEnded(WatchEnd::Trimmed) => (Code::OutOfRange, reason::CURSOR_TRIMMED),
             Self::Quote(e) => match e {
                 QuoteError::UnknownToken(_) => (Code::NotFound, reason::UNKNOWN_TOKEN),
                 QuoteError::NoRoute { .. } => (Code::FailedPrecondition, reason::NO_ROUTE),

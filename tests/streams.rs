@@ -640,3 +640,47 @@ async fn groups_are_recreated_after_redis_restarts_without_persistence() {
     }
     assert_eq!(got, ["10", "11"]);
 }
+
+#[tokio::test]
+async fn entries_trimmed_while_the_reader_was_cut_off_end_watches_instead_of_being_skipped() {
+    let mut s = setup(fast_config()).await;
+    let mut sub = s.hub.subscribe(KEY, "", all()).await.expect("subscribe");
+    publish(&mut s.conn, 0, 2, "u").await;
+    let seen = take(&mut sub, 2).await;
+    let cursor = seen[1].id.to_string();
+
+    // Cut every other connection (the reader's), then, atomically and well
+    // before its reconnect backoff ends, add entries and trim them away.
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut s.conn)
+        .await
+        .expect("client kill");
+    let mut tx = redis::pipe();
+    tx.atomic();
+    for i in 2..52 {
+        tx.cmd("XADD").arg(KEY).arg("*").arg("n").arg(i).ignore();
+    }
+    tx.cmd("XTRIM").arg(KEY).arg("MAXLEN").arg(5).ignore();
+    let () = tx.query_async(&mut s.conn).await.expect("add and trim");
+
+    let end = tokio::time::timeout(SOON, sub.next())
+        .await
+        .expect("the watch ends");
+    match end {
+        Some(Err(end)) => assert_eq!(end, WatchEnd::Trimmed),
+        Some(Ok(event)) => panic!("skipped into the middle: got {:?}", event.field("n")),
+        None => panic!("ended without a reason"),
+    }
+    let e = s
+        .hub
+        .subscribe(KEY, &cursor, all())
+        .await
+        .err()
+        .expect("resume refused");
+    assert!(matches!(e, WatchError::CursorTrimmed { .. }), "{e:?}");
+}

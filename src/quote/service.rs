@@ -18,7 +18,7 @@ use crate::{
     error::{Error, FieldViolations},
     proto::quote::v1 as pb,
     redis::RedisEndpoint,
-    streams::ResponseStream,
+    streams::{ResponseStream, watch::WatchHub},
 };
 
 /// Most WatchQuote subscribers per process; each holds a task and a
@@ -37,13 +37,13 @@ pub struct QuoteApi {
 }
 
 impl QuoteApi {
-    /// A handler over the quote data on `redis`; starts the change follower,
-    /// which stops when `stop` is cancelled.
-    pub fn start(redis: RedisEndpoint, stop: CancellationToken) -> Self {
-        let engine = Arc::new(QuoteEngine::new(QuoteStore::new(redis.clone())));
+    /// A handler over the quote data on `redis`; starts the change follower
+    /// on `watches` (the same Redis), which stops when `stop` is cancelled.
+    pub fn start(redis: RedisEndpoint, watches: WatchHub, stop: CancellationToken) -> Self {
+        let engine = Arc::new(QuoteEngine::new(QuoteStore::new(redis)));
         let (changes, _) = broadcast::channel(changes::BROADCAST_CAPACITY);
         tokio::spawn(changes::follow(
-            redis,
+            watches,
             Arc::clone(&engine),
             changes.clone(),
             stop,

@@ -39,6 +39,7 @@ use crate::{
     quote::QuoteApi,
     redis::{Endpoint, Redis, RedisError},
     settlement::SettlementApi,
+    streams::watch::WatchHub,
 };
 
 /// Why the server could not start or stopped on its own.
@@ -143,7 +144,9 @@ pub async fn run(
     // Closes the listener, ends open streams (DrainLayer), stops background
     // readers and starts the grace period.
     let stop = CancellationToken::new();
-    let quote = QuoteApi::start(redis.master.clone(), stop.clone());
+    // One fan-out per Redis for every Watch* stream on it.
+    let master_watches = WatchHub::new(redis.master.clone(), config.streams.clone(), stop.clone());
+    let quote = QuoteApi::start(redis.master.clone(), master_watches, stop.clone());
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.grpc.keepalive_interval));

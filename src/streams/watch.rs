@@ -26,6 +26,8 @@
 //! - Redis goes away: the reader backs off and reconnects by itself, from
 //!   the last id it handled; if the stream was reset meanwhile (its last id
 //!   went backwards) it starts again from `0-0` so new entries are not lost;
+//!   if entries it had not read were trimmed meanwhile, every watch ends
+//!   with [`WatchEnd::Trimmed`] (OUT_OF_RANGE) rather than skip them;
 //! - shutdown: readers stop and every subscription ends with
 //!   [`WatchEnd::Shutdown`].
 
@@ -169,6 +171,9 @@ pub enum WatchEnd {
     TooSlow,
     /// The server is shutting down.
     Shutdown,
+    /// Entries were trimmed before the reader could read them (a long
+    /// outage): resuming by cursor tells exactly what is gone.
+    Trimmed,
 }
 
 /// Watches of every stream of one Redis, for the whole process.
@@ -443,18 +448,28 @@ async fn read_until_error(
 ) -> Result<(), RedisError> {
     let mut conn = hub.redis.blocking(hub.config.block).await?;
     let endpoint = hub.redis.name();
-    // Redis may have restarted empty while we were away: if the stream's
-    // last id went backwards, start again from its beginning.
-    let last = stream_info(&hub.redis, &fanout.key)
-        .await?
-        .map(|i| i.last_generated);
-    if let Ok(mut state) = fanout.state.lock()
-        && last.is_none_or(|last| last < state.position)
-    {
-        tracing::warn!(key = %fanout.key, "stream was reset; watching it from its start");
-        state.position = StreamId::default();
-        for subscriber in state.subscribers.values_mut() {
-            subscriber.after = StreamId::default();
+    // While we were away, Redis may have restarted empty (the stream's last
+    // id went backwards: watch the new stream from its start), or trimmed
+    // entries we had not read (end every watch: they resume by cursor and
+    // learn exactly what is gone, instead of skipping it unknowingly).
+    let info = stream_info(&hub.redis, &fanout.key).await?;
+    if let Ok(mut state) = fanout.state.lock() {
+        match cursor_status(state.position, info.as_ref()) {
+            Ok(()) => {}
+            Err(WatchError::CursorAhead { .. }) => {
+                tracing::warn!(key = %fanout.key, "stream was reset; watching it from its start");
+                state.position = StreamId::default();
+                for subscriber in state.subscribers.values_mut() {
+                    subscriber.after = StreamId::default();
+                }
+            }
+            Err(_) => {
+                tracing::warn!(key = %fanout.key, "entries were trimmed while the reader was away; ending watches");
+                for (_, subscriber) in state.subscribers.drain() {
+                    subscriber.end(WatchEnd::Trimmed);
+                }
+                state.position = info.as_ref().map(|i| i.last_generated).unwrap_or_default();
+            }
         }
     }
     *backoff = BACKOFF_START;
@@ -588,16 +603,22 @@ async fn stream_info(redis: &RedisEndpoint, key: &str) -> Result<Option<StreamIn
 }
 
 /// Refuses a cursor whose successors may have been removed, or that is past
-/// the end. Trimming removes from the head, so if anything was ever removed
-/// and the cursor is older than the oldest entry kept, entries after it may
-/// be gone: refused. (A cursor that is exactly the last entry trimmed is
-/// refused too; Redis does not say which id that was. Refusing is safe.)
+/// the end.
 async fn check_cursor(
     redis: &RedisEndpoint,
     key: &str,
     cursor: StreamId,
 ) -> Result<(), WatchError> {
-    let Some(info) = stream_info(redis, key).await? else {
+    cursor_status(cursor, stream_info(redis, key).await?.as_ref())
+}
+
+/// Whether reading after `cursor` can miss nothing. Trimming removes from
+/// the head, so if anything was ever removed and the cursor is older than
+/// the oldest entry kept, entries after it may be gone: refused. (A cursor
+/// that is exactly the last entry trimmed is refused too; Redis does not
+/// say which id that was. Refusing is safe.)
+fn cursor_status(cursor: StreamId, info: Option<&StreamInfo>) -> Result<(), WatchError> {
+    let Some(info) = info else {
         // No stream: only a cursor from its very beginning is meaningful.
         return if cursor == StreamId::default() {
             Ok(())
