@@ -307,27 +307,30 @@ fn redis_benchmark(options: &BenchOptions, keys: &[String]) -> Result<f64, Bench
         .map_err(|e| {
             BenchError::RedisBenchmark(format!("cannot run it ({e}); apt-get install redis-tools"))
         })?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    // CSV: "test","rps",...; the data line follows the header.
-    let rps = text
-        .lines()
-        .filter(|l| l.starts_with("\"MGET"))
+    parse_csv_rps(&String::from_utf8_lossy(&output.stdout), "MGET")
+}
+
+/// The requests per second of `command` in redis-benchmark's CSV output
+/// (`"test","rps",...`, the data line after the header).
+fn parse_csv_rps(text: &str, command: &str) -> Result<f64, BenchError> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("\"{command}")))
         .filter_map(|l| l.split(',').nth(1))
         .filter_map(|v| v.trim_matches('"').parse::<f64>().ok())
-        .next_back();
-    rps.ok_or_else(|| BenchError::RedisBenchmark(format!("unexpected output: {text}")))
+        .next_back()
+        .ok_or_else(|| BenchError::RedisBenchmark(format!("unexpected output: {text}")))
 }
 
 /// The figures as a table for a terminal.
 pub fn table(figures: &[Figure]) -> String {
     let mut out = format!(
-        "{:<48} {:>12} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
+        "{:<64} {:>12} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
         "figure", "ops/s", "p50 us", "p99 us", "max us", "errors", "ratio"
     );
     let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     for f in figures {
         out += &format!(
-            "{:<48} {:>12.0} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
+            "{:<64} {:>12.0} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
             f.name,
             f.ops_per_sec,
             opt(f.p50_us),
@@ -339,4 +342,211 @@ pub fn table(figures: &[Figure]) -> String {
         );
     }
     out
+}
+
+// === bench watch ===
+
+/// How `bench watch` runs.
+#[derive(Debug, Clone)]
+pub struct WatchBenchOptions {
+    /// The Redis to publish to and watch.
+    pub redis_host: String,
+    /// Its port.
+    pub redis_port: u16,
+    /// Subscribers receiving every event.
+    pub subscribers: usize,
+    /// Events published per second.
+    pub rate: u64,
+    /// Publishing time.
+    pub duration: Duration,
+    /// Idle subscribers for the memory figure.
+    pub idle_subscribers: usize,
+}
+
+/// The fan-out benchmark: the stream bridge in this process, `subscribers`
+/// watching one stream, a publisher XADDing at `rate`; latency from XADD to
+/// each subscriber, events lost, and this process's RSS with
+/// `idle_subscribers` idle watches.
+pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchError> {
+    use futures_util::StreamExt;
+
+    use crate::{
+        config::{RedisConfig, RedisEndpointConfig, StreamsConfig},
+        redis::Redis,
+        streams::watch::WatchHub,
+    };
+
+    const KEY: &str = "bench:watch";
+    let endpoint = RedisEndpointConfig {
+        url: format!("redis://{}:{}", options.redis_host, options.redis_port),
+        ..RedisEndpointConfig::default()
+    };
+    let redis = Redis::new(&RedisConfig {
+        master: endpoint.clone(),
+        replica: endpoint,
+        ..RedisConfig::default()
+    })
+    .map_err(|e| BenchError::Gateway(e.to_string()))?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = StreamsConfig {
+        max_watch_subscribers: options.idle_subscribers.max(options.subscribers) + 1,
+        ..StreamsConfig::default()
+    };
+    let hub = WatchHub::new(redis.master.clone(), config, stop.clone());
+    let gateway_err = |e: &dyn std::fmt::Display| BenchError::Gateway(e.to_string());
+
+    let redis_ops = redis_benchmark_command(
+        options,
+        &[
+            "XADD",
+            "bench:baseline",
+            "MAXLEN",
+            "~",
+            "10000",
+            "*",
+            "t",
+            "0",
+        ],
+    )?;
+
+    let rss_before = rss_kib();
+    let mut idle = Vec::new();
+    for _ in 0..options.idle_subscribers {
+        idle.push(
+            hub.subscribe(KEY, "", Arc::new(|_| true))
+                .await
+                .map_err(|e| gateway_err(&e))?,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_idle = rss_kib();
+    drop(idle);
+
+    let started = Instant::now();
+    let total = options.rate * options.duration.as_secs();
+    let mut receivers = Vec::new();
+    for _ in 0..options.subscribers {
+        let mut sub = hub
+            .subscribe(KEY, "", Arc::new(|_| true))
+            .await
+            .map_err(|e| gateway_err(&e))?;
+        receivers.push(tokio::spawn(async move {
+            let mut histogram = new_histogram();
+            let mut received = 0u64;
+            let deadline = tokio::time::sleep(Duration::from_secs(30));
+            tokio::pin!(deadline);
+            while received < total {
+                tokio::select! {
+                    event = sub.next() => match event {
+                        Some(Ok(event)) => {
+                            let sent: u64 = event.field("t").parse().unwrap_or(0);
+                            let now = started.elapsed().as_micros() as u64;
+                            let _ = histogram.record(now.saturating_sub(sent).max(1));
+                            received += 1;
+                        }
+                        _ => break,
+                    },
+                    () = &mut deadline => break,
+                }
+            }
+            (histogram, received)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Open loop: publish on a fixed schedule, whatever the subscribers do.
+    let mut conn = redis.master.conn().await.map_err(|e| gateway_err(&e))?;
+    let interval = Duration::from_secs_f64(1.0 / options.rate as f64);
+    let publish_start = Instant::now();
+    for i in 0..total {
+        let due = publish_start + interval.mul_f64(i as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let t = started.elapsed().as_micros() as u64;
+        let _: String = redis::cmd("XADD")
+            .arg(KEY)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(100_000)
+            .arg("*")
+            .arg("t")
+            .arg(t)
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| gateway_err(&e))?;
+    }
+    let published_in = publish_start.elapsed();
+    let mut histogram = new_histogram();
+    let mut received = 0;
+    for receiver in receivers {
+        if let Ok((h, r)) = receiver.await {
+            let _ = histogram.add(&h);
+            received += r;
+        }
+    }
+    stop.cancel();
+    let lost = total * options.subscribers as u64 - received;
+    Ok(vec![
+        Figure {
+            name: "redis-benchmark XADD, -c 50".into(),
+            ops_per_sec: redis_ops,
+            ratio_to_redis: Some(1.0),
+            ..Figure::default()
+        },
+        Figure {
+            name: format!(
+                "watch fan-out: {} subscribers, {}/s for {:?} (published in {:.1}s)",
+                options.subscribers,
+                options.rate,
+                options.duration,
+                published_in.as_secs_f64()
+            ),
+            ops_per_sec: received as f64 / published_in.as_secs_f64(),
+            p50_us: Some(histogram.value_at_quantile(0.50)),
+            p99_us: Some(histogram.value_at_quantile(0.99)),
+            max_us: Some(histogram.max()),
+            errors: lost,
+            ratio_to_redis: Some(options.rate as f64 / redis_ops),
+        },
+        Figure {
+            name: format!(
+                "RSS: {rss_before} KiB, {rss_idle} KiB with {} idle watches",
+                options.idle_subscribers
+            ),
+            ..Figure::default()
+        },
+    ])
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn redis_benchmark_command(
+    options: &WatchBenchOptions,
+    command: &[&str],
+) -> Result<f64, BenchError> {
+    let output = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            &options.redis_host,
+            "-p",
+            &options.redis_port.to_string(),
+        ])
+        .args(["-c", "50", "-n", "200000", "--csv"])
+        .args(command)
+        .output()
+        .map_err(|e| {
+            BenchError::RedisBenchmark(format!("cannot run it ({e}); apt-get install redis-tools"))
+        })?;
+    parse_csv_rps(&String::from_utf8_lossy(&output.stdout), command[0])
 }

@@ -79,6 +79,31 @@ enum PoolsCommand {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Watch fan-out (the stream bridge, in this process): latency from
+    /// XADD to each subscriber, events lost, RSS with idle watches.
+    Watch {
+        /// The Redis to publish to and watch.
+        #[arg(long, default_value = "127.0.0.1")]
+        redis_host: String,
+        /// Its port.
+        #[arg(long, default_value_t = 6379)]
+        redis_port: u16,
+        /// Subscribers receiving every event.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Events per second.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Idle subscribers for the memory figure.
+        #[arg(long, default_value_t = 1000)]
+        idle: usize,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// GetQuote, single hop crossing 10 bins and 3 hops, vs redis-benchmark
     /// MGET of 10 keys. Writes its own BENCH-* pools through UpsertPool.
     Quote {
@@ -198,6 +223,32 @@ fn main() -> ExitCode {
                     connections,
                 };
                 let figures = openoes::bench::quote(&options).await?;
+                print!("{}", openoes::bench::table(&figures));
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
+                }
+            }
+            Command::Bench {
+                command:
+                    BenchCommand::Watch {
+                        redis_host,
+                        redis_port,
+                        subscribers,
+                        rate,
+                        seconds,
+                        idle,
+                        json,
+                    },
+            } => {
+                let options = openoes::bench::WatchBenchOptions {
+                    redis_host,
+                    redis_port,
+                    subscribers,
+                    rate,
+                    duration: std::time::Duration::from_secs(seconds),
+                    idle_subscribers: idle,
+                };
+                let figures = openoes::bench::watch(&options).await?;
                 print!("{}", openoes::bench::table(&figures));
                 if let Some(path) = json {
                     std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
