@@ -119,7 +119,17 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
     }
 
     let keys: Vec<String> = (0..10).map(|i| format!("bin:BENCH-A-B:{}", -i)).collect();
-    let redis_ops = redis_benchmark(options, &keys)?;
+    // About `duration` worth of requests at ~50k ops/s, same client count.
+    let requests = (options.duration.as_secs_f64() * 50_000.0).max(10_000.0) as u64;
+    let mut mget = vec!["MGET"];
+    mget.extend(keys.iter().map(String::as_str));
+    let redis_ops = redis_benchmark(
+        &options.redis_host,
+        options.redis_port,
+        options.concurrency,
+        requests,
+        &mget,
+    )?;
     let mut figures = vec![Figure {
         name: format!("redis-benchmark MGET 10 keys, -c {}", options.concurrency),
         ops_per_sec: redis_ops,
@@ -282,32 +292,32 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
-/// `redis-benchmark` MGET of `keys` at the same concurrency, for about as
-/// long as the gateway is measured; returns requests per second.
-fn redis_benchmark(options: &BenchOptions, keys: &[String]) -> Result<f64, BenchError> {
-    // Aim for roughly `duration` worth of requests at ~50k ops/s.
-    let requests = (options.duration.as_secs_f64() * 50_000.0).max(10_000.0) as u64;
+/// Runs `redis-benchmark` with `clients` connections and `requests`
+/// requests of `command` against `host:port`; returns requests per second.
+fn redis_benchmark(
+    host: &str,
+    port: u16,
+    clients: usize,
+    requests: u64,
+    command: &[&str],
+) -> Result<f64, BenchError> {
     let output = Command::new("redis-benchmark")
         .args([
             "-h",
-            &options.redis_host,
+            host,
             "-p",
-            &options.redis_port.to_string(),
-        ])
-        .args([
+            &port.to_string(),
             "-c",
-            &options.concurrency.to_string(),
-            "-n",
-            &requests.to_string(),
-            "--csv",
-            "MGET",
+            &clients.to_string(),
         ])
-        .args(keys)
+        .args(["-n", &requests.to_string(), "--csv"])
+        .args(command)
         .output()
         .map_err(|e| {
             BenchError::RedisBenchmark(format!("cannot run it ({e}); apt-get install redis-tools"))
         })?;
-    parse_csv_rps(&String::from_utf8_lossy(&output.stdout), "MGET")
+    let name = command.first().copied().unwrap_or_default();
+    parse_csv_rps(&String::from_utf8_lossy(&output.stdout), name)
 }
 
 /// The requests per second of `command` in redis-benchmark's CSV output
@@ -395,19 +405,17 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
     let hub = WatchHub::new(redis.master.clone(), config, stop.clone());
     let gateway_err = |e: &dyn std::fmt::Display| BenchError::Gateway(e.to_string());
 
-    let redis_ops = redis_benchmark_command(
-        options,
-        &[
-            "XADD",
-            "bench:baseline",
-            "MAXLEN",
-            "~",
-            "10000",
-            "*",
-            "t",
-            "0",
-        ],
-    )?;
+    let xadd = [
+        "XADD",
+        "bench:baseline",
+        "MAXLEN",
+        "~",
+        "10000",
+        "*",
+        "t",
+        "0",
+    ];
+    let redis_ops = redis_benchmark(&options.redis_host, options.redis_port, 50, 200_000, &xadd)?;
 
     let rss_before = rss_kib();
     let mut idle = Vec::new();
@@ -519,7 +527,8 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
     ])
 }
 
-fn rss_kib() -> u64 {
+/// This process's resident memory, KiB (Linux).
+pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -529,24 +538,4 @@ fn rss_kib() -> u64 {
         })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
-}
-
-fn redis_benchmark_command(
-    options: &WatchBenchOptions,
-    command: &[&str],
-) -> Result<f64, BenchError> {
-    let output = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            &options.redis_host,
-            "-p",
-            &options.redis_port.to_string(),
-        ])
-        .args(["-c", "50", "-n", "200000", "--csv"])
-        .args(command)
-        .output()
-        .map_err(|e| {
-            BenchError::RedisBenchmark(format!("cannot run it ({e}); apt-get install redis-tools"))
-        })?;
-    parse_csv_rps(&String::from_utf8_lossy(&output.stdout), command[0])
 }

@@ -67,6 +67,22 @@ async fn quote(
         .expect("quote"))
 }
 
+/// Sets the Y reserve of one bin of pool A through UpsertBins.
+async fn set_y(client: &mut QuoteServiceClient<Channel>, bin_id: i32, y: &str) {
+    let bin = Bin {
+        bin_id,
+        x_amount: "0".into(),
+        y_amount: y.into(),
+        price: String::new(),
+    };
+    let r = UpsertBinsRequest {
+        pool_id: "A".into(),
+        bins: vec![bin],
+        active_bin_id: None,
+    };
+    client.upsert_bins(r).await.expect("upsert bins");
+}
+
 fn s(v: &Value) -> String {
     v.as_u64()
         .map(|n| n.to_string())
@@ -187,19 +203,7 @@ async fn a_bin_update_changes_the_next_quote() {
     )
     .await
     .expect("q");
-    client
-        .upsert_bins(UpsertBinsRequest {
-            pool_id: "A".into(),
-            bins: vec![Bin {
-                bin_id: -1,
-                x_amount: "0".into(),
-                y_amount: "200000".into(),
-                price: String::new(),
-            }],
-            active_bin_id: None,
-        })
-        .await
-        .expect("upsert bins");
+    set_y(&mut client, -1, "200000").await;
     let after = quote(
         &mut client,
         request("TKX", "TKY", 2_000_000, SwapMode::ExactIn),
@@ -216,19 +220,7 @@ async fn a_bin_update_changes_the_next_quote() {
     assert_eq!(after.hops[0].bins[1].amount_out, "200000");
 
     // Emptying a bin removes it from the walk.
-    client
-        .upsert_bins(UpsertBinsRequest {
-            pool_id: "A".into(),
-            bins: vec![Bin {
-                bin_id: -1,
-                x_amount: "0".into(),
-                y_amount: "0".into(),
-                price: String::new(),
-            }],
-            active_bin_id: None,
-        })
-        .await
-        .expect("upsert bins");
+    set_y(&mut client, -1, "0").await;
     let emptied = quote(
         &mut client,
         request("TKX", "TKY", 2_000_000, SwapMode::ExactIn),
@@ -371,19 +363,7 @@ async fn watch_quote_sends_a_fresh_quote_after_a_bin_update_and_ends_on_shutdown
     let first = watch.next().await.expect("first").expect("ok");
     assert_eq!(first.quote.as_ref().expect("q").amount_out, "1990043");
 
-    client
-        .upsert_bins(UpsertBinsRequest {
-            pool_id: "A".into(),
-            bins: vec![Bin {
-                bin_id: -1,
-                x_amount: "0".into(),
-                y_amount: "200000".into(),
-                price: String::new(),
-            }],
-            active_bin_id: None,
-        })
-        .await
-        .expect("upsert bins");
+    set_y(&mut client, -1, "200000").await;
     let next = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let update = watch.next().await.expect("update").expect("ok");

@@ -292,28 +292,16 @@ async fn watchers_recover_when_redis_is_killed_and_restarted_without_persistence
     assert_eq!(numbers(&take(&mut sub, 3).await), [100, 101, 102]);
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_thousand_subscribers_all_receive_every_event() {
     let mut s = setup(fast_config()).await;
-    let before = rss_kib();
+    let before = openoes::bench::rss_kib();
     let mut subs = Vec::new();
     for _ in 0..1000 {
         subs.push(s.hub.subscribe(KEY, "", all()).await.expect("subscribe"));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle = rss_kib();
+    let idle = openoes::bench::rss_kib();
     publish(&mut s.conn, 0, 200, "u").await;
     let mut readers = Vec::new();
     for mut sub in subs {
@@ -326,7 +314,7 @@ async fn a_thousand_subscribers_all_receive_every_event() {
     }
     println!(
         "RSS of the test process: {before} KiB before, {idle} KiB with 1000 idle subscribers, {} KiB after",
-        rss_kib()
+        openoes::bench::rss_kib()
     );
     assert_eq!(
         s.hub.subscriber_count(),

@@ -183,6 +183,36 @@ fn protocol_part(pool: &PoolParams, fee: u128) -> u128 {
     fee * u128::from(pool.protocol_share_bps) / BPS
 }
 
+/// What a walk needs of one bin: its reserve on the output side, its
+/// price, and the volatility and fee rate a quote sees there.
+struct BinQuote {
+    reserve_out: u128,
+    price: u128,
+    va: u128,
+    rate: u128,
+}
+
+/// `None` for a bin with no reserve on the output side (skipped, and not
+/// counted as visited for the volatility accumulator).
+fn bin_quote(
+    pool: &PoolParams,
+    bin: &BinReserve,
+    swap_for_y: bool,
+) -> Result<Option<BinQuote>, MathError> {
+    let reserve_out = u128::from(if swap_for_y { bin.y } else { bin.x });
+    if reserve_out == 0 {
+        return Ok(None);
+    }
+    let price = bin_price(bin.bin_id, pool.bin_step)?;
+    let va = volatility(pool, bin.bin_id);
+    Ok(Some(BinQuote {
+        reserve_out,
+        price,
+        va,
+        rate: fee_rate(pool, va),
+    }))
+}
+
 /// Swaps exactly `amount_in` through `bins` (in walk order). X->Y when
 /// `swap_for_y`. Bins without reserve on the output side are skipped. If the
 /// bins run out first, the fill covers what they held and `exhausted` is set.
@@ -198,13 +228,15 @@ pub fn swap_exact_in(
         if left == 0 {
             break;
         }
-        let reserve_out = u128::from(if swap_for_y { bin.y } else { bin.x });
-        if reserve_out == 0 {
-            continue;
-        }
-        let price = bin_price(bin.bin_id, pool.bin_step)?;
-        let va = volatility(pool, bin.bin_id);
-        let rate = fee_rate(pool, va);
+        let Some(BinQuote {
+            reserve_out,
+            price,
+            va,
+            rate,
+        }) = bin_quote(pool, bin, swap_for_y)?
+        else {
+            continue; // nothing to take here
+        };
         let fee = ceil_mul_div(left, rate, FEE_PRECISION);
         let ex = left - fee;
         let max_in = if swap_for_y {
@@ -255,13 +287,15 @@ pub fn swap_exact_out(
         if want == 0 {
             break;
         }
-        let reserve_out = u128::from(if swap_for_y { bin.y } else { bin.x });
-        if reserve_out == 0 {
-            continue;
-        }
-        let price = bin_price(bin.bin_id, pool.bin_step)?;
-        let va = volatility(pool, bin.bin_id);
-        let rate = fee_rate(pool, va);
+        let Some(BinQuote {
+            reserve_out,
+            price,
+            va,
+            rate,
+        }) = bin_quote(pool, bin, swap_for_y)?
+        else {
+            continue; // nothing to take here
+        };
         let take = want.min(reserve_out);
         let in_ex = if swap_for_y {
             div_ceil(U256::from(take) << 64u32, U256::from(price))

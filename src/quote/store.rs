@@ -24,7 +24,7 @@ use super::{
     math::BinReserve,
     model::{Bin, Pool, PoolSnapshot},
 };
-use crate::redis::{RedisEndpoint, RedisError};
+use crate::redis::{RedisEndpoint, RedisError, value_text};
 
 /// Approximate length `quote:events` is trimmed to: watchers only need
 /// recent changes; a follower that falls further behind re-reads everything.
@@ -181,14 +181,14 @@ impl QuoteStore {
         let Some(pool_json) = items.next() else {
             return Ok((version, None));
         };
-        let pool: Pool = from_json(&pool_key(pool_id), &text(pool_json))?;
+        let pool: Pool = from_json(&pool_key(pool_id), &value_text(&pool_json))?;
         let mut bins = Vec::new();
         while let (Some(id), Some(json)) = (items.next(), items.next()) {
-            let json = text(json);
+            let json = value_text(&json);
             if json.is_empty() {
                 continue; // raced a delete made outside our scripts; skip it
             }
-            let key = format!("{}{}", bin_prefix(pool_id), text(id));
+            let key = format!("{}{}", bin_prefix(pool_id), value_text(&id));
             bins.push(from_json::<Bin>(&key, &json)?.reserve());
         }
         Ok((
@@ -307,17 +307,8 @@ fn from_json<T: serde::de::DeserializeOwned>(key: &str, json: &str) -> Result<T,
     })
 }
 
-fn text(value: Value) -> String {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Value::SimpleString(s) => s,
-        Value::Int(i) => i.to_string(),
-        _ => String::new(),
-    }
-}
-
 fn parse_version(value: Option<Value>) -> Result<u64, StoreError> {
-    let raw = value.map(text).unwrap_or_default();
+    let raw = value.as_ref().map(value_text).unwrap_or_default();
     raw.parse().map_err(|_| StoreError::Corrupt {
         key: VERSION_KEY.into(),
         reason: format!("{raw:?} is not a version number"),

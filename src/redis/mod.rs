@@ -308,3 +308,13 @@ impl BlockingConnection {
         &mut self.conn
     }
 }
+
+/// A reply value as text: bulk and simple strings, integers; "" otherwise.
+pub fn value_text(value: &redis::Value) -> String {
+    match value {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}

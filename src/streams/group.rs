@@ -47,10 +47,13 @@ use redis::{Script, Value, aio::MultiplexedConnection};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::watch::{StreamId, WatchEnd};
+use super::{
+    Backoff,
+    watch::{StreamId, WatchEnd},
+};
 use crate::{
     config::StreamsConfig,
-    redis::{RedisEndpoint, RedisError},
+    redis::{RedisEndpoint, RedisError, value_text},
 };
 
 static DEAD_LETTER: LazyLock<Script> =
@@ -60,9 +63,6 @@ static DELETE_IDLE_CONSUMERS: LazyLock<Script> =
 
 /// Approximate length a dead-letter stream is trimmed to.
 pub const DLQ_MAXLEN: usize = 100_000;
-/// Reconnect backoff of a subscriber: first wait, and the cap.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The dead-letter stream of `key`.
 pub fn dlq_key(key: &str) -> String {
@@ -231,7 +231,7 @@ impl From<redis::RedisError> for Stop {
 
 impl Member {
     async fn run(self) {
-        let mut backoff = BACKOFF_START;
+        let mut backoff = Backoff::new();
         loop {
             let result = tokio::select! {
                 _ = self.stop.cancelled() => return,
@@ -242,19 +242,17 @@ impl Member {
                 Stop::Done => return,
                 Stop::Redis(e) => tracing::warn!(
                     key = %self.key, group = %self.group, consumer = %self.consumer,
-                    error = %e, ?backoff, "group subscriber reconnecting"
+                    error = %e, delay = ?backoff.delay(), "group subscriber reconnecting"
                 ),
             }
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !backoff.wait(&self.stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
     /// One connection's life.
-    async fn serve(&self, backoff: &mut Duration) -> Stop {
+    async fn serve(&self, backoff: &mut Backoff) -> Stop {
         let block = self
             .config
             .block
@@ -274,7 +272,7 @@ impl Member {
         if let Err(e) = self.create_group(conn).await {
             return e.into();
         }
-        *backoff = BACKOFF_START;
+        backoff.reset();
         let mut state = Progress {
             own: Some(StreamId::default()),
             claim_cursor: StreamId::default(),
@@ -413,11 +411,11 @@ impl Member {
         let mut parts = parts.into_iter();
         let next = parts
             .next()
-            .map(|v| text(&v).parse().unwrap_or_default())
+            .map(|v| value_text(&v).parse().unwrap_or_default())
             .unwrap_or_default();
         let claimed = parts.next().map(entries_of).unwrap_or_default();
         let deleted: Vec<String> = match parts.next() {
-            Some(Value::Array(ids)) => ids.iter().map(text).collect(),
+            Some(Value::Array(ids)) => ids.iter().map(value_text).collect(),
             _ => Vec::new(),
         };
         for id in deleted {
@@ -565,12 +563,12 @@ fn entries_of(value: Value) -> Vec<Entry> {
             if parts.is_empty() {
                 return None;
             }
-            let id: StreamId = text(&parts[0]).parse().ok()?;
+            let id: StreamId = value_text(&parts[0]).parse().ok()?;
             let fields = match parts.get_mut(1).map(std::mem::take) {
                 Some(Value::Array(kv)) => Some(
                     kv.chunks(2)
                         .filter_map(|p| match p {
-                            [k, v] => Some((text(k), text(v))),
+                            [k, v] => Some((value_text(k), value_text(v))),
                             _ => None,
                         })
                         .collect(),
@@ -580,13 +578,4 @@ fn entries_of(value: Value) -> Vec<Entry> {
             Some((id, fields))
         })
         .collect()
-}
-
-fn text(value: &Value) -> String {
-    match value {
-        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::SimpleString(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        _ => String::new(),
-    }
 }

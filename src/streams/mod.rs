@@ -10,10 +10,48 @@
 pub mod group;
 pub mod watch;
 
-use std::pin::Pin;
+use std::{pin::Pin, time::Duration};
 
 use futures_util::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// The response stream type of every server-streaming RPC.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Capped exponential backoff of a background reader that reconnects: 100 ms,
+/// doubling up to 5 s, back to 100 ms once a connection works. Short enough
+/// to recover quickly, capped so a long outage costs one attempt per 5 s.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    delay: Duration,
+}
+
+impl Backoff {
+    pub(crate) const START: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new() -> Self {
+        Self { delay: Self::START }
+    }
+
+    /// After a connection worked.
+    pub(crate) fn reset(&mut self) {
+        self.delay = Self::START;
+    }
+
+    /// The wait before the next attempt.
+    pub(crate) fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// Waits the current delay, then doubles it; false if `stop` came first.
+    pub(crate) async fn wait(&mut self, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(self.delay) => {}
+        }
+        self.delay = (self.delay * 2).min(Self::MAX);
+        true
+    }
+}

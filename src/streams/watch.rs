@@ -42,7 +42,6 @@ use std::{
         atomic::{AtomicU64, Ordering as AtomicOrdering},
     },
     task::{Context, Poll},
-    time::Duration,
 };
 
 use futures_util::Stream;
@@ -53,14 +52,11 @@ use redis::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::Backoff;
 use crate::{
     config::StreamsConfig,
-    redis::{RedisEndpoint, RedisError},
+    redis::{RedisEndpoint, RedisError, value_text},
 };
-
-/// Reconnect backoff of a reader: first wait, and the cap it doubles up to.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A Redis stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -107,15 +103,7 @@ impl StreamEvent {
     fn from_redis(id: &str, map: &HashMap<String, Value>) -> Option<Self> {
         let fields = map
             .iter()
-            .map(|(k, v)| {
-                let text = match v {
-                    Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
-                    Value::SimpleString(s) => s.clone(),
-                    Value::Int(i) => i.to_string(),
-                    _ => String::new(),
-                };
-                (k.clone(), text)
-            })
+            .map(|(k, v)| (k.clone(), value_text(v)))
             .collect();
         Some(Self {
             id: id.parse().ok()?,
@@ -377,7 +365,7 @@ async fn catch_up(hub: Arc<HubInner>, fanout: Arc<Fanout>, id: u64, mut subscrib
                 tracing::debug!(error = %e, key = %fanout.key, "watch catch-up read failed; retrying");
                 tokio::select! {
                     _ = hub.stop.cancelled() => return subscriber.end(WatchEnd::Shutdown),
-                    _ = tokio::time::sleep(BACKOFF_START) => continue,
+                    _ = tokio::time::sleep(Backoff::START) => continue,
                 }
             }
         };
@@ -419,20 +407,19 @@ async fn catch_up(hub: Arc<HubInner>, fanout: Arc<Fanout>, id: u64, mut subscrib
 
 /// The reader of one stream; runs until shutdown.
 async fn read(hub: Arc<HubInner>, fanout: Arc<Fanout>) {
-    let mut backoff = BACKOFF_START;
+    let mut backoff = Backoff::new();
     loop {
         let result = tokio::select! {
             _ = hub.stop.cancelled() => break,
             result = read_until_error(&hub, &fanout, &mut backoff) => result,
         };
         if let Err(e) = result {
-            tracing::warn!(key = %fanout.key, error = %e, ?backoff, "watch reader reconnecting");
+            let delay = backoff.delay();
+            tracing::warn!(key = %fanout.key, error = %e, ?delay, "watch reader reconnecting");
         }
-        tokio::select! {
-            _ = hub.stop.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&hub.stop).await {
+            break;
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     if let Ok(mut state) = fanout.state.lock() {
         for (_, subscriber) in state.subscribers.drain() {
@@ -444,7 +431,7 @@ async fn read(hub: Arc<HubInner>, fanout: Arc<Fanout>) {
 async fn read_until_error(
     hub: &HubInner,
     fanout: &Fanout,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
 ) -> Result<(), RedisError> {
     let mut conn = hub.redis.blocking(hub.config.block).await?;
     let endpoint = hub.redis.name();
@@ -472,7 +459,7 @@ async fn read_until_error(
             }
         }
     }
-    *backoff = BACKOFF_START;
+    backoff.reset();
     // One read is pushed to every queue at once: never read more than a
     // queue holds, or a burst would cut off subscribers that keep up fine.
     // "Too slow" then means: had not drained the previous read.
@@ -584,10 +571,11 @@ async fn stream_info(redis: &RedisEndpoint, key: &str) -> Result<Option<StreamIn
         Err(e) if e.to_string().contains("no such key") => return Ok(None),
         Err(e) => return Err(RedisError::from_redis(redis.name(), e)),
     };
-    let id = |field: &str| match info.get(field) {
-        Some(Value::BulkString(b)) => String::from_utf8_lossy(b).parse().unwrap_or_default(),
-        Some(Value::SimpleString(s)) => s.parse().unwrap_or_default(),
-        _ => StreamId::default(),
+    let id = |field: &str| {
+        info.get(field)
+            .map(value_text)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_default()
     };
     let count = |field: &str| match info.get(field) {
         Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
