@@ -239,6 +239,19 @@ pub struct StreamsConfig {
     /// deleted from the group.
     #[serde(with = "humantime_serde")]
     pub idle_consumer_ttl: Duration,
+    /// Approximate MAXLEN (`XADD ... MAXLEN ~ n`) of every stream this
+    /// server writes, unless `maxlen` names the stream.
+    pub default_maxlen: usize,
+    /// Approximate MAXLEN per stream key, e.g. `"quote:events" = 10000`.
+    /// Longer logs let watchers resume after longer absences.
+    pub maxlen: std::collections::BTreeMap<String, usize>,
+}
+
+impl StreamsConfig {
+    /// The approximate MAXLEN writers use for `key`.
+    pub fn maxlen_for(&self, key: &str) -> usize {
+        self.maxlen.get(key).copied().unwrap_or(self.default_maxlen)
+    }
 }
 
 impl Default for StreamsConfig {
@@ -253,6 +266,8 @@ impl Default for StreamsConfig {
             claim_min_idle: Duration::from_secs(30),
             max_deliveries: 5,
             idle_consumer_ttl: Duration::from_secs(3600),
+            default_maxlen: 100_000,
+            maxlen: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -432,6 +447,9 @@ impl Config {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
+        }
+        if self.streams.maxlen.values().any(|n| *n == 0) {
+            return Err(invalid("streams.maxlen", "every length must be at least 1"));
         }
         if self.grpc.max_concurrent_streams == 0 {
             return Err(invalid("grpc.max_concurrent_streams", "must be at least 1"));

@@ -114,7 +114,7 @@ pub async fn run(
     reap_leftovers(dir);
 
     let mut topology = Topology::start(dir).await?;
-    if let Err(e) = load_demo(&topology).await {
+    if let Err(e) = load_demo(&topology, &config).await {
         topology.stop().await;
         return Err(e);
     }
@@ -131,14 +131,14 @@ pub async fn run(
 }
 
 /// Loads the demo data set into M: DLMM pools for QuoteService.
-async fn load_demo(topology: &Topology) -> Result<(), DevError> {
+async fn load_demo(topology: &Topology, config: &Config) -> Result<(), DevError> {
     let local = RedisConfig {
         master: RedisEndpointConfig::local(topology.master.port()),
         replica: RedisEndpointConfig::local(topology.replica.port()),
         ..RedisConfig::default()
     };
     let redis = Redis::new(&local).map_err(|e| DevError::Demo(e.into()))?;
-    let store = QuoteStore::new(redis.master.clone());
+    let store = QuoteStore::new(redis.master.clone(), &config.streams);
     for snapshot in quote::demo::pools() {
         store
             .upsert_pool(&snapshot, true)

@@ -190,7 +190,7 @@ fn main() -> ExitCode {
                 command: PoolsCommand::Load { files, .. },
             } => {
                 let redis = openoes::redis::Redis::new(&config.redis)?;
-                let store = QuoteStore::new(redis.master.clone());
+                let store = QuoteStore::new(redis.master.clone(), &config.streams);
                 // Validate every file before writing any: all or nothing.
                 let snapshots = files
                     .iter()

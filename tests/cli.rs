@@ -39,6 +39,7 @@ fn config_layers_defaults_then_file_then_env() {
     std::fs::write(
         &file,
         "roles = [\"exchange\"]\n[grpc]\nlisten = \"0.0.0.0:6000\"\n[redis]\npool_size = 3\n\
+         [streams.maxlen]\n\"quote:events\" = 5000\n\
          [redis.replica]\nurl = \"redis://10.0.0.9:6380\"\npassword = \"hunter2\"\n",
     )
     .expect("write");
@@ -80,6 +81,11 @@ fn config_layers_defaults_then_file_then_env() {
         "secrets are redacted:\n{printed}"
     );
     assert!(printed.contains("<redacted>"), "{printed}");
+    let maxlen = "\"quote:events\" = 5000";
+    assert!(
+        printed.contains(maxlen),
+        "per-stream MAXLEN from the file:\n{printed}"
+    );
 }
 
 #[test]

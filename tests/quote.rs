@@ -783,3 +783,54 @@ async fn a_walk_longer_than_one_read_page_matches_the_math_over_every_bin() {
     assert_eq!(q.amount_out, want.amount_out.to_string());
     assert_eq!(q.total_fee, want.total_fee.to_string());
 }
+
+#[tokio::test]
+async fn a_call_past_its_deadline_answers_deadline_exceeded() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let link = Link::start().await;
+    let out = pools_load(&link, &[POOL_A]);
+    assert!(out.status.success());
+    let mut config = link.config();
+    config.grpc.request_timeout = Duration::from_millis(400);
+    let gateway = Gateway::start(config).await;
+    let mut client = QuoteServiceClient::new(gateway.channel().await);
+    quote(&mut client, request("TKX", "TKY", 1000, SwapMode::ExactIn))
+        .await
+        .expect("warm");
+
+    // Freeze Redis (it stays "up" for the health monitor for a moment):
+    // the quote now waits on Redis.
+    let pid = Pid::from_raw(link.topology.master.pid().expect("pid") as i32).expect("pid");
+    kill_process(pid, Signal::STOP).expect("SIGSTOP");
+
+    // The client's grpc-timeout, enforced by the server alone (set as a
+    // header, so the client library does not time out first).
+    let mut r = tonic::Request::new(request("TKX", "TKY", 1000, SwapMode::ExactIn));
+    r.metadata_mut()
+        .insert("grpc-timeout", "100m".parse().expect("header"));
+    let started = std::time::Instant::now();
+    let e = client.get_quote(r).await.expect_err("deadline");
+    let took = started.elapsed();
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+        "{e:?}"
+    );
+    assert!(
+        took < Duration::from_millis(350),
+        "client deadline honoured: {took:?}"
+    );
+
+    // No client deadline: the server's grpc.request_timeout caps the call.
+    let started = std::time::Instant::now();
+    let e = quote(&mut client, request("TKX", "TKY", 1000, SwapMode::ExactIn))
+        .await
+        .expect_err("cap");
+    let took = started.elapsed();
+    kill_process(pid, Signal::CONT).expect("SIGCONT");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(2),
+        "server cap: {took:?}"
+    );
+}

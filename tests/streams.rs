@@ -672,3 +672,76 @@ async fn entries_trimmed_while_the_reader_was_cut_off_end_watches_instead_of_bei
         .expect("resume refused");
     assert!(matches!(e, WatchError::CursorTrimmed { .. }), "{e:?}");
 }
+
+async fn consumers(conn: &mut redis::aio::MultiplexedConnection) -> Vec<(String, i64)> {
+    let rows: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(KEY)
+        .arg(GROUP)
+        .query_async(conn)
+        .await
+        .expect("xinfo");
+    let mut out: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            let name = openoes::redis::value_text(&r["name"]);
+            let pending = match &r["pending"] {
+                redis::Value::Int(n) => *n,
+                _ => -1,
+            };
+            (name, pending)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn idle_consumers_are_deleted_only_when_they_hold_nothing() {
+    let mut s = setup(fast_config()).await;
+    let config = StreamsConfig {
+        idle_consumer_ttl: Duration::from_millis(400),
+        claim_min_idle: Duration::from_secs(60), // nobody reclaims in this test
+        ..group_config()
+    };
+    let hub = group_hub(&s, config);
+    let mut ghost = hub.subscribe(KEY, GROUP, Some("ghost"));
+    let mut holder = hub.subscribe(KEY, GROUP, Some("holder"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(&mut s.conn, 0, 2, "u").await;
+    for sub in [&mut ghost, &mut holder] {
+        let d = next_delivery(sub, SOON).await.expect("delivery");
+        if sub.consumer() == "ghost" {
+            hub.ack(KEY, GROUP, d.id).await.expect("ack");
+        }
+    }
+    drop(ghost);
+    drop(holder);
+    assert_eq!(
+        consumers(&mut s.conn).await,
+        [("ghost".into(), 0), ("holder".into(), 1)]
+    );
+
+    let _janitor = hub.subscribe(KEY, GROUP, Some("janitor"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let left = consumers(&mut s.conn).await;
+    assert!(
+        !left.iter().any(|(n, _)| n == "ghost"),
+        "idle and empty: deleted: {left:?}"
+    );
+    assert!(
+        left.contains(&("holder".into(), 1)),
+        "holds an entry: kept: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_ends_consumer_group_subscriptions() {
+    let s = setup(fast_config()).await;
+    let hub = group_hub(&s, group_config());
+    let mut sub = hub.subscribe(KEY, GROUP, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.stop.cancel();
+    let end = tokio::time::timeout(SOON, sub.next()).await.expect("ends");
+    assert!(matches!(end, Some(Err(WatchEnd::Shutdown))), "{end:?}");
+}

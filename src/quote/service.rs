@@ -15,6 +15,7 @@ use super::{
     store::QuoteStore,
 };
 use crate::{
+    config::StreamsConfig,
     error::{Error, FieldViolations},
     proto::quote::v1 as pb,
     redis::RedisEndpoint,
@@ -39,8 +40,13 @@ pub struct QuoteApi {
 impl QuoteApi {
     /// A handler over the quote data on `redis`; starts the change follower
     /// on `watches` (the same Redis), which stops when `stop` is cancelled.
-    pub fn start(redis: RedisEndpoint, watches: WatchHub, stop: CancellationToken) -> Self {
-        let engine = Arc::new(QuoteEngine::new(QuoteStore::new(redis)));
+    pub fn start(
+        redis: RedisEndpoint,
+        streams: &StreamsConfig,
+        watches: WatchHub,
+        stop: CancellationToken,
+    ) -> Self {
+        let engine = Arc::new(QuoteEngine::new(QuoteStore::new(redis, streams)));
         let (changes, _) = broadcast::channel(changes::BROADCAST_CAPACITY);
         tokio::spawn(changes::follow(
             watches,

@@ -26,9 +26,6 @@ use super::{
 };
 use crate::redis::{RedisEndpoint, RedisError, value_text};
 
-/// Approximate length `quote:events` is trimmed to: watchers only need
-/// recent changes; a follower that falls further behind re-reads everything.
-pub const EVENTS_MAXLEN: usize = 10_000;
 /// The change stream of pools and bins.
 pub const EVENTS_KEY: &str = "quote:events";
 const POOLS_KEY: &str = "quote:pools";
@@ -83,12 +80,17 @@ pub struct HopSnapshot {
 #[derive(Clone)]
 pub struct QuoteStore {
     redis: RedisEndpoint,
+    /// Approximate length `quote:events` is trimmed to (`streams.maxlen`).
+    events_maxlen: usize,
 }
 
 impl QuoteStore {
-    /// A store on `redis`.
-    pub fn new(redis: RedisEndpoint) -> Self {
-        Self { redis }
+    /// A store on `redis`, trimming `quote:events` as `streams` says.
+    pub fn new(redis: RedisEndpoint, streams: &crate::config::StreamsConfig) -> Self {
+        Self {
+            redis,
+            events_maxlen: streams.maxlen_for(EVENTS_KEY),
+        }
     }
 
     fn err(&self, e: redis::RedisError) -> StoreError {
@@ -119,7 +121,7 @@ impl QuoteStore {
             .arg(json)
             .arg(now_ms())
             .arg(if replace_bins { "1" } else { "0" })
-            .arg(EVENTS_MAXLEN)
+            .arg(self.events_maxlen)
             .arg(bin_prefix(id));
         push_bins(&mut invocation, &snapshot.bins)?;
         let mut conn = self.redis.conn().await?;
@@ -146,7 +148,7 @@ impl QuoteStore {
             .arg(pool_id)
             .arg(now_ms())
             .arg(active_bin_id.map(|a| a.to_string()).unwrap_or_default())
-            .arg(EVENTS_MAXLEN)
+            .arg(self.events_maxlen)
             .arg(bin_prefix(pool_id));
         push_bins(&mut invocation, bins)?;
         let mut conn = self.redis.conn().await?;

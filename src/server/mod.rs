@@ -146,7 +146,12 @@ pub async fn run(
     let stop = CancellationToken::new();
     // One fan-out per Redis for every Watch* stream on it.
     let master_watches = WatchHub::new(redis.master.clone(), config.streams.clone(), stop.clone());
-    let quote = QuoteApi::start(redis.master.clone(), master_watches, stop.clone());
+    let quote = QuoteApi::start(
+        redis.master.clone(),
+        &config.streams,
+        master_watches,
+        stop.clone(),
+    );
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.grpc.keepalive_interval));

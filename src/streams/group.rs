@@ -61,9 +61,6 @@ static DEAD_LETTER: LazyLock<Script> =
 static DELETE_IDLE_CONSUMERS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/delete_idle_consumers.lua")));
 
-/// Approximate length a dead-letter stream is trimmed to.
-pub const DLQ_MAXLEN: usize = 100_000;
-
 /// The dead-letter stream of `key`.
 pub fn dlq_key(key: &str) -> String {
     format!("{key}:dlq")
@@ -465,7 +462,7 @@ impl Member {
                 .arg(id.to_string())
                 .arg(&reason)
                 .arg(count)
-                .arg(DLQ_MAXLEN);
+                .arg(self.config.maxlen_for(&dlq_key(&self.key)));
             for (k, v) in &fields {
                 invocation.arg(k).arg(v);
             }
