@@ -23,6 +23,7 @@
 //!   reflection, deadline and drain layers, graceful shutdown.
 //! - [`shutdown`]: the stop signal (SIGINT, SIGTERM).
 //! - [`dev`]: `openoes dev`, the whole link on one machine.
+//! - [`acl`]: the link's Redis ACL rules and `openoes acl apply`.
 //! - [`proto`]: code generated from `proto/`.
 //!
 //! One folder per domain, each holding its model, its Redis store (keys and
@@ -41,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod acl;
 pub mod attestation;
 pub mod bench;
 pub mod config;

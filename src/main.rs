@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: PoolsCommand,
     },
+    /// Redis ACLs of the OpenOES link.
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
     /// Load tools that report ratios to redis-benchmark in the same run.
     Bench {
         #[command(subcommand)]
@@ -74,6 +79,29 @@ enum PoolsCommand {
         /// Pool files, e.g. tests/data/dlmm/pool_a.json.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Load the link's ACL users into a server: the shipped rules of
+    /// deploy/redis/acl/ (or --rules), passwords from --passwords.
+    Apply {
+        /// Which server: master (M) or replica (R).
+        #[arg(long, value_parser = ["master", "replica"])]
+        side: String,
+        /// The server.
+        #[arg(long)]
+        redis_url: String,
+        /// File of `user = "secret"` lines, one per enabled user (and for --as).
+        #[arg(long)]
+        passwords: PathBuf,
+        /// User to connect as (default first, admin afterwards).
+        #[arg(long = "as", default_value = "default")]
+        as_user: String,
+        /// Rule file instead of the shipped one.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
 }
 
@@ -140,7 +168,7 @@ fn main() -> ExitCode {
         | Command::Pools {
             command: PoolsCommand::Load { config, .. },
         } => config.as_deref(),
-        Command::Bench { .. } => None,
+        Command::Bench { .. } | Command::Acl { .. } => None,
     };
     let mut config = match Config::load(file) {
         Ok(config) => config,
@@ -252,6 +280,27 @@ fn main() -> ExitCode {
                 print!("{}", openoes::bench::table(&figures));
                 if let Some(path) = json {
                     std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
+                }
+            }
+            Command::Acl {
+                command:
+                    AclCommand::Apply {
+                        side,
+                        redis_url,
+                        passwords,
+                        as_user,
+                        rules,
+                    },
+            } => {
+                let text = match rules {
+                    Some(path) => std::fs::read_to_string(path)?,
+                    None if side == "master" => openoes::acl::MASTER_RULES.to_string(),
+                    None => openoes::acl::REPLICA_RULES.to_string(),
+                };
+                let users = openoes::acl::parse_rules(&text)?;
+                let passwords = openoes::acl::read_passwords(&passwords)?;
+                for user in openoes::acl::apply(&redis_url, &as_user, &users, &passwords).await? {
+                    println!("set ACL user {user} on {side}");
                 }
             }
             Command::Config { .. } => {}

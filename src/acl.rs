@@ -1,0 +1,245 @@
+//! Redis ACLs of an OpenOES link: the rule files shipped under
+//! `deploy/redis/acl/` and `openoes acl apply`, which loads them into a
+//! running server.
+//!
+//! Rule files hold rules only; passwords come from a separate file
+//! (`user = "secret"` lines) so no secret is ever committed. Each user is
+//! sent as one `ACL SETUSER <user> reset >password <rule> <rule> ...`, one
+//! rule per argument (a selector in parentheses is one rule), so a user's
+//! old rules never linger. `default` is applied last: turning it off while
+//! the applying connection still needs it would cut the job in half.
+
+use std::{collections::BTreeMap, path::Path};
+
+/// Rules for the WSP's master (M).
+pub const MASTER_RULES: &str = include_str!("../deploy/redis/acl/master.acl");
+/// Rules for the exchange's replica (R).
+pub const REPLICA_RULES: &str = include_str!("../deploy/redis/acl/replica.acl");
+
+/// One user's line of a rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclUser {
+    /// User name.
+    pub name: String,
+    /// Its rules, one per ACL SETUSER argument.
+    pub rules: Vec<String>,
+}
+
+/// Why ACLs could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    /// A rule file line is malformed.
+    #[error("rule file line {line}: {reason}")]
+    Rules {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The password file is unreadable or malformed.
+    #[error("password file {path}: {reason}")]
+    Passwords {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An enabled user has no password.
+    #[error("user {0:?} is enabled but the password file gives it no password")]
+    MissingPassword(String),
+    /// Redis refused.
+    #[error("redis refused ACL SETUSER {user}")]
+    Redis {
+        /// The user being set.
+        user: String,
+        /// What Redis said.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Could not connect.
+    #[error("cannot connect to redis")]
+    Connect(#[source] redis::RedisError),
+}
+
+/// Parses a rule file: `user <name> <rule> <rule> ...` per line, `#`
+/// comments. Parenthesised selectors stay one rule.
+pub fn parse_rules(text: &str) -> Result<Vec<AclUser>, AclError> {
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let tokens = tokenize(line).map_err(|reason| AclError::Rules {
+            line: i + 1,
+            reason,
+        })?;
+        match tokens.as_slice() {
+            [user, name, rules @ ..] if user == "user" => users.push(AclUser {
+                name: name.clone(),
+                rules: rules.to_vec(),
+            }),
+            _ => {
+                return Err(AclError::Rules {
+                    line: i + 1,
+                    reason: "expected `user <name> <rules...>`".into(),
+                });
+            }
+        }
+    }
+    // `default` last: see the module docs.
+    users.sort_by_key(|u| u.name == "default");
+    Ok(users)
+}
+
+/// Splits on whitespace, keeping `( ... )` groups whole.
+fn tokenize(line: &str) -> Result<Vec<String>, String> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0usize;
+    for c in line.chars() {
+        match c {
+            '(' => {
+                depth += 1;
+                current.push(c);
+            }
+            ')' => {
+                depth = depth.checked_sub(1).ok_or("unbalanced `)`")?;
+                current.push(c);
+            }
+            c if c.is_whitespace() && depth == 0 => {
+                if !current.is_empty() {
+                    tokens.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced `(`".into());
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    Ok(tokens)
+}
+
+/// Reads `user = "secret"` lines.
+pub fn read_passwords(path: &Path) -> Result<BTreeMap<String, String>, AclError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| AclError::Passwords {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| AclError::Passwords {
+        path: shown,
+        reason: e.to_string(),
+    })
+}
+
+/// The ACL SETUSER arguments for `user`.
+pub fn setuser_args(
+    user: &AclUser,
+    passwords: &BTreeMap<String, String>,
+) -> Result<Vec<String>, AclError> {
+    let mut args = vec![user.name.clone(), "reset".to_string()];
+    let enabled = user.rules.iter().any(|r| r == "on");
+    match passwords.get(&user.name) {
+        Some(password) => args.push(format!(">{password}")),
+        None if enabled && !user.rules.iter().any(|r| r == "nopass") => {
+            return Err(AclError::MissingPassword(user.name.clone()));
+        }
+        None => {}
+    }
+    args.extend(user.rules.iter().cloned());
+    Ok(args)
+}
+
+/// Applies `users` on the server at `url`, connecting as `as_user` (with
+/// its password from `passwords`, if any). Returns the users set.
+pub async fn apply(
+    url: &str,
+    as_user: &str,
+    users: &[AclUser],
+    passwords: &BTreeMap<String, String>,
+) -> Result<Vec<String>, AclError> {
+    // Build every command first: a missing password fails before any change.
+    let commands: Vec<(String, Vec<String>)> = users
+        .iter()
+        .map(|u| Ok((u.name.clone(), setuser_args(u, passwords)?)))
+        .collect::<Result<_, AclError>>()?;
+    let mut info =
+        redis::IntoConnectionInfo::into_connection_info(url).map_err(AclError::Connect)?;
+    let mut settings = info.redis_settings().clone().set_username(as_user);
+    if let Some(password) = passwords.get(as_user) {
+        settings = settings.set_password(password);
+    }
+    info = info.set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(AclError::Connect)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(AclError::Connect)?;
+    let mut applied = Vec::new();
+    for (user, args) in commands {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&args)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|source| AclError::Redis {
+                user: user.clone(),
+                source,
+            })?;
+        applied.push(user);
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_rule_files_parse_with_selectors_whole_and_default_last() {
+        for rules in [MASTER_RULES, REPLICA_RULES] {
+            let users = parse_rules(rules).expect("parse");
+            assert_eq!(users.last().map(|u| u.name.as_str()), Some("default"));
+            assert_eq!(
+                users.last().map(|u| u.rules.clone()),
+                Some(vec!["off".to_string()])
+            );
+        }
+        let replica = parse_rules(REPLICA_RULES).expect("parse");
+        let exchange = replica
+            .iter()
+            .find(|u| u.name == "exchange")
+            .expect("exchange");
+        let selectors: Vec<&String> = exchange
+            .rules
+            .iter()
+            .filter(|r| r.starts_with('('))
+            .collect();
+        assert_eq!(selectors.len(), 2, "{selectors:?}");
+        assert!(selectors.iter().all(|s| s.ends_with(')')));
+    }
+
+    #[test]
+    fn setuser_needs_a_password_for_enabled_users() {
+        let user = AclUser {
+            name: "x".into(),
+            rules: vec!["on".into(), "+ping".into()],
+        };
+        assert!(matches!(
+            setuser_args(&user, &BTreeMap::new()),
+            Err(AclError::MissingPassword(_))
+        ));
+        let passwords = BTreeMap::from([("x".to_string(), "s3cret".to_string())]);
+        assert_eq!(
+            setuser_args(&user, &passwords).expect("args"),
+            ["x", "reset", ">s3cret", "on", "+ping"]
+        );
+        assert!(tokenize("user a (x").is_err());
+        assert!(tokenize("user a x)").is_err());
+    }
+}
