@@ -17,10 +17,11 @@ as_root() {
 }
 
 ensure_redis() {
-  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return
-  say "installing redis-server (apt)"
+  # openssl: the TLS test makes a throwaway CA with it.
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v openssl >/dev/null && return
+  say "installing redis-server and openssl (apt)"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools openssl >/dev/null
   # Debian starts a system-wide redis on 6379; we never use it, but stop it
   # quietly where a service manager exists so it holds no memory.
   as_root sh -c 'command -v systemctl >/dev/null && systemctl disable --now redis-server >/dev/null 2>&1 || true'

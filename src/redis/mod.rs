@@ -180,6 +180,10 @@ pub struct RedisEndpoint {
     /// to fail fast while the endpoint is known to be down.
     reachability: Arc<AtomicU8>,
     connect_timeout: Duration,
+    /// Why the pool's last connect attempt failed: bb8 reports only "timed
+    /// out" to the caller, and an operator needs the cause (refused, TLS,
+    /// auth).
+    last_connect_error: LastConnectError,
 }
 
 impl RedisEndpoint {
@@ -191,9 +195,11 @@ impl RedisEndpoint {
         let info = connection_info(config)?;
         let client = Client::open(info.clone()).map_err(RedisError::Config)?;
         let manager = RedisConnectionManager::new(info).map_err(RedisError::Config)?;
+        let last_connect_error = LastConnectError::default();
         let pool = bb8::Pool::builder()
             .max_size(limits.pool_size)
             .connection_timeout(limits.pool_timeout)
+            .error_sink(Box::new(last_connect_error.clone()))
             .connection_customizer(Box::new(ReplyTimeout(limits.command_timeout)))
             .build_unchecked(manager);
         Ok(Self {
@@ -202,6 +208,7 @@ impl RedisEndpoint {
             pool,
             reachability: Arc::new(AtomicU8::new(Reachability::Unknown as u8)),
             connect_timeout: limits.connect_timeout,
+            last_connect_error,
         })
     }
 
@@ -246,7 +253,7 @@ impl RedisEndpoint {
             bb8::RunError::User(e) => RedisError::from_redis(self.endpoint, e),
             bb8::RunError::TimedOut => RedisError::Unavailable {
                 endpoint: self.endpoint,
-                source: None,
+                source: self.last_connect_error.take(),
             },
         })
     }
@@ -269,6 +276,28 @@ impl RedisEndpoint {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| RedisError::from_redis(self.endpoint, e))
+    }
+}
+
+/// Keeps the latest connect error of a pool (bb8's error sink).
+#[derive(Debug, Clone, Default)]
+struct LastConnectError(Arc<std::sync::Mutex<Option<redis::RedisError>>>);
+
+impl LastConnectError {
+    fn take(&self) -> Option<redis::RedisError> {
+        self.0.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+impl bb8::ErrorSink<redis::RedisError> for LastConnectError {
+    fn sink(&self, error: redis::RedisError) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(error);
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<redis::RedisError>> {
+        Box::new(self.clone())
     }
 }
 
