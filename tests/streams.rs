@@ -473,16 +473,26 @@ async fn deliveries_of_a_dead_subscriber_reach_another_after_min_idle_and_are_an
 async fn a_poison_entry_ends_in_the_dead_letter_stream_after_n_deliveries() {
     let mut s = setup(fast_config()).await;
     let hub = group_hub(&s, group_config());
-    let mut sub = hub.subscribe(KEY, GROUP, None);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let ids = publish(&mut s.conn, 0, 1, "poison").await;
-    // Never acknowledged: delivered, reclaimed after min-idle, again...
-    let mut deliveries = 0;
-    while let Some(d) = next_delivery(&mut sub, Duration::from_secs(4)).await {
-        assert_eq!(d.id.to_string(), ids[0]);
-        deliveries += 1;
+    // The entry kills every subscriber that takes it: each dies holding it,
+    // and the next reclaims it after min-idle.
+    for (victim, count) in [("first", 1), ("second", 2)] {
+        let mut sub = hub.subscribe(KEY, GROUP, Some(victim));
+        let d = next_delivery(&mut sub, SOON).await.expect("delivery");
+        assert_eq!(
+            (d.id.to_string(), d.delivery_count),
+            (ids[0].clone(), count)
+        );
+        drop(sub);
     }
-    assert_eq!(deliveries, 2, "max_deliveries is 2");
+    // Delivered twice (max_deliveries): the third would be one too many.
+    let mut third = hub.subscribe(KEY, GROUP, Some("third"));
+    assert!(
+        next_delivery(&mut third, Duration::from_secs(3))
+            .await
+            .is_none(),
+        "not delivered again"
+    );
     let dlq: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg(dlq_key(KEY))
         .arg("-")
@@ -511,6 +521,7 @@ async fn a_poison_entry_ends_in_the_dead_letter_stream_after_n_deliveries() {
     assert_eq!(fields["original_id"], ids[0]);
     assert_eq!(fields["user"], "poison", "original fields kept");
     assert!(fields["reason"].contains("delivered 3 times"), "{fields:?}");
+    assert_eq!(fields["delivery_count"], "3");
     assert_eq!(
         pending_count(&mut s.conn).await,
         0,
@@ -744,4 +755,35 @@ async fn shutdown_ends_consumer_group_subscriptions() {
     s.stop.cancel();
     let end = tokio::time::timeout(SOON, sub.next()).await.expect("ends");
     assert!(matches!(end, Some(Err(WatchEnd::Shutdown))), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_live_subscriber_is_never_resent_what_it_holds_not_even_after_a_reconnect() {
+    let mut s = setup(fast_config()).await;
+    let hub = group_hub(&s, group_config()); // claim_min_idle 600 ms
+    let mut sub = hub.subscribe(KEY, GROUP, Some("busy"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(&mut s.conn, 0, 2, "u").await;
+    for _ in 0..2 {
+        next_delivery(&mut sub, SOON).await.expect("delivery");
+    }
+    // Held (not acknowledged) well past min-idle, and its connection cut.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut s.conn)
+        .await
+        .expect("client kill");
+    assert!(
+        next_delivery(&mut sub, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "nothing resent"
+    );
+    // It reconnected and keeps receiving new entries.
+    publish(&mut s.conn, 2, 1, "u").await;
+    let d = next_delivery(&mut sub, SOON)
+        .await
+        .expect("new entry after the reconnect");
+    assert_eq!((d.field("n"), d.delivery_count), ("2", 1));
 }

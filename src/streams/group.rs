@@ -9,15 +9,18 @@
 //!    restarted subscriber with a stable name resumes what it held;
 //! 3. then reads new entries (`XREADGROUP ... >`), and every
 //!    `claim_min_idle / 2` reclaims entries idle longer than `claim_min_idle`
-//!    (`XAUTOCLAIM`): those of subscribers that died holding them.
+//!    on other consumers (`XPENDING ... IDLE`, then `XCLAIM`): those of
+//!    subscribers that died holding them. Its own are never reclaimed: they
+//!    are with its client.
 //!
 //! What can go wrong, and what happens:
 //! - an entry is delivered more than `max_deliveries` times (a poison entry
 //!   that kills or stalls every subscriber): it moves to `<stream>:dlq` with
 //!   its original id, fields and the reason, and is acknowledged, in one
 //!   script (`lua/dead_letter.lua`);
-//! - an entry is trimmed while pending: Redis reports it deleted; it is
-//!   acknowledged and logged, never looped on;
+//! - an entry is trimmed while pending: its own consumer acknowledges it
+//!   when reading its pending list (nil fields), and XCLAIM drops it from
+//!   the pending list when another claims it; never looped on;
 //! - NOGROUP (the stream or group vanished, e.g. Redis restarted without
 //!   persistence): the group is created again from `0` and reading goes on;
 //! - Redis down: the task backs off and reconnects; unacknowledged entries
@@ -204,9 +207,11 @@ struct Member {
 
 /// Where a member's reading stands on one connection.
 struct Progress {
-    /// Still delivering our own pending entries, after this id.
+    /// Still delivering our own pending entries, after this id. Done once per
+    /// subscription: after a reconnect, what we hold is already with our
+    /// client and must not be sent again.
     own: Option<StreamId>,
-    /// XAUTOCLAIM's cursor; `0-0` starts a new scan.
+    /// Where the scan for others' idle entries continues; `0-0` starts over.
     claim_cursor: StreamId,
     next_claim: Instant,
     next_cleanup: Instant,
@@ -229,11 +234,12 @@ impl From<redis::RedisError> for Stop {
 impl Member {
     async fn run(self) {
         let mut backoff = Backoff::new();
+        let mut own_drained = false;
         loop {
             let result = tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = self.tx.closed() => return,
-                result = self.serve(&mut backoff) => result,
+                result = self.serve(&mut backoff, &mut own_drained) => result,
             };
             match result {
                 Stop::Done => return,
@@ -249,7 +255,7 @@ impl Member {
     }
 
     /// One connection's life.
-    async fn serve(&self, backoff: &mut Backoff) -> Stop {
+    async fn serve(&self, backoff: &mut Backoff, own_drained: &mut bool) -> Stop {
         let block = self
             .config
             .block
@@ -271,13 +277,15 @@ impl Member {
         }
         backoff.reset();
         let mut state = Progress {
-            own: Some(StreamId::default()),
+            own: (!*own_drained).then(StreamId::default),
             claim_cursor: StreamId::default(),
             next_claim: Instant::now(),
             next_cleanup: Instant::now(),
         };
         loop {
-            match self.step(conn, &mut state, block).await {
+            let result = self.step(conn, &mut state, block).await;
+            *own_drained |= state.own.is_none();
+            match result {
                 Ok(()) => {}
                 Err(Stop::Redis(e)) if e.code() == Some("NOGROUP") => {
                     tracing::warn!(key = %self.key, group = %self.group, "consumer group vanished; creating it again from 0");
@@ -298,7 +306,9 @@ impl Member {
         state: &mut Progress,
         block: Duration,
     ) -> Result<(), Stop> {
-        if Instant::now() >= state.next_claim {
+        // Reclaim only once our own pending entries are out: reclaiming them
+        // first would deliver them twice.
+        if state.own.is_none() && Instant::now() >= state.next_claim {
             state.claim_cursor = self.reclaim(conn, state.claim_cursor).await?;
             if state.claim_cursor == StreamId::default() {
                 state.next_claim = Instant::now() + self.config.claim_min_idle / 2;
@@ -385,47 +395,74 @@ impl Member {
         Ok(())
     }
 
-    /// Claims entries idle past `claim_min_idle` from any consumer; returns
-    /// the cursor to continue from (`0-0` when the scan is complete).
+    /// Claims entries idle past `claim_min_idle` on *other* consumers (ours
+    /// are with our client, however long it takes) and delivers them; returns
+    /// where the scan continues (`0-0` when it is complete). On Redis 7,
+    /// XCLAIM also drops from the group's pending list entries whose data
+    /// was trimmed away, so those are not looped on.
     async fn reclaim(
         &self,
         conn: &mut MultiplexedConnection,
         cursor: StreamId,
     ) -> Result<StreamId, Stop> {
-        let reply: Value = redis::cmd("XAUTOCLAIM")
+        let min_idle = self.config.claim_min_idle.as_millis() as u64;
+        let start = if cursor == StreamId::default() {
+            "-".to_string()
+        } else {
+            format!("({cursor}")
+        };
+        let rows: Value = redis::cmd("XPENDING")
+            .arg(&self.key)
+            .arg(&self.group)
+            .arg("IDLE")
+            .arg(min_idle)
+            .arg(start)
+            .arg("+")
+            .arg(self.config.read_batch)
+            .query_async(&mut *conn)
+            .await?;
+        // [[id, consumer, idle ms, delivery count], ...]
+        let rows: Vec<(StreamId, String, u64)> = match rows {
+            Value::Array(rows) => rows
+                .into_iter()
+                .filter_map(|row| match row {
+                    Value::Array(cols) if cols.len() == 4 => Some((
+                        value_text(&cols[0]).parse().ok()?,
+                        value_text(&cols[1]),
+                        value_text(&cols[3]).parse().unwrap_or(1),
+                    )),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let next = if rows.len() >= self.config.read_batch {
+            rows.last().map(|(id, _, _)| *id).unwrap_or_default()
+        } else {
+            StreamId::default()
+        };
+        let others: HashMap<StreamId, u64> = rows
+            .into_iter()
+            .filter(|(_, owner, _)| *owner != self.consumer)
+            .map(|(id, _, count)| (id, count))
+            .collect();
+        if others.is_empty() {
+            return Ok(next);
+        }
+        let mut claim = redis::cmd("XCLAIM");
+        claim
             .arg(&self.key)
             .arg(&self.group)
             .arg(&self.consumer)
-            .arg(self.config.claim_min_idle.as_millis() as u64)
-            .arg(cursor.to_string())
-            .arg("COUNT")
-            .arg(self.config.read_batch)
-            .query_async(conn)
-            .await?;
-        let Value::Array(parts) = reply else {
-            return Ok(StreamId::default());
-        };
-        let mut parts = parts.into_iter();
-        let next = parts
-            .next()
-            .map(|v| value_text(&v).parse().unwrap_or_default())
-            .unwrap_or_default();
-        let claimed = parts.next().map(entries_of).unwrap_or_default();
-        let deleted: Vec<String> = match parts.next() {
-            Some(Value::Array(ids)) => ids.iter().map(value_text).collect(),
-            _ => Vec::new(),
-        };
-        for id in deleted {
-            tracing::warn!(key = %self.key, group = %self.group, %id, "pending entry was trimmed before it was handled; acknowledging it");
-            let _: u64 = redis::cmd("XACK")
-                .arg(&self.key)
-                .arg(&self.group)
-                .arg(&id)
-                .query_async(&mut *conn)
-                .await?;
+            .arg(min_idle);
+        for id in others.keys() {
+            claim.arg(id.to_string());
         }
+        // Only entries still idle enough are claimed: a race with another
+        // member claiming the same entry is settled by Redis.
+        let claimed = entries_of(claim.query_async(&mut *conn).await?);
         for (id, fields) in claimed {
-            let count = self.delivery_count(conn, id).await?;
+            let count = others.get(&id).map_or(1, |c| c + 1);
             self.handle(conn, id, fields, count).await?;
         }
         Ok(next)
