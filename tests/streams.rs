@@ -787,3 +787,74 @@ async fn a_live_subscriber_is_never_resent_what_it_holds_not_even_after_a_reconn
         .expect("new entry after the reconnect");
     assert_eq!((d.field("n"), d.delivery_count), ("2", 1));
 }
+
+#[tokio::test]
+async fn a_trim_during_a_slow_catch_up_ends_the_watch_without_a_gap() {
+    let config = StreamsConfig {
+        read_batch: 2,
+        watch_queue_capacity: 1,
+        ..fast_config()
+    };
+    let mut s = setup(config).await;
+    let ids = publish(&mut s.conn, 0, 10, "u").await;
+    let mut sub = s.hub.subscribe(KEY, &ids[0], all()).await.expect("resume");
+    let first = take(&mut sub, 1).await;
+    assert_eq!(numbers(&first), [1]);
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(KEY)
+        .arg("MAXLEN")
+        .arg(3)
+        .query_async(&mut s.conn)
+        .await
+        .expect("trim");
+    let mut got = vec![1];
+    let end = loop {
+        match tokio::time::timeout(SOON, sub.next()).await.expect("ends") {
+            Some(Ok(e)) => got.push(e.field("n").parse::<usize>().expect("n")),
+            Some(Err(end)) => break end,
+            None => panic!("no reason"),
+        }
+    };
+    assert_eq!(end, WatchEnd::Trimmed);
+    let expected: Vec<usize> = (1..=got.len()).collect();
+    assert_eq!(got, expected, "what arrived has no gap");
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_watch_that_is_still_catching_up() {
+    let config = StreamsConfig {
+        watch_queue_capacity: 4,
+        ..fast_config()
+    };
+    let mut s = setup(config).await;
+    let ids = publish(&mut s.conn, 0, 5000, "u").await;
+    let mut sub = s.hub.subscribe(KEY, &ids[0], all()).await.expect("resume");
+    take(&mut sub, 1).await;
+    s.stop.cancel();
+    let mut received = 1;
+    let end = loop {
+        match tokio::time::timeout(SOON, sub.next()).await.expect("ends") {
+            Some(Ok(_)) => received += 1,
+            Some(Err(end)) => break end,
+            None => panic!("no reason"),
+        }
+    };
+    assert_eq!(end, WatchEnd::Shutdown);
+    assert!(
+        received < 100,
+        "stopped promptly, not after the whole backlog: {received}"
+    );
+}
+
+#[tokio::test]
+async fn a_subscription_dropped_during_catch_up_is_never_attached() {
+    let mut s = setup(fast_config()).await;
+    let ids = publish(&mut s.conn, 0, 3000, "u").await;
+    for _ in 0..20 {
+        let sub = s.hub.subscribe(KEY, &ids[0], all()).await.expect("resume");
+        drop(sub);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.hub.attached_subscribers().await, 0);
+    assert_eq!(s.hub.subscriber_count(), 0);
+}

@@ -46,13 +46,16 @@ use std::{
 
 use futures_util::Stream;
 use redis::{
-    Value,
+    Script, Value,
     streams::{StreamRangeReply, StreamReadOptions, StreamReadReply},
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::Backoff;
+
+static CATCH_UP: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("lua/catch_up.lua")));
 use crate::{
     config::StreamsConfig,
     redis::{RedisEndpoint, RedisError, value_text},
@@ -189,6 +192,9 @@ struct FanoutState {
     /// Last id the reader handled; it reads after this.
     position: StreamId,
     subscribers: HashMap<u64, Subscriber>,
+    /// +1 whenever the reader found the stream reset or trimmed under it: a
+    /// subscriber that was catching up meanwhile cannot trust its cursor.
+    epoch: u64,
 }
 
 struct Subscriber {
@@ -282,23 +288,39 @@ impl WatchHub {
     /// The fan-out of `key`, starting its reader on first use.
     async fn fanout(&self, key: &str) -> Result<Arc<Fanout>, WatchError> {
         let hub = &self.inner;
-        let mut fanouts = hub.fanouts.lock().await;
-        if let Some(fanout) = fanouts.get(key) {
+        if let Some(fanout) = hub.fanouts.lock().await.get(key) {
             return Ok(Arc::clone(fanout));
         }
         // Start where the stream ends now: every subscriber's catch-up
-        // covers what came before its own cursor.
+        // covers what came before its own cursor. Read without holding the
+        // hub's lock, so a slow Redis does not queue every subscribe.
         let position = newest_id(&hub.redis, key).await?;
+        let mut fanouts = hub.fanouts.lock().await;
+        if let Some(fanout) = fanouts.get(key) {
+            return Ok(Arc::clone(fanout)); // another subscribe won the race
+        }
+        let state = FanoutState {
+            position,
+            subscribers: HashMap::new(),
+            epoch: 0,
+        };
         let fanout = Arc::new(Fanout {
             key: key.to_string(),
-            state: Mutex::new(FanoutState {
-                position,
-                subscribers: HashMap::new(),
-            }),
+            state: Mutex::new(state),
         });
         fanouts.insert(key.to_string(), Arc::clone(&fanout));
         tokio::spawn(read(Arc::clone(hub), Arc::clone(&fanout)));
         Ok(fanout)
+    }
+
+    /// Subscribers attached to live fan-outs (past their catch-up), over
+    /// all streams.
+    pub async fn attached_subscribers(&self) -> usize {
+        let fanouts: Vec<Arc<Fanout>> = self.inner.fanouts.lock().await.values().cloned().collect();
+        fanouts
+            .iter()
+            .map(|f| f.state.lock().map(|s| s.subscribers.len()).unwrap_or(0))
+            .sum()
     }
 
     /// Subscribers currently attached or catching up, over all streams.
@@ -345,6 +367,8 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        // Closed first: a catch-up about to attach sees it and does not.
+        self.rx.close();
         if let Ok(mut state) = self.fanout.state.lock() {
             state.subscribers.remove(&self.id);
         }
@@ -352,15 +376,24 @@ impl Drop for Subscription {
 }
 
 /// Delivers history after the subscriber's cursor, then attaches it to the
-/// live fan-out; see the module docs for why this order leaves no gap.
+/// live fan-out; see the module docs for why this order leaves no gap. Each
+/// batch is read with the stream's facts at the same instant
+/// (`lua/catch_up.lua`): if entries after the cursor were trimmed meanwhile,
+/// or the reader found the stream reset or trimmed (epoch), the watch ends
+/// with [`WatchEnd::Trimmed`] instead of skipping them.
 async fn catch_up(hub: Arc<HubInner>, fanout: Arc<Fanout>, id: u64, mut subscriber: Subscriber) {
     let batch = hub.config.read_batch;
+    let epoch = fanout.state.lock().map(|s| s.epoch).unwrap_or_default();
     loop {
         if subscriber.tx.is_closed() {
             return; // the client left during catch-up
         }
-        let entries = match range_after(&hub.redis, &fanout.key, subscriber.after, batch).await {
-            Ok(entries) => entries,
+        if hub.stop.is_cancelled() {
+            return subscriber.end(WatchEnd::Shutdown);
+        }
+        let read = history_after(&hub.redis, &fanout.key, subscriber.after, batch).await;
+        let (entries, info) = match read {
+            Ok(read) => read,
             Err(e) => {
                 tracing::debug!(error = %e, key = %fanout.key, "watch catch-up read failed; retrying");
                 tokio::select! {
@@ -369,6 +402,9 @@ async fn catch_up(hub: Arc<HubInner>, fanout: Arc<Fanout>, id: u64, mut subscrib
                 }
             }
         };
+        if cursor_status(subscriber.after, info.as_ref()).is_err() {
+            return subscriber.end(WatchEnd::Trimmed);
+        }
         let full = entries.len() >= batch;
         for event in entries {
             let id = event.id;
@@ -376,14 +412,14 @@ async fn catch_up(hub: Arc<HubInner>, fanout: Arc<Fanout>, id: u64, mut subscrib
                 // The client reads as fast as it can; one that cannot take
                 // the history within a queue's worth of time is too slow.
                 let event = Arc::new(event);
-                let sent = tokio::time::timeout(
-                    hub.config.slow_subscriber_timeout,
-                    subscriber.tx.send(event),
-                );
-                match sent.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_) => return subscriber.end(WatchEnd::TooSlow),
+                let patience = hub.config.slow_subscriber_timeout;
+                tokio::select! {
+                    _ = hub.stop.cancelled() => return subscriber.end(WatchEnd::Shutdown),
+                    sent = tokio::time::timeout(patience, subscriber.tx.send(event)) => match sent {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => return subscriber.end(WatchEnd::TooSlow),
+                    },
                 }
             }
             subscriber.after = id;
@@ -394,10 +430,13 @@ async fn catch_up(hub: Arc<HubInner>, fanout: Arc<Fanout>, id: u64, mut subscrib
         let Ok(mut state) = fanout.state.lock() else {
             return;
         };
-        if state.position <= subscriber.after || hub.stop.is_cancelled() {
-            if hub.stop.is_cancelled() {
-                return subscriber.end(WatchEnd::Shutdown);
-            }
+        if state.epoch != epoch {
+            return subscriber.end(WatchEnd::Trimmed);
+        }
+        if subscriber.tx.is_closed() {
+            return; // dropped while we read: never register it
+        }
+        if state.position <= subscriber.after {
             state.subscribers.insert(id, subscriber);
             return;
         }
@@ -445,6 +484,7 @@ async fn read_until_error(
             Ok(()) => {}
             Err(WatchError::CursorAhead { .. }) => {
                 tracing::warn!(key = %fanout.key, "stream was reset; watching it from its start");
+                state.epoch += 1;
                 state.position = StreamId::default();
                 for subscriber in state.subscribers.values_mut() {
                     subscriber.after = StreamId::default();
@@ -452,6 +492,7 @@ async fn read_until_error(
             }
             Err(_) => {
                 tracing::warn!(key = %fanout.key, "entries were trimmed while the reader was away; ending watches");
+                state.epoch += 1;
                 for (_, subscriber) in state.subscribers.drain() {
                     subscriber.end(WatchEnd::Trimmed);
                 }
@@ -514,28 +555,41 @@ fn broadcast(state: &mut FanoutState, events: Vec<StreamEvent>) {
     }
 }
 
-/// Up to `count` entries after `after` (exclusive).
-async fn range_after(
+/// Up to `count` entries after `after` (exclusive), and the stream's facts
+/// at the same instant (`None` if it does not exist).
+async fn history_after(
     redis: &RedisEndpoint,
     key: &str,
     after: StreamId,
     count: usize,
-) -> Result<Vec<StreamEvent>, RedisError> {
+) -> Result<(Vec<StreamEvent>, Option<StreamInfo>), RedisError> {
     let mut conn = redis.conn().await?;
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg(format!("({after}"))
-        .arg("+")
-        .arg("COUNT")
+    let (entries, info): (StreamRangeReply, Value) = CATCH_UP
+        .key(key)
+        .arg(after.to_string())
         .arg(count)
-        .query_async(&mut *conn)
+        .invoke_async(&mut *conn)
         .await
         .map_err(|e| RedisError::from_redis(redis.name(), e))?;
-    Ok(reply
+    let info = match info {
+        Value::Array(flat) => {
+            let map: HashMap<String, Value> = flat
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [k, v] => Some((value_text(k), v.clone())),
+                    _ => None,
+                })
+                .collect();
+            Some(StreamInfo::from_map(&map))
+        }
+        _ => None,
+    };
+    let events = entries
         .ids
         .iter()
         .filter_map(|e| StreamEvent::from_redis(&e.id, &e.map))
-        .collect())
+        .collect();
+    Ok((events, info))
 }
 
 /// The newest id in `key`, or `0-0` if it is empty or missing.
@@ -571,23 +625,29 @@ async fn stream_info(redis: &RedisEndpoint, key: &str) -> Result<Option<StreamIn
         Err(e) if e.to_string().contains("no such key") => return Ok(None),
         Err(e) => return Err(RedisError::from_redis(redis.name(), e)),
     };
-    let id = |field: &str| {
-        info.get(field)
-            .map(value_text)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_default()
-    };
-    let count = |field: &str| match info.get(field) {
-        Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
-        _ => 0,
-    };
-    Ok(Some(StreamInfo {
-        last_generated: id("last-generated-id"),
-        max_deleted: id("max-deleted-entry-id"),
-        first: id("recorded-first-entry-id"),
-        length: count("length"),
-        entries_added: count("entries-added"),
-    }))
+    Ok(Some(StreamInfo::from_map(&info)))
+}
+
+impl StreamInfo {
+    fn from_map(info: &HashMap<String, Value>) -> Self {
+        let id = |field: &str| {
+            info.get(field)
+                .map(value_text)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_default()
+        };
+        let count = |field: &str| match info.get(field) {
+            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        Self {
+            last_generated: id("last-generated-id"),
+            max_deleted: id("max-deleted-entry-id"),
+            first: id("recorded-first-entry-id"),
+            length: count("length"),
+            entries_added: count("entries-added"),
+        }
+    }
 }
 
 /// Refuses a cursor whose successors may have been removed, or that is past
