@@ -54,6 +54,8 @@ pub mod reason {
     pub const INSUFFICIENT_LIQUIDITY: &str = "INSUFFICIENT_LIQUIDITY";
     /// Quote: the best output is 0.
     pub const AMOUNT_TOO_SMALL: &str = "AMOUNT_TOO_SMALL";
+    /// Quote ingest: an existing pool's tokens cannot change.
+    pub const POOL_TOKENS_CHANGED: &str = "POOL_TOKENS_CHANGED";
     /// Quote: the input needed exceeds the u64 range.
     pub const AMOUNT_TOO_LARGE: &str = "AMOUNT_TOO_LARGE";
 }
@@ -163,6 +165,7 @@ fn store_code(e: &StoreError) -> (Code, &'static str) {
     match e {
         StoreError::Redis(e) => redis_code(e),
         StoreError::Corrupt { .. } => (Code::Internal, reason::DATA_CORRUPT),
+        StoreError::TokensChanged(_) => (Code::InvalidArgument, reason::POOL_TOKENS_CHANGED),
     }
 }
 

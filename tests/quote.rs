@@ -367,15 +367,17 @@ async fn watch_quote_sends_a_fresh_quote_after_a_bin_update_and_ends_on_shutdown
     let next = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let update = watch.next().await.expect("update").expect("ok");
-            // A resync may repeat the old quote first; wait for the new one.
-            if update.quote.as_ref().expect("q").amount_out != "1990043" {
+            // A resync (start-up) may recompute too, naming no pool; the
+            // bin update's own event always follows and names it.
+            if update.quote.as_ref().expect("q").amount_out != "1990043"
+                && update.changed_pool_id == "A"
+            {
                 return update;
             }
         }
     })
     .await
     .expect("a new quote within 5 s");
-    assert_eq!(next.changed_pool_id, "A");
     let q = next.quote.expect("q");
     assert_eq!(
         q.hops[0].bins.last().expect("bin").bin_id,
@@ -590,6 +592,30 @@ async fn bad_pool_data_is_refused_naming_the_field() {
         .await
         .expect_err("bad price");
     assert_eq!(violations(&e), ["bins[1].price"]);
+
+    // An existing pool's tokens cannot change; nothing is written.
+    let (mut moved, bins) = cheap_pool("A", "TKX", "TKOTHER");
+    moved.bin_step = 25;
+    let e = client
+        .upsert_pool(UpsertPoolRequest {
+            pool: Some(moved),
+            bins,
+            replace_bins: true,
+        })
+        .await
+        .expect_err("tokens changed");
+    assert_eq!(
+        (e.code(), reason(&e).as_str()),
+        (Code::InvalidArgument, "POOL_TOKENS_CHANGED"),
+        "{e:?}"
+    );
+    let q = quote(
+        &mut client,
+        request("TKX", "TKY", 2_000_000, SwapMode::ExactIn),
+    )
+    .await
+    .expect("A intact");
+    assert_eq!(q.amount_out, "1990043");
 
     let e = client
         .upsert_bins(UpsertBinsRequest {

@@ -26,6 +26,9 @@ pub const DEFAULT_MAX_HOPS: u32 = 3;
 /// Most candidate routes evaluated per quote: bounds the work (and Redis
 /// reads) a dense token graph could otherwise demand.
 pub const MAX_ROUTES: usize = 64;
+/// Most edges one route search may follow: bounds the work a dense token
+/// graph (hub tokens with hundreds of pools) can demand of one quote.
+pub const MAX_SEARCH_STEPS: usize = 20_000;
 /// Bins read per hop at first: most swaps cross few bins, and every bin read
 /// costs Redis time and parsing; a longer walk reads 4x more each time.
 const FIRST_BIN_PAGE: usize = 16;
@@ -168,40 +171,66 @@ impl RouteGraph {
         self.edges.contains_key(token)
     }
 
-    /// Every route of at most `max_hops` pools, no pool twice, shortest
-    /// first, at most [`MAX_ROUTES`].
+    /// Routes of at most `max_hops` pools, no pool twice, shortest first:
+    /// all 1-pool routes, then all 2-pool routes, and so on (iterative
+    /// deepening), so a dense part of the graph can never crowd out a
+    /// shorter route elsewhere. Stops at [`MAX_ROUTES`] routes or
+    /// [`MAX_SEARCH_STEPS`] edges followed, whichever comes first.
     fn routes(&self, from: &str, to: &str, max_hops: u32) -> Vec<Vec<Edge>> {
-        let mut found = Vec::new();
-        let mut path = Vec::new();
-        self.search(from, to, max_hops as usize, &mut path, &mut found);
-        found.sort_by_key(Vec::len);
+        let mut found = self.run_search(from, to, max_hops).found;
         found.truncate(MAX_ROUTES);
         found
     }
 
-    fn search(
-        &self,
-        at: &str,
-        to: &str,
-        left: usize,
-        path: &mut Vec<Edge>,
-        found: &mut Vec<Vec<Edge>>,
-    ) {
-        if left == 0 || found.len() >= MAX_ROUTES * 4 {
-            return;
+    fn run_search(&self, from: &str, to: &str, max_hops: u32) -> Search {
+        let mut search = Search {
+            found: Vec::new(),
+            steps: 0,
+            path: Vec::new(),
+        };
+        for depth in 1..=max_hops as usize {
+            self.search(from, to, depth, &mut search);
+            if search.exhausted() {
+                break;
+            }
         }
+        search
+    }
+
+    /// Routes of exactly `depth` more pools from `at` to `to`.
+    fn search(&self, at: &str, to: &str, depth: usize, search: &mut Search) {
         for edge in self.edges.get(at).into_iter().flatten() {
-            if path.iter().any(|e| e.pool_id == edge.pool_id) {
+            if search.exhausted() {
+                return;
+            }
+            search.steps += 1;
+            if search.path.iter().any(|e| e.pool_id == edge.pool_id) {
                 continue;
             }
-            path.push(edge.clone());
-            if edge.to == to {
-                found.push(path.clone());
-            } else {
-                self.search(&edge.to, to, left - 1, path, found);
+            search.path.push(edge.clone());
+            if depth == 1 {
+                if edge.to == to {
+                    search.found.push(search.path.clone());
+                }
+            } else if edge.to != to {
+                // A path through `to` is found at its own, shorter depth.
+                self.search(&edge.to, to, depth - 1, search);
             }
-            path.pop();
+            search.path.pop();
         }
+    }
+}
+
+/// The state of one route search.
+struct Search {
+    found: Vec<Vec<Edge>>,
+    steps: usize,
+    path: Vec<Edge>,
+}
+
+impl Search {
+    fn exhausted(&self) -> bool {
+        self.found.len() >= MAX_ROUTES || self.steps >= MAX_SEARCH_STEPS
     }
 }
 
@@ -522,4 +551,68 @@ fn price_impact(hops: &[Hop]) -> Result<String, QuoteError> {
     } else {
         "0".into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(id: &str, x: &str, y: &str) -> Pool {
+        Pool {
+            pool_id: id.into(),
+            token_x: x.into(),
+            token_y: y.into(),
+            bin_step: 10,
+            active_bin_id: 0,
+            base_factor: 10_000,
+            variable_fee_control: 0,
+            max_volatility_accumulator: 0,
+            protocol_share_bps: 0,
+            status: String::new(),
+            token_x_decimals: None,
+            token_y_decimals: None,
+            created_at: None,
+            last_updated: None,
+        }
+    }
+
+    #[test]
+    fn a_dense_hub_never_crowds_out_a_shorter_route() {
+        // From A, the first neighbour H leads to T through very many 3-pool
+        // routes; a later neighbour B reaches T in 2 pools.
+        let mut pools = vec![pool("a-h", "A", "H")];
+        for i in 0..200 {
+            pools.push(pool(&format!("h-m{i}"), "H", &format!("M{i}")));
+            pools.push(pool(&format!("m{i}-t"), &format!("M{i}"), "T"));
+        }
+        pools.push(pool("a-b", "A", "B"));
+        pools.push(pool("b-t", "B", "T"));
+        let graph = RouteGraph::build(1, &pools);
+        let routes = graph.routes("A", "T", 3);
+        let first: Vec<&str> = routes[0].iter().map(|e| e.pool_id.as_str()).collect();
+        assert_eq!(first, ["a-b", "b-t"], "the 2-pool route comes first");
+        assert!(
+            routes.windows(2).all(|w| w[0].len() <= w[1].len()),
+            "shortest first"
+        );
+        assert!(routes.len() <= MAX_ROUTES);
+    }
+
+    #[test]
+    fn the_search_work_is_bounded_on_a_dense_graph() {
+        // A complete graph of 40 tokens (780 pools) where T is unreachable:
+        // unbounded, 4-pool search would walk hundreds of millions of paths.
+        let tokens: Vec<String> = (0..40).map(|i| format!("K{i}")).collect();
+        let mut pools = Vec::new();
+        for (i, a) in tokens.iter().enumerate() {
+            for b in &tokens[i + 1..] {
+                pools.push(pool(&format!("{a}-{b}"), a, b));
+            }
+        }
+        pools.push(pool("t-u", "T", "U"));
+        let graph = RouteGraph::build(1, &pools);
+        let search = graph.run_search("K0", "T", 4);
+        assert!(search.found.is_empty());
+        assert_eq!(search.steps, MAX_SEARCH_STEPS, "stopped at the budget");
+    }
 }

@@ -235,7 +235,7 @@ impl pb::quote_service_server::QuoteService for QuoteApi {
                 if tx.send(next).await.is_err() || failed {
                     return; // client gone, or the stream ended with an error
                 }
-                let trigger = loop {
+                let mut trigger = loop {
                     let change = tokio::select! {
                         _ = tx.closed() => return,
                         change = changes.recv() => change,
@@ -247,8 +247,13 @@ impl pb::quote_service_server::QuoteService for QuoteApi {
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
                 };
-                // Coalesce whatever else arrived meanwhile: one recompute.
-                while changes.try_recv().is_ok() {}
+                // Coalesce whatever else arrived meanwhile: one recompute,
+                // reported as caused by a pool if any named one did.
+                while let Ok(change) = changes.try_recv() {
+                    if trigger.is_empty() {
+                        trigger = change.pool_id().unwrap_or_default().to_string();
+                    }
+                }
                 next = match engine.quote(&request).await {
                     Ok((quote, pools)) => {
                         considered = pools;

@@ -55,6 +55,11 @@ pub enum StoreError {
     /// Redis failed.
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// An upsert tried to change an existing pool's tokens.
+    #[error(
+        "pool {0:?} exists with other tokens; a pool's tokens cannot change (use a new pool_id)"
+    )]
+    TokensChanged(String),
     /// A key holds something that is not what this store writes.
     #[error("corrupt quote data at {key}: {reason}")]
     Corrupt {
@@ -125,10 +130,14 @@ impl QuoteStore {
             .arg(bin_prefix(id));
         push_bins(&mut invocation, &snapshot.bins)?;
         let mut conn = self.redis.conn().await?;
-        let (created, count): (u8, u32) = invocation
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let (created, count): (u8, u32) =
+            invocation
+                .invoke_async(&mut *conn)
+                .await
+                .map_err(|e| match e.code() {
+                    Some("TOKENS_CHANGED") => StoreError::TokensChanged(id.clone()),
+                    _ => self.err(e),
+                })?;
         Ok((created == 1, count))
     }
 

@@ -18,7 +18,8 @@
 -- ARGV[6] bin key prefix, "bin:<id>:"
 -- ARGV[7..] pairs of bin id, bin JSON ("" = empty bin: remove it)
 --
--- Returns {1 if the pool is new else 0, number of non-empty bins}.
+-- Returns {1 if the pool is new else 0, number of non-empty bins}, or the
+-- error TOKENS_CHANGED (nothing written) if the pool exists with other tokens.
 -- Invariant: an id is in KEYS[2] iff its bin key exists and is non-empty.
 -- Bin keys are derived from ARGV[6]: one script writes all of a pool.
 
@@ -27,7 +28,13 @@ local pool = cjson.decode(ARGV[2])
 local now = tonumber(ARGV[3])
 pool['created_at'] = now
 if old then
-  pool['created_at'] = cjson.decode(old)['created_at'] or now
+  old = cjson.decode(old)
+  -- A pool's tokens never change: its index entries and every route
+  -- through it depend on them. Nothing is written.
+  if old['token_x'] ~= pool['token_x'] or old['token_y'] ~= pool['token_y'] then
+    return redis.error_reply('TOKENS_CHANGED the tokens of an existing pool cannot change')
+  end
+  pool['created_at'] = old['created_at'] or now
 end
 pool['last_updated'] = now
 redis.call('SET', KEYS[1], cjson.encode(pool))
