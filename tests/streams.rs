@@ -858,3 +858,47 @@ async fn a_subscription_dropped_during_catch_up_is_never_attached() {
     assert_eq!(s.hub.attached_subscribers().await, 0);
     assert_eq!(s.hub.subscriber_count(), 0);
 }
+
+#[tokio::test]
+async fn an_entry_that_cannot_be_dead_lettered_stays_pending_and_others_flow() {
+    let mut s = setup(fast_config()).await;
+    let hub = group_hub(&s, group_config());
+    // An operator's mistake: a string where the dead-letter stream belongs.
+    let _: () = redis::cmd("SET")
+        .arg(dlq_key(KEY))
+        .arg("oops")
+        .query_async(&mut s.conn)
+        .await
+        .expect("set");
+    publish(&mut s.conn, 0, 1, "poison").await;
+    for victim in ["first", "second"] {
+        let mut sub = hub.subscribe(KEY, GROUP, Some(victim));
+        next_delivery(&mut sub, SOON).await.expect("delivery");
+        drop(sub);
+    }
+    let mut third = hub.subscribe(KEY, GROUP, Some("third"));
+    assert!(
+        next_delivery(&mut third, Duration::from_secs(2))
+            .await
+            .is_none(),
+        "the poison entry is not delivered"
+    );
+    publish(&mut s.conn, 1, 2, "u").await;
+    for n in ["1", "2"] {
+        let d = next_delivery(&mut third, SOON)
+            .await
+            .expect("later entries still flow");
+        assert_eq!(d.field("n"), n);
+        hub.ack(KEY, GROUP, d.id).await.expect("ack");
+    }
+    let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(KEY)
+        .arg(GROUP)
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query_async(&mut s.conn)
+        .await
+        .expect("xpending");
+    assert_eq!(pending.len(), 1, "only the poison entry is left pending");
+}

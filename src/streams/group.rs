@@ -503,9 +503,21 @@ impl Member {
             for (k, v) in &fields {
                 invocation.arg(k).arg(v);
             }
-            let moved: u64 = invocation.invoke_async(conn).await?;
-            if moved == 1 {
-                tracing::error!(key = %self.key, group = %self.group, %id, %reason, "entry moved to the dead-letter stream");
+            match invocation.invoke_async::<u64>(conn).await {
+                Ok(1) => {
+                    tracing::error!(key = %self.key, group = %self.group, %id, %reason, "entry moved to the dead-letter stream");
+                }
+                Ok(_) => {} // acknowledged meanwhile
+                // Redis refused the move itself (e.g. a wrong-type key at the
+                // dead-letter stream): retrying cannot help. Leave the entry
+                // pending for an operator and go on with the others, rather
+                // than reconnect-loop on it forever.
+                Err(e)
+                    if !RedisError::from_redis(self.redis.name(), e.clone()).is_unavailable() =>
+                {
+                    tracing::error!(key = %self.key, group = %self.group, %id, error = %e, "cannot dead-letter entry; left pending for an operator");
+                }
+                Err(e) => return Err(e.into()),
             }
             return Ok(());
         }
