@@ -13,6 +13,8 @@
 //!
 //! - [`config`]: the one typed [`config::Config`]: defaults, then a TOML file,
 //!   then `OPENOES__*` environment variables.
+//! - [`amount`]: money as the protocol writes it: exact decimal strings in
+//!   and out, `rust_decimal` inside, never a float.
 //! - [`error`]: the one table from errors to gRPC status codes, with
 //!   `google.rpc.ErrorInfo` reasons and `BadRequest` field violations.
 //! - [`redis`]: connections to M and R: a pool for short commands, dedicated
@@ -43,6 +45,7 @@
 #![warn(missing_docs)]
 
 pub mod acl;
+pub mod amount;
 pub mod attestation;
 pub mod bench;
 pub mod config;
