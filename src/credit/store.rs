@@ -1,0 +1,274 @@
+//! Credit data on the WSP's master (M): keys, and the request script.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `CI:<uid>:<asset>` (std) | hash | `amount` (std), `version`, `updated_ms`, `last_request_id` |
+//! | `mirror:credit:req:<request_id>` | hash | the request's record and status |
+//! | `mirror:credit:inflight:<uid>:<asset>` | string | id of the one pending request |
+//! | `mirror:credit:request` (std) | stream | requests to the exchange |
+//! | `mirror:credit:events` | stream | the credit event log |
+//!
+//! Money is computed here, in Rust, with exact decimals; the scripts only
+//! compare and write strings (see `lua/request.lua`).
+
+use std::{collections::HashMap, sync::LazyLock, time::SystemTime};
+
+use redis::{AsyncCommands, Script};
+use rust_decimal::Decimal;
+
+use crate::{
+    amount,
+    config::StreamsConfig,
+    redis::{RedisEndpoint, RedisError},
+};
+
+/// Requests to the exchange (std).
+pub const REQUEST_STREAM: &str = "mirror:credit:request";
+/// The credit event log.
+pub const EVENTS_STREAM: &str = "mirror:credit:events";
+/// Times a request is retried when the CI it was computed from changed
+/// meanwhile. CI changes only through this store's scripts, one request per
+/// (user, asset) at a time, so a second retry is already rare.
+const MAX_STALE_RETRIES: usize = 8;
+
+static REQUEST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/request.lua")));
+
+fn ci_key(uid: &str, asset: &str) -> String {
+    format!("CI:{uid}:{asset}")
+}
+
+fn request_key(request_id: &str) -> String {
+    format!("mirror:credit:req:{request_id}")
+}
+
+fn inflight_key(uid: &str, asset: &str) -> String {
+    format!("mirror:credit:inflight:{uid}:{asset}")
+}
+
+/// A validated new credit request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCreditRequest {
+    /// Idempotency key.
+    pub request_id: String,
+    /// The user.
+    pub uid: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// Signed change, never zero.
+    pub change: Decimal,
+    /// Chain of the custody assets (increases).
+    pub chain: String,
+    /// Custody address (increases).
+    pub address: String,
+}
+
+/// What a request call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// Recorded and sent to the exchange.
+    Created(CreditRecord),
+    /// The same request was made before: its record, nothing written.
+    Existing(CreditRecord),
+}
+
+/// A credit request's record, as stored at `mirror:credit:req:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditRecord {
+    /// All fields, as strings.
+    pub fields: HashMap<String, String>,
+}
+
+impl CreditRecord {
+    /// The value of `field`, or "".
+    pub fn field(&self, field: &str) -> &str {
+        self.fields.get(field).map_or("", String::as_str)
+    }
+}
+
+/// Errors of the credit store.
+#[derive(Debug, thiserror::Error)]
+pub enum CreditStoreError {
+    /// Same request_id, another payload.
+    #[error("request_id {0:?} was already used for another request")]
+    RequestIdReused(String),
+    /// The user and asset have a request pending.
+    #[error("credit request {pending:?} is still pending for this user and asset")]
+    InFlight {
+        /// The pending request.
+        pending: String,
+    },
+    /// A decrease would take Credit Inventory below zero.
+    #[error("Credit Inventory {current} cannot change by {change}: it would go below zero")]
+    InsufficientCredit {
+        /// CI now.
+        current: String,
+        /// The change asked for.
+        change: String,
+    },
+    /// CI kept changing under the request (should not happen: one pending
+    /// request per user and asset).
+    #[error("Credit Inventory kept changing; retry")]
+    Contention,
+    /// Stored data is not what this store writes.
+    #[error("corrupt credit data at {key}: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+/// Credit data on M.
+#[derive(Clone)]
+pub struct CreditStore {
+    redis: RedisEndpoint,
+    custodian: String,
+    request_maxlen: usize,
+    events_maxlen: usize,
+}
+
+impl CreditStore {
+    /// A store on M for `custodian` (the WSP's id in the protocol).
+    pub fn new(redis: RedisEndpoint, custodian: &str, streams: &StreamsConfig) -> Self {
+        Self {
+            redis,
+            custodian: custodian.to_string(),
+            request_maxlen: streams.maxlen_for(REQUEST_STREAM),
+            events_maxlen: streams.maxlen_for(EVENTS_STREAM),
+        }
+    }
+
+    fn err(&self, e: redis::RedisError) -> CreditStoreError {
+        CreditStoreError::Redis(RedisError::from_redis(self.redis.name(), e))
+    }
+
+    /// Records `request` and sends it to the exchange, or returns the
+    /// existing record if the same request was made before.
+    pub async fn request(
+        &self,
+        request: &NewCreditRequest,
+    ) -> Result<RequestOutcome, CreditStoreError> {
+        let ci_key = ci_key(&request.uid, &request.asset);
+        let change = amount::format_change(request.change);
+        for _ in 0..MAX_STALE_RETRIES {
+            let mut conn = self.redis.conn().await?;
+            let (version, stored): (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(&ci_key)
+                .arg("version")
+                .arg("amount")
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| self.err(e))?;
+            let current = match &stored {
+                Some(text) => amount::parse(text).map_err(|e| CreditStoreError::Corrupt {
+                    key: ci_key.clone(),
+                    reason: format!("amount: {e}"),
+                })?,
+                None => Decimal::ZERO,
+            };
+            let ci = current + request.change;
+            if ci < Decimal::ZERO {
+                // An existing record for this id wins over the CI check:
+                // a retry of an accepted decrease must still be idempotent.
+                if let Some(record) = self.record(&request.request_id).await? {
+                    return self.same_or_reused(request, record, &change);
+                }
+                return Err(CreditStoreError::InsufficientCredit {
+                    current: amount::format(current),
+                    change,
+                });
+            }
+            let (now_s, now_ms) = now();
+            let reply: redis::RedisResult<Vec<String>> = REQUEST
+                .key(request_key(&request.request_id))
+                .key(&ci_key)
+                .key(inflight_key(&request.uid, &request.asset))
+                .key(REQUEST_STREAM)
+                .key(EVENTS_STREAM)
+                .arg(&request.request_id)
+                .arg(&request.uid)
+                .arg(&request.asset)
+                .arg(&change)
+                .arg(amount::format(ci))
+                .arg(&request.chain)
+                .arg(&request.address)
+                .arg(&self.custodian)
+                .arg(version.as_deref().unwrap_or("0"))
+                .arg(stored.as_deref().unwrap_or(""))
+                .arg(now_s)
+                .arg(now_ms)
+                .arg(self.request_maxlen)
+                .arg(self.events_maxlen)
+                .invoke_async(&mut *conn)
+                .await;
+            let outcome = match reply {
+                Ok(outcome) => outcome,
+                Err(e) if e.code() == Some("REQUEST_ID_REUSED") => {
+                    return Err(CreditStoreError::RequestIdReused(
+                        request.request_id.clone(),
+                    ));
+                }
+                Err(e) if e.code() == Some("CREDIT_REQUEST_IN_FLIGHT") => {
+                    let pending = e.detail().unwrap_or_default().trim().to_string();
+                    return Err(CreditStoreError::InFlight { pending });
+                }
+                Err(e) => return Err(self.err(e)),
+            };
+            let record = || async {
+                self.record(&request.request_id)
+                    .await?
+                    .ok_or_else(|| CreditStoreError::Corrupt {
+                        key: request_key(&request.request_id),
+                        reason: "missing right after it was written".into(),
+                    })
+            };
+            match outcome.first().map(String::as_str) {
+                Some("created") => return Ok(RequestOutcome::Created(record().await?)),
+                Some("existing") => return Ok(RequestOutcome::Existing(record().await?)),
+                _ => continue, // stale: the CI changed; read it again
+            }
+        }
+        Err(CreditStoreError::Contention)
+    }
+
+    fn same_or_reused(
+        &self,
+        request: &NewCreditRequest,
+        record: CreditRecord,
+        change: &str,
+    ) -> Result<RequestOutcome, CreditStoreError> {
+        let same = record.field("uid") == request.uid
+            && record.field("asset") == request.asset
+            && record.field("c_change") == change
+            && record.field("chain") == request.chain
+            && record.field("address") == request.address;
+        if same {
+            Ok(RequestOutcome::Existing(record))
+        } else {
+            Err(CreditStoreError::RequestIdReused(
+                request.request_id.clone(),
+            ))
+        }
+    }
+
+    /// A request's record, if it exists.
+    pub async fn record(&self, request_id: &str) -> Result<Option<CreditRecord>, CreditStoreError> {
+        let mut conn = self.redis.conn().await?;
+        let fields: HashMap<String, String> = conn
+            .hgetall(request_key(request_id))
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok((!fields.is_empty()).then_some(CreditRecord { fields }))
+    }
+}
+
+fn now() -> (u64, u64) {
+    let since = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    (since.as_secs(), since.as_millis() as u64)
+}

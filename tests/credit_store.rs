@@ -1,0 +1,242 @@
+//! The WSP's credit request store on a real Redis: the standard wire fields,
+//! idempotency, one request in flight per user and asset, exact decimal CI.
+
+use std::collections::HashMap;
+
+use openoes::{
+    amount,
+    config::{RedisConfig, RedisEndpointConfig, StreamsConfig},
+    credit::store::{CreditStore, CreditStoreError, NewCreditRequest, RequestOutcome},
+    redis::{
+        Redis,
+        process::{RedisOptions, RedisProcess},
+    },
+};
+
+async fn setup() -> (
+    RedisProcess,
+    CreditStore,
+    redis::aio::MultiplexedConnection,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let redis = RedisProcess::start(dir.path(), &RedisOptions::default())
+        .await
+        .expect("redis");
+    let endpoints = Redis::new(&RedisConfig {
+        master: RedisEndpointConfig::local(redis.port()),
+        replica: RedisEndpointConfig::local(redis.port()),
+        ..RedisConfig::default()
+    })
+    .expect("endpoints");
+    let store = CreditStore::new(endpoints.master.clone(), "wsp-1", &StreamsConfig::default());
+    let conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    (redis, store, conn, dir)
+}
+
+fn request(id: &str, uid: &str, asset: &str, change: &str) -> NewCreditRequest {
+    NewCreditRequest {
+        request_id: id.into(),
+        uid: uid.into(),
+        asset: asset.into(),
+        change: amount::parse_change(change).expect("change"),
+        chain: "bitcoin".into(),
+        address: "bc1qxyz".into(),
+    }
+}
+
+async fn stream(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("xrange");
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            e.map
+                .iter()
+                .map(|(k, v)| (k.clone(), openoes::redis::value_text(v)))
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_is_recorded_and_sent_in_the_standard_wire_format() {
+    let (_redis, store, mut conn, _dir) = setup().await;
+    let outcome = store
+        .request(&request("req-1", "alice", "BTC", "+10.50"))
+        .await
+        .expect("request");
+    let RequestOutcome::Created(record) = outcome else {
+        panic!("created: {outcome:?}")
+    };
+    assert_eq!(record.field("status"), "pending");
+    assert_eq!(record.field("c_change"), "+10.5");
+    assert_eq!(record.field("ci"), "10.5", "current 0 + 10.5, exactly");
+    assert_eq!(record.field("ci_version"), "0");
+
+    let requests = stream(&mut conn, "mirror:credit:request").await;
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    let mut names: Vec<&str> = r.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "address",
+            "asset",
+            "c_change",
+            "chain",
+            "ci",
+            "ci_version",
+            "custodian",
+            "request_id",
+            "timestamp",
+            "uid",
+            "v"
+        ],
+        "std fields plus ci_version and v (ext)"
+    );
+    assert_eq!(
+        (
+            r["custodian"].as_str(),
+            r["request_id"].as_str(),
+            r["uid"].as_str()
+        ),
+        ("wsp-1", "req-1", "alice")
+    );
+    assert_eq!(
+        (
+            r["asset"].as_str(),
+            r["c_change"].as_str(),
+            r["ci"].as_str()
+        ),
+        ("BTC", "+10.5", "10.5")
+    );
+    assert_eq!(
+        (r["chain"].as_str(), r["address"].as_str(), r["v"].as_str()),
+        ("bitcoin", "bc1qxyz", "1")
+    );
+    let ts: u64 = r["timestamp"].parse().expect("timestamp");
+    assert!(
+        (1_700_000_000..10_000_000_000).contains(&ts),
+        "unix seconds, not ms: {ts}"
+    );
+
+    let events = stream(&mut conn, "mirror:credit:events").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["request_id"].as_str()),
+        ("requested", "req-1")
+    );
+    let pending: String = redis::cmd("GET")
+        .arg("mirror:credit:inflight:alice:BTC")
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(pending, "req-1");
+}
+
+#[tokio::test]
+async fn retries_are_idempotent_and_conflicts_are_refused() {
+    let (_redis, store, mut conn, _dir) = setup().await;
+    store
+        .request(&request("req-1", "alice", "BTC", "+1"))
+        .await
+        .expect("first");
+    let again = store
+        .request(&request("req-1", "alice", "BTC", "+1.0"))
+        .await
+        .expect("retry");
+    assert!(
+        matches!(again, RequestOutcome::Existing(_)),
+        "same id and payload: {again:?}"
+    );
+    let e = store
+        .request(&request("req-1", "alice", "BTC", "+2"))
+        .await
+        .expect_err("other payload");
+    assert!(matches!(e, CreditStoreError::RequestIdReused(_)), "{e:?}");
+    let e = store
+        .request(&request("req-2", "alice", "BTC", "+1"))
+        .await
+        .expect_err("in flight");
+    assert!(
+        matches!(e, CreditStoreError::InFlight { ref pending } if pending == "req-1"),
+        "{e:?}"
+    );
+    store
+        .request(&request("req-3", "alice", "ETH", "+1"))
+        .await
+        .expect("another asset is independent");
+    assert_eq!(
+        stream(&mut conn, "mirror:credit:request").await.len(),
+        2,
+        "one entry per request, none for retries"
+    );
+}
+
+#[tokio::test]
+async fn decreases_never_take_credit_below_zero_and_ci_is_exact() {
+    let (_redis, store, mut conn, _dir) = setup().await;
+    // CI as the WSP gateway keeps it (the apply script will write it).
+    let _: () = redis::cmd("HSET")
+        .arg("CI:bob:ETH")
+        .arg(&["amount", "0.3", "version", "7"])
+        .query_async(&mut conn)
+        .await
+        .expect("hset");
+    let e = store
+        .request(&request("d-1", "bob", "ETH", "-0.300000000000000001"))
+        .await
+        .expect_err("below zero");
+    assert!(
+        matches!(e, CreditStoreError::InsufficientCredit { .. }),
+        "{e:?}"
+    );
+    let RequestOutcome::Created(record) = store
+        .request(&request("d-2", "bob", "ETH", "-0.1"))
+        .await
+        .expect("decrease")
+    else {
+        panic!("created")
+    };
+    assert_eq!(record.field("ci"), "0.2", "0.3 - 0.1 is exactly 0.2");
+    assert_eq!(record.field("ci_version"), "7");
+}
+
+#[tokio::test]
+async fn of_twenty_concurrent_requests_for_one_user_and_asset_exactly_one_wins() {
+    let (_redis, store, mut conn, _dir) = setup().await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .request(&request(&format!("c-{i}"), "carol", "SOL", "+5"))
+                .await
+        }));
+    }
+    let (mut created, mut in_flight) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(RequestOutcome::Created(_)) => created += 1,
+            Err(CreditStoreError::InFlight { .. }) => in_flight += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((created, in_flight), (1, 19));
+    assert_eq!(stream(&mut conn, "mirror:credit:request").await.len(), 1);
+}
