@@ -240,3 +240,162 @@ async fn of_twenty_concurrent_requests_for_one_user_and_asset_exactly_one_wins()
     assert_eq!((created, in_flight), (1, 19));
     assert_eq!(stream(&mut conn, "mirror:credit:request").await.len(), 1);
 }
+
+// === applying the exchange's responses ===
+
+use openoes::credit::store::{ApplyOutcome, CreditResponse};
+
+fn response(
+    entry_id: &str,
+    request_id: &str,
+    accepted: bool,
+    ci: &str,
+    reason: &str,
+) -> CreditResponse {
+    CreditResponse {
+        entry_id: entry_id.into(),
+        request_id: request_id.into(),
+        accepted,
+        ci: ci.into(),
+        reject_reason: reason.into(),
+    }
+}
+
+async fn ci(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> (String, String) {
+    let (amount, version): (Option<String>, Option<String>) = redis::cmd("HMGET")
+        .arg(key)
+        .arg("amount")
+        .arg("version")
+        .query_async(conn)
+        .await
+        .expect("hmget");
+    (amount.unwrap_or_default(), version.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn an_accepted_response_is_applied_exactly_once() {
+    let (_redis, store, mut conn, _dir) = setup().await;
+    store
+        .request(&request("r-1", "alice", "BTC", "+10.5"))
+        .await
+        .expect("request");
+    // The exchange may print the same value differently: compared exactly.
+    let accepted = response("1700000000000-0", "r-1", true, "10.50", "");
+    assert_eq!(
+        store.apply_response(&accepted).await.expect("apply"),
+        ApplyOutcome::Applied
+    );
+    assert_eq!(
+        ci(&mut conn, "CI:alice:BTC").await,
+        ("10.5".into(), "1".into())
+    );
+    let record = store.record("r-1").await.expect("read").expect("record");
+    assert_eq!(record.field("status"), "accepted");
+
+    // The same response again (a WSP restart re-reading it): nothing changes.
+    assert_eq!(
+        store.apply_response(&accepted).await.expect("again"),
+        ApplyOutcome::Duplicate
+    );
+    // A later, second answer to the decided request: nothing changes either.
+    let late = response("1700000000001-0", "r-1", false, "10.5", "changed my mind");
+    assert_eq!(
+        store.apply_response(&late).await.expect("late"),
+        ApplyOutcome::AlreadyFinal
+    );
+    assert_eq!(
+        ci(&mut conn, "CI:alice:BTC").await,
+        ("10.5".into(), "1".into())
+    );
+
+    // The next request builds on the applied CI: 10.5 - 3.25 = 7.25.
+    store
+        .request(&request("r-2", "alice", "BTC", "-3.25"))
+        .await
+        .expect("next request is allowed");
+    let accepted = response("1700000000002-0", "r-2", true, "7.25", "");
+    assert_eq!(
+        store.apply_response(&accepted).await.expect("apply"),
+        ApplyOutcome::Applied
+    );
+    assert_eq!(
+        ci(&mut conn, "CI:alice:BTC").await,
+        ("7.25".into(), "2".into())
+    );
+    let types: Vec<String> = stream(&mut conn, "mirror:credit:events")
+        .await
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(
+        types,
+        ["requested", "accepted", "requested", "accepted"],
+        "one final event per request"
+    );
+    let cursor: String = redis::cmd("GET")
+        .arg("mirror:cursor:mirror:credit:response")
+        .query_async(&mut conn)
+        .await
+        .expect("cursor");
+    assert_eq!(cursor, "1700000000002-0");
+}
+
+#[tokio::test]
+async fn rejections_anomalies_and_strangers_never_touch_credit() {
+    let (_redis, store, mut conn, _dir) = setup().await;
+    store
+        .request(&request("r-1", "bob", "ETH", "+2"))
+        .await
+        .expect("request");
+    let rejected = response(
+        "1700000000000-0",
+        "r-1",
+        false,
+        "2",
+        "address not whitelisted",
+    );
+    assert_eq!(
+        store.apply_response(&rejected).await.expect("apply"),
+        ApplyOutcome::Applied
+    );
+    let record = store.record("r-1").await.expect("read").expect("record");
+    assert_eq!(
+        (record.field("status"), record.field("reject_reason")),
+        ("rejected", "address not whitelisted")
+    );
+    assert_eq!(
+        ci(&mut conn, "CI:bob:ETH").await,
+        (String::new(), String::new()),
+        "no CI written"
+    );
+    store
+        .request(&request("r-2", "bob", "ETH", "+2"))
+        .await
+        .expect("no longer in flight");
+
+    // Accepted, but with a ci the request never carried: not applied.
+    let odd = response("1700000000001-0", "r-2", true, "2000", "");
+    assert_eq!(
+        store.apply_response(&odd).await.expect("apply"),
+        ApplyOutcome::Anomaly
+    );
+    assert_eq!(
+        ci(&mut conn, "CI:bob:ETH").await,
+        (String::new(), String::new())
+    );
+    let record = store.record("r-2").await.expect("read").expect("record");
+    assert_eq!(record.field("status"), "pending", "left for a person");
+    let last = stream(&mut conn, "mirror:credit:events")
+        .await
+        .pop()
+        .expect("event");
+    assert_eq!(last["type"], "anomaly");
+
+    // A response to a request this WSP never issued is ignored.
+    let stranger = response("1700000000002-0", "someone-else", true, "1", "");
+    assert_eq!(
+        store.apply_response(&stranger).await.expect("apply"),
+        ApplyOutcome::Unknown
+    );
+    assert!(store.record("someone-else").await.expect("read").is_none());
+}

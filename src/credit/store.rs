@@ -1,4 +1,5 @@
-//! Credit data on the WSP's master (M): keys, and the request script.
+//! Credit data on the WSP's master (M): keys, and the request and
+//! response scripts.
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -7,9 +8,10 @@
 //! | `mirror:credit:inflight:<uid>:<asset>` | string | id of the one pending request |
 //! | `mirror:credit:request` (std) | stream | requests to the exchange |
 //! | `mirror:credit:events` | stream | the credit event log |
+//! | `mirror:cursor:mirror:credit:response` | string | last response id on R applied here |
 //!
 //! Money is computed here, in Rust, with exact decimals; the scripts only
-//! compare and write strings (see `lua/request.lua`).
+//! compare and write strings (`lua/request.lua`, `lua/apply_response.lua`).
 
 use std::{collections::HashMap, sync::LazyLock, time::SystemTime};
 
@@ -32,6 +34,11 @@ pub const EVENTS_STREAM: &str = "mirror:credit:events";
 const MAX_STALE_RETRIES: usize = 8;
 
 static REQUEST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/request.lua")));
+static APPLY_RESPONSE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/apply_response.lua")));
+
+/// The WSP's cursor over the exchange's response stream on R (ext).
+pub const RESPONSE_CURSOR: &str = "mirror:cursor:mirror:credit:response";
 
 fn ci_key(uid: &str, asset: &str) -> String {
     format!("CI:{uid}:{asset}")
@@ -83,6 +90,37 @@ impl CreditRecord {
     pub fn field(&self, field: &str) -> &str {
         self.fields.get(field).map_or("", String::as_str)
     }
+}
+
+/// An exchange response as read from `mirror:credit:response` on R.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditResponse {
+    /// Its stream entry id on R.
+    pub entry_id: String,
+    /// The request answered.
+    pub request_id: String,
+    /// True for `accepted`, false for `rejected`.
+    pub accepted: bool,
+    /// The `ci` field as sent.
+    pub ci: String,
+    /// The `reject_reason` field ("" on accept).
+    pub reject_reason: String,
+}
+
+/// What applying a response did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The decision is now applied on M.
+    Applied,
+    /// This response (or a later one) was applied before: nothing changed.
+    Duplicate,
+    /// No such request here (another WSP's): ignored.
+    Unknown,
+    /// The request was already decided: nothing changed.
+    AlreadyFinal,
+    /// Accepted with another `ci` than the request carried: not applied,
+    /// an anomaly event recorded; the request stays pending for a person.
+    Anomaly,
 }
 
 /// Errors of the credit store.
@@ -253,6 +291,60 @@ impl CreditStore {
                 request.request_id.clone(),
             ))
         }
+    }
+
+    /// Applies one exchange response on M, exactly once (see
+    /// `lua/apply_response.lua`).
+    pub async fn apply_response(
+        &self,
+        response: &CreditResponse,
+    ) -> Result<ApplyOutcome, CreditStoreError> {
+        let record = self.record(&response.request_id).await?;
+        let (uid, asset, ci_matches) = match &record {
+            Some(r) => {
+                // Compared as exact decimals: "10.50" and "10.5" agree.
+                let same = match (amount::parse(&response.ci), amount::parse(r.field("ci"))) {
+                    (Ok(a), Ok(b)) => a == b,
+                    _ => false,
+                };
+                (
+                    r.field("uid").to_string(),
+                    r.field("asset").to_string(),
+                    same,
+                )
+            }
+            // Unknown here; the script still advances the cursor.
+            None => (String::new(), String::new(), false),
+        };
+        let (_, now_ms) = now();
+        let mut conn = self.redis.conn().await?;
+        let outcome: String = APPLY_RESPONSE
+            .key(request_key(&response.request_id))
+            .key(ci_key(&uid, &asset))
+            .key(inflight_key(&uid, &asset))
+            .key(EVENTS_STREAM)
+            .key(RESPONSE_CURSOR)
+            .arg(&response.entry_id)
+            .arg(&response.request_id)
+            .arg(if response.accepted {
+                "accepted"
+            } else {
+                "rejected"
+            })
+            .arg(&response.reject_reason)
+            .arg(if ci_matches { "1" } else { "0" })
+            .arg(now_ms)
+            .arg(self.events_maxlen)
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(match outcome.as_str() {
+            "applied" => ApplyOutcome::Applied,
+            "duplicate" => ApplyOutcome::Duplicate,
+            "unknown" => ApplyOutcome::Unknown,
+            "final" => ApplyOutcome::AlreadyFinal,
+            _ => ApplyOutcome::Anomaly,
+        })
     }
 
     /// A request's record, if it exists.

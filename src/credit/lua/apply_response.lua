@@ -1,0 +1,64 @@
+-- apply_response: apply one exchange response (read from R) to M, exactly
+-- once, and advance the WSP's cursor over the response stream. Money is
+-- never computed here: an accepted request sets CI to the `ci` the request
+-- carried, which Rust computed exactly; Rust also compared the response's
+-- `ci` with it (as decimals) and passes the verdict in ARGV[5].
+--
+-- KEYS[1] mirror:credit:req:<request_id>        the request's record
+-- KEYS[2] CI:<uid>:<asset>                      Credit Inventory
+-- KEYS[3] mirror:credit:inflight:<uid>:<asset>  pending request marker
+-- KEYS[4] mirror:credit:events                  credit event log
+-- KEYS[5] mirror:cursor:mirror:credit:response  last response id applied
+-- ARGV[1] response entry id on R   ARGV[2] request_id
+-- ARGV[3] status: accepted | rejected   ARGV[4] reject_reason
+-- ARGV[5] "1" if the response's ci equals the request's ci, else "0"
+-- ARGV[6] now, unix milliseconds   ARGV[7] approximate MAXLEN of the event log
+--
+-- Returns one of: "applied", "duplicate" (this response or a later one was
+-- applied already), "unknown" (no such request here: another party's),
+-- "final" (the request was decided already: nothing changes), "anomaly"
+-- (accepted with another ci: not applied, an anomaly event recorded).
+-- Every outcome but "duplicate" advances the cursor.
+
+local function after(a, b)
+  -- stream ids "<ms>-<seq>": ms fits a double exactly (< 2^53)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+
+local cursor = redis.call('GET', KEYS[5])
+if cursor and not after(ARGV[1], cursor) then
+  return 'duplicate'
+end
+redis.call('SET', KEYS[5], ARGV[1])
+
+local req = redis.call('HMGET', KEYS[1], 'status', 'ci', 'uid', 'asset', 'c_change')
+if not req[1] then
+  return 'unknown'
+end
+if req[1] ~= 'pending' then
+  return 'final'
+end
+local event = {'request_id', ARGV[2], 'uid', req[3], 'asset', req[4], 'c_change', req[5], 'at_ms', ARGV[6]}
+
+if ARGV[3] == 'accepted' then
+  if ARGV[5] ~= '1' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'anomaly', 'ci', req[2],
+      'reason', 'accepted with a ci other than the request carried', unpack(event))
+    return 'anomaly'
+  end
+  redis.call('HSET', KEYS[2], 'amount', req[2], 'updated_ms', ARGV[6], 'last_request_id', ARGV[2])
+  redis.call('HINCRBY', KEYS[2], 'version', 1)
+  redis.call('HSET', KEYS[1], 'status', 'accepted', 'decided_ms', ARGV[6])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'accepted', 'ci', req[2],
+    'reason', '', unpack(event))
+else
+  redis.call('HSET', KEYS[1], 'status', 'rejected', 'reject_reason', ARGV[4], 'decided_ms', ARGV[6])
+  local ci = redis.call('HGET', KEYS[2], 'amount') or '0'
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'rejected', 'ci', ci,
+    'reason', ARGV[4], unpack(event))
+end
+redis.call('DEL', KEYS[3])
+return 'applied'
