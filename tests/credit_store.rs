@@ -1,16 +1,15 @@
 //! The WSP's credit request store on a real Redis: the standard wire fields,
 //! idempotency, one request in flight per user and asset, exact decimal CI.
 
+mod common;
+
 use std::collections::HashMap;
 
 use openoes::{
     amount,
-    config::{RedisConfig, RedisEndpointConfig, StreamsConfig},
+    config::StreamsConfig,
     credit::store::{CreditStore, CreditStoreError, NewCreditRequest, RequestOutcome},
-    redis::{
-        Redis,
-        process::{RedisOptions, RedisProcess},
-    },
+    redis::process::{RedisOptions, RedisProcess},
 };
 
 async fn setup() -> (
@@ -23,13 +22,11 @@ async fn setup() -> (
     let redis = RedisProcess::start(dir.path(), &RedisOptions::default())
         .await
         .expect("redis");
-    let endpoints = Redis::new(&RedisConfig {
-        master: RedisEndpointConfig::local(redis.port()),
-        replica: RedisEndpointConfig::local(redis.port()),
-        ..RedisConfig::default()
-    })
-    .expect("endpoints");
-    let store = CreditStore::new(endpoints.master.clone(), "wsp-1", &StreamsConfig::default());
+    let store = CreditStore::new(
+        common::endpoint_on(&redis),
+        "wsp-1",
+        &StreamsConfig::default(),
+    );
     let conn = redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()

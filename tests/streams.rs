@@ -1,13 +1,12 @@
 //! The Redis-streams bridge against a real redis-server: fan-out watches.
 
+mod common;
+
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use openoes::{
-    config::{RedisConfig, RedisEndpointConfig, StreamsConfig},
-    redis::{
-        Redis,
-        process::{RedisOptions, RedisProcess},
-    },
+    config::StreamsConfig,
+    redis::process::{RedisOptions, RedisProcess},
     streams::watch::{Filter, StreamEvent, Subscription, WatchEnd, WatchError, WatchHub},
 };
 use tempfile::TempDir;
@@ -30,14 +29,8 @@ async fn setup(config: StreamsConfig) -> Setup {
     let redis = RedisProcess::start(dir.path(), &RedisOptions::default())
         .await
         .expect("redis");
-    let endpoints = Redis::new(&RedisConfig {
-        master: RedisEndpointConfig::local(redis.port()),
-        replica: RedisEndpointConfig::local(redis.port()),
-        ..RedisConfig::default()
-    })
-    .expect("endpoints");
     let stop = CancellationToken::new();
-    let hub = WatchHub::new(endpoints.master.clone(), config, stop.clone());
+    let hub = WatchHub::new(common::endpoint_on(&redis), config, stop.clone());
     let conn = connect(&redis).await;
     Setup {
         redis,
@@ -371,13 +364,7 @@ fn group_config() -> StreamsConfig {
 }
 
 fn group_hub(s: &Setup, config: StreamsConfig) -> GroupHub {
-    let endpoints = Redis::new(&RedisConfig {
-        master: RedisEndpointConfig::local(s.redis.port()),
-        replica: RedisEndpointConfig::local(s.redis.port()),
-        ..RedisConfig::default()
-    })
-    .expect("endpoints");
-    GroupHub::new(endpoints.master.clone(), config, s.stop.clone())
+    GroupHub::new(common::endpoint_on(&s.redis), config, s.stop.clone())
 }
 
 async fn next_delivery(sub: &mut GroupSubscription, within: Duration) -> Option<Delivery> {

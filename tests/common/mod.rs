@@ -48,6 +48,20 @@ impl Link {
     }
 }
 
+/// An endpoint on one local redis-server (for store- and bridge-level tests
+/// that need no M + R link).
+pub fn endpoint_on(redis: &openoes::redis::process::RedisProcess) -> openoes::redis::RedisEndpoint {
+    let local = RedisEndpointConfig::local(redis.port());
+    let config = openoes::config::RedisConfig {
+        master: local.clone(),
+        replica: local,
+        ..openoes::config::RedisConfig::default()
+    };
+    openoes::redis::Redis::new(&config)
+        .expect("endpoints")
+        .master
+}
+
 /// The gateway running in this process.
 pub struct Gateway {
     pub addr: SocketAddr,
