@@ -196,6 +196,71 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// Locks down a local M + R link (dev, tests) with the shipped rules: R
+/// authenticates to M as `replication`, every user gets its password from
+/// `passwords`, `default` goes off on both, and both servers rewrite their
+/// config file so a restart keeps all of it. Connects as `default` first,
+/// then as `admin`.
+pub async fn secure_link(
+    master_url: &str,
+    replica_url: &str,
+    passwords: &BTreeMap<String, String>,
+) -> Result<(), AclError> {
+    let parse = |rules| parse_rules(rules);
+    let (master, replica) = (parse(MASTER_RULES)?, parse(REPLICA_RULES)?);
+    let password = |user: &str| passwords.get(user).cloned().unwrap_or_default();
+    let run = |url: &str, user: &'static str, args: Vec<String>| {
+        let url = url.to_string();
+        let password = passwords.get(user).cloned();
+        async move {
+            let mut info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+                .map_err(AclError::Connect)?;
+            let mut settings = info.redis_settings().clone().set_username(user);
+            if let Some(password) = password.filter(|_| user != "default") {
+                settings = settings.set_password(password);
+            }
+            info = info.set_redis_settings(settings);
+            let mut conn = redis::Client::open(info)
+                .map_err(AclError::Connect)?
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(AclError::Connect)?;
+            redis::cmd(&args[0])
+                .arg(&args[1..])
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|source| AclError::Redis {
+                    user: user.to_string(),
+                    source,
+                })
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    run(
+        replica_url,
+        "default",
+        args(&["CONFIG", "SET", "masteruser", "replication"]),
+    )
+    .await?;
+    run(
+        replica_url,
+        "default",
+        vec![
+            "CONFIG".into(),
+            "SET".into(),
+            "masterauth".into(),
+            password("replication"),
+        ],
+    )
+    .await?;
+    apply(master_url, "default", &master, passwords).await?;
+    apply(replica_url, "default", &replica, passwords).await?;
+    for url in [master_url, replica_url] {
+        run(url, "admin", args(&["CONFIG", "REWRITE"])).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,7 +285,7 @@ mod tests {
             .iter()
             .filter(|r| r.starts_with('('))
             .collect();
-        assert_eq!(selectors.len(), 2, "{selectors:?}");
+        assert_eq!(selectors.len(), 4, "{selectors:?}");
         assert!(selectors.iter().all(|s| s.ends_with(')')));
     }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Limits of the Redis-streams bridge (Watch* and Subscribe* RPCs).
     pub streams: StreamsConfig,
+    /// The credit flow (CreditService).
+    pub credit: CreditConfig,
     /// How health follows Redis.
     pub health: HealthConfig,
     /// How the process stops.
@@ -46,6 +48,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             redis: RedisConfig::default(),
             streams: StreamsConfig::default(),
+            credit: CreditConfig::default(),
             health: HealthConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
@@ -110,8 +113,13 @@ pub struct RedisConfig {
     /// The WSP's master (M): Credit Inventory, requests, events; also the
     /// default home of quote and attestation data.
     pub master: RedisEndpointConfig,
-    /// The exchange's stream-writeable replica of M (R).
+    /// The exchange's stream-writeable replica of M (R). The exchange role
+    /// works on it with these credentials (the `exchange` ACL user).
     pub replica: RedisEndpointConfig,
+    /// Credentials the WSP role uses to read the exchange's responses on R
+    /// (the `wsp-reader` ACL user). An empty user means the `replica`
+    /// credentials: enough when this process serves only one role.
+    pub replica_reader: Credentials,
     /// Pooled connections per endpoint for short commands. Blocking reads
     /// never use the pool.
     pub pool_size: u32,
@@ -133,6 +141,7 @@ impl Default for RedisConfig {
         Self {
             master: RedisEndpointConfig::local(6379),
             replica: RedisEndpointConfig::local(6380),
+            replica_reader: Credentials::default(),
             pool_size: 16,
             connect_timeout: Duration::from_secs(1),
             pool_timeout: Duration::from_millis(500),
@@ -174,6 +183,17 @@ impl Default for RedisEndpointConfig {
     fn default() -> Self {
         Self::local(6379)
     }
+}
+
+/// An ACL user and password for an endpoint whose address is given
+/// elsewhere.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Credentials {
+    /// ACL user; empty means "not set".
+    pub user: String,
+    /// ACL password.
+    pub password: Secret,
 }
 
 /// A string that never shows in logs or `Debug` output; [`Config::to_toml`]
@@ -268,6 +288,41 @@ impl Default for StreamsConfig {
             idle_consumer_ttl: Duration::from_secs(3600),
             default_maxlen: 100_000,
             maxlen: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// The credit flow.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreditConfig {
+    /// The WSP's custodian id, sent in every request (`custodian`, std).
+    pub custodian: String,
+    /// Exchange role: assets it accepts requests for; requests for others
+    /// are rejected by the gateway (`ASSET_NOT_ALLOWED`). Empty: all.
+    pub asset_allowlist: Vec<String>,
+    /// Longest `wait` a RequestCredit call may ask for; longer waits are
+    /// cut to this (and always to the call's deadline).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// RequestCredit calls waiting for a decision at once, per process;
+    /// more answer RESOURCE_EXHAUSTED before anything is written.
+    pub max_waiters: usize,
+    /// Exchange role: how long its record of a delivered request and of
+    /// its answer (`mirror:credit:answer:<id>` on R) is kept. A repeated
+    /// RespondToCreditRequest within this time returns the first answer.
+    #[serde(with = "humantime_serde")]
+    pub answer_retention: Duration,
+}
+
+impl Default for CreditConfig {
+    fn default() -> Self {
+        Self {
+            custodian: "openoes-wsp".into(),
+            asset_allowlist: Vec::new(),
+            max_wait: Duration::from_secs(30),
+            max_waiters: 10_000,
+            answer_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -405,6 +460,7 @@ impl Config {
                 self.streams.slow_subscriber_timeout,
             ),
             ("health.interval", self.health.interval),
+            ("credit.answer_retention", self.credit.answer_retention),
             ("health.probe_timeout", self.health.probe_timeout),
             ("shutdown.grace_period", self.shutdown.grace_period),
         ];
@@ -448,6 +504,20 @@ impl Config {
                 return Err(invalid(field, "must be at least 1"));
             }
         }
+        if self.credit.max_waiters == 0 {
+            return Err(invalid("credit.max_waiters", "must be at least 1"));
+        }
+        if !crate::error::is_valid_id(&self.credit.custodian) {
+            return Err(invalid("credit.custodian", crate::error::ID_RULE));
+        }
+        if !self
+            .credit
+            .asset_allowlist
+            .iter()
+            .all(|a| crate::error::is_valid_id(a))
+        {
+            return Err(invalid("credit.asset_allowlist", crate::error::ID_RULE));
+        }
         if self.streams.maxlen.values().any(|n| *n == 0) {
             return Err(invalid("streams.maxlen", "every length must be at least 1"));
         }
@@ -475,8 +545,12 @@ impl Config {
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
-        for endpoint in [&mut shown.redis.master, &mut shown.redis.replica] {
-            endpoint.password = Secret::new(endpoint.password.redacted());
+        for password in [
+            &mut shown.redis.master.password,
+            &mut shown.redis.replica.password,
+            &mut shown.redis.replica_reader.password,
+        ] {
+            *password = Secret::new(password.redacted());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

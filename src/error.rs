@@ -11,6 +11,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
+    credit::model::CreditError,
     quote::{engine::QuoteError, math::MathError, store::StoreError},
     redis::RedisError,
     streams::watch::{WatchEnd, WatchError},
@@ -58,6 +59,21 @@ pub mod reason {
     pub const POOL_TOKENS_CHANGED: &str = "POOL_TOKENS_CHANGED";
     /// Quote: the input needed exceeds the u64 range.
     pub const AMOUNT_TOO_LARGE: &str = "AMOUNT_TOO_LARGE";
+    /// The RPC belongs to an OpenOES role (wsp, exchange) this gateway does
+    /// not serve.
+    pub const ROLE_NOT_SERVED: &str = "ROLE_NOT_SERVED";
+    /// Credit: the request_id was used before for another request.
+    pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
+    /// Credit: the user and asset already have a request pending.
+    pub const CREDIT_REQUEST_IN_FLIGHT: &str = "CREDIT_REQUEST_IN_FLIGHT";
+    /// Credit: a decrease would take Credit Inventory below zero.
+    pub const INSUFFICIENT_CREDIT: &str = "INSUFFICIENT_CREDIT";
+    /// Credit: Credit Inventory kept changing under the request; retry.
+    pub const CONTENTION: &str = "CONTENTION";
+    /// Credit: the request was answered before with the other decision.
+    pub const ALREADY_ANSWERED: &str = "ALREADY_ANSWERED";
+    /// Credit: too many calls wait for decisions on this server.
+    pub const TOO_MANY_WAITERS: &str = "TOO_MANY_WAITERS";
 }
 
 /// Everything an RPC can fail with.
@@ -80,6 +96,19 @@ pub enum Error {
     /// A quote cannot be given.
     #[error(transparent)]
     Quote(#[from] QuoteError),
+    /// A credit operation failed.
+    #[error(transparent)]
+    Credit(#[from] CreditError),
+    /// This gateway does not serve the role the RPC belongs to.
+    #[error(
+        "{rpc} belongs to the {role} role, which this gateway does not serve (see `roles` in its config)"
+    )]
+    RoleNotServed {
+        /// Fully-qualified method.
+        rpc: &'static str,
+        /// `wsp` or `exchange`.
+        role: &'static str,
+    },
     /// Too many stream subscribers on this process.
     #[error("this server already has {limit} subscribers of this stream; retry later or elsewhere")]
     TooManySubscribers {
@@ -148,6 +177,24 @@ impl Error {
                 }
                 QuoteError::Store(e) => store_code(e),
             },
+            Self::Credit(e) => match e {
+                CreditError::RequestIdReused(_) => (Code::AlreadyExists, reason::REQUEST_ID_REUSED),
+                CreditError::InFlight { .. } => (Code::Aborted, reason::CREDIT_REQUEST_IN_FLIGHT),
+                CreditError::InsufficientCredit { .. } => {
+                    (Code::FailedPrecondition, reason::INSUFFICIENT_CREDIT)
+                }
+                CreditError::Contention => (Code::Aborted, reason::CONTENTION),
+                CreditError::UnknownRequest(_) => (Code::NotFound, reason::NOT_FOUND),
+                CreditError::AlreadyAnswered { .. } => {
+                    (Code::FailedPrecondition, reason::ALREADY_ANSWERED)
+                }
+                CreditError::TooManyWaiters { .. } => {
+                    (Code::ResourceExhausted, reason::TOO_MANY_WAITERS)
+                }
+                CreditError::Corrupt { .. } => (Code::Internal, reason::DATA_CORRUPT),
+                CreditError::Redis(e) => redis_code(e),
+            },
+            Self::RoleNotServed { .. } => (Code::Unimplemented, reason::ROLE_NOT_SERVED),
             Self::Unimplemented { .. } => (Code::Unimplemented, reason::NOT_IMPLEMENTED),
         }
     }
@@ -197,10 +244,17 @@ impl From<Error> for Status {
             tracing::error!(error = %ErrorChain(&error), "internal error");
         }
         let mut details = ErrorDetails::with_error_info(reason, DOMAIN, []);
-        if let Error::InvalidArgument(violations) = &error {
-            for v in &violations.0 {
-                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+        match &error {
+            Error::InvalidArgument(violations) => {
+                for v in &violations.0 {
+                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
+                }
             }
+            // State, not syntax, makes this change bad; still, name the field.
+            Error::Credit(e @ CreditError::InsufficientCredit { .. }) => {
+                details.add_bad_request_violation("change", e.to_string());
+            }
+            _ => {}
         }
         Status::with_error_details(code, ErrorChain(&error).to_string(), details)
     }
@@ -218,6 +272,18 @@ pub fn status(code: Code, reason: &'static str, message: impl Into<String>) -> S
 
 /// Longest id the protocol allows.
 pub const MAX_ID_LEN: usize = 128;
+
+/// The protocol's rule for ids, as said to a person.
+pub const ID_RULE: &str = "must be 1-128 characters of [A-Za-z0-9._@-]";
+
+/// True if `value` is an id by the protocol's rule: 1-128 characters of
+/// `[A-Za-z0-9._@-]`, so no `:` (keys are `:`-joined) and no spaces.
+pub fn is_valid_id(value: &str) -> bool {
+    (1..=MAX_ID_LEN).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+}
 
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,20 +309,12 @@ impl FieldViolations {
     }
 
     /// Checks an id (user_id, asset, request_id, pool_id, token ...) by the
-    /// protocol's rule: 1-128 characters of `[A-Za-z0-9._@-]`, so no `:`
-    /// (keys are `:`-joined) and no spaces.
+    /// protocol's rule ([`is_valid_id`]).
     pub fn check_id(&mut self, field: &str, value: &str) {
         if value.is_empty() {
             self.add(field, "is required");
-        } else if value.len() > MAX_ID_LEN
-            || !value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
-        {
-            self.add(
-                field,
-                format!("must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9._@-]"),
-            );
+        } else if !is_valid_id(value) {
+            self.add(field, ID_RULE);
         }
     }
 

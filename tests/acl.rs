@@ -263,8 +263,37 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
             "batch",
         ],
         &["PING"],
+        &["ZRANGE", "mirror:credit:assets:alice", "-", "+", "BYLEX"],
+        &["HSET", "mirror:credit:answer:r1", "status", "accepted"],
+        &["PEXPIRE", "mirror:credit:answer:r1", "60000"],
+        // A script may read CI and write the exchange's own keys ...
+        &[
+            "EVAL",
+            "redis.call('HGET', KEYS[1], 'amount'); return redis.call('HSET', KEYS[2], 'a', 1)",
+            "2",
+            "CI:alice:BTC",
+            "mirror:credit:answer:r1",
+        ],
     ] {
         allowed(&mut ex, who, args).await;
+    }
+    // ... but a script is held to the same rules as a plain command.
+    for script in [
+        "return redis.call('HSET', KEYS[1], 'amount', '1000000')",
+        "return redis.call('XADD', KEYS[2], '*', 'request_id', 'forged')",
+        "return redis.call('DEL', KEYS[1])",
+    ] {
+        let e = run(
+            &mut ex,
+            &["EVAL", script, "2", "CI:alice:BTC", "mirror:credit:request"],
+        )
+        .await
+        .expect_err("a script cannot write what the user cannot");
+        assert!(
+            e.to_string().contains("can't run this command")
+                || e.to_string().contains("can't access"),
+            "{script}: {e:?}"
+        );
     }
     for args in [
         &["HSET", "CI:alice:BTC", "amount", "1000000"][..],
@@ -280,6 +309,8 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["FLUSHALL"],
         &["CONFIG", "GET", "maxmemory"],
         &["KEYS", "*"],
+        &["EVAL", "return 1", "1", "other:key"],
+        &["HSET", "mirror:credit:assets:alice", "a", "1"],
     ] {
         denied(&mut ex, who, args).await;
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use openoes::{
     amount,
     config::StreamsConfig,
-    credit::store::{CreditStore, CreditStoreError, NewCreditRequest, RequestOutcome},
+    credit::store::{CreditError, CreditStore, NewCreditRequest, RequestOutcome},
     redis::process::{RedisOptions, RedisProcess},
 };
 
@@ -165,13 +165,13 @@ async fn retries_are_idempotent_and_conflicts_are_refused() {
         .request(&request("req-1", "alice", "BTC", "+2"))
         .await
         .expect_err("other payload");
-    assert!(matches!(e, CreditStoreError::RequestIdReused(_)), "{e:?}");
+    assert!(matches!(e, CreditError::RequestIdReused(_)), "{e:?}");
     let e = store
         .request(&request("req-2", "alice", "BTC", "+1"))
         .await
         .expect_err("in flight");
     assert!(
-        matches!(e, CreditStoreError::InFlight { ref pending } if pending == "req-1"),
+        matches!(e, CreditError::InFlight { ref pending } if pending == "req-1"),
         "{e:?}"
     );
     store
@@ -199,10 +199,7 @@ async fn decreases_never_take_credit_below_zero_and_ci_is_exact() {
         .request(&request("d-1", "bob", "ETH", "-0.300000000000000001"))
         .await
         .expect_err("below zero");
-    assert!(
-        matches!(e, CreditStoreError::InsufficientCredit { .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, CreditError::InsufficientCredit { .. }), "{e:?}");
     let RequestOutcome::Created(record) = store
         .request(&request("d-2", "bob", "ETH", "-0.1"))
         .await
@@ -230,7 +227,7 @@ async fn of_twenty_concurrent_requests_for_one_user_and_asset_exactly_one_wins()
     for task in tasks {
         match task.await.expect("task") {
             Ok(RequestOutcome::Created(_)) => created += 1,
-            Err(CreditStoreError::InFlight { .. }) => in_flight += 1,
+            Err(CreditError::InFlight { .. }) => in_flight += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -245,14 +242,14 @@ use openoes::credit::store::{ApplyOutcome, CreditResponse};
 fn response(
     entry_id: &str,
     request_id: &str,
-    accepted: bool,
+    status: &str,
     ci: &str,
     reason: &str,
 ) -> CreditResponse {
     CreditResponse {
         entry_id: entry_id.into(),
         request_id: request_id.into(),
-        accepted,
+        status: status.into(),
         ci: ci.into(),
         reject_reason: reason.into(),
     }
@@ -277,7 +274,7 @@ async fn an_accepted_response_is_applied_exactly_once() {
         .await
         .expect("request");
     // The exchange may print the same value differently: compared exactly.
-    let accepted = response("1700000000000-0", "r-1", true, "10.50", "");
+    let accepted = response("1700000000000-0", "r-1", "accepted", "10.50", "");
     assert_eq!(
         store.apply_response(&accepted).await.expect("apply"),
         ApplyOutcome::Applied
@@ -295,7 +292,13 @@ async fn an_accepted_response_is_applied_exactly_once() {
         ApplyOutcome::Duplicate
     );
     // A later, second answer to the decided request: nothing changes either.
-    let late = response("1700000000001-0", "r-1", false, "10.5", "changed my mind");
+    let late = response(
+        "1700000000001-0",
+        "r-1",
+        "rejected",
+        "10.5",
+        "changed my mind",
+    );
     assert_eq!(
         store.apply_response(&late).await.expect("late"),
         ApplyOutcome::AlreadyFinal
@@ -310,7 +313,7 @@ async fn an_accepted_response_is_applied_exactly_once() {
         .request(&request("r-2", "alice", "BTC", "-3.25"))
         .await
         .expect("next request is allowed");
-    let accepted = response("1700000000002-0", "r-2", true, "7.25", "");
+    let accepted = response("1700000000002-0", "r-2", "accepted", "7.25", "");
     assert_eq!(
         store.apply_response(&accepted).await.expect("apply"),
         ApplyOutcome::Applied
@@ -347,7 +350,7 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
     let rejected = response(
         "1700000000000-0",
         "r-1",
-        false,
+        "rejected",
         "2",
         "address not whitelisted",
     );
@@ -371,7 +374,7 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
         .expect("no longer in flight");
 
     // Accepted, but with a ci the request never carried: not applied.
-    let odd = response("1700000000001-0", "r-2", true, "2000", "");
+    let odd = response("1700000000001-0", "r-2", "accepted", "2000", "");
     assert_eq!(
         store.apply_response(&odd).await.expect("apply"),
         ApplyOutcome::Anomaly
@@ -389,7 +392,7 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
     assert_eq!(last["type"], "anomaly");
 
     // A response to a request this WSP never issued is ignored.
-    let stranger = response("1700000000002-0", "someone-else", true, "1", "");
+    let stranger = response("1700000000002-0", "someone-else", "accepted", "1", "");
     assert_eq!(
         store.apply_response(&stranger).await.expect("apply"),
         ApplyOutcome::Unknown

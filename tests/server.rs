@@ -165,7 +165,6 @@ async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
         attestation::v1::{
             GetIssuerKeyRequest, attestation_service_client::AttestationServiceClient,
         },
-        credit::v1::{GetCreditInventoryRequest, credit_service_client::CreditServiceClient},
         pledge::v1::{GetPledgeRequest, pledge_service_client::PledgeServiceClient},
         settlement::v1::{
             GetSettlementReportRequest, settlement_service_client::SettlementServiceClient,
@@ -176,10 +175,6 @@ async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
     let channel = gateway.channel().await;
 
     let statuses = [
-        CreditServiceClient::new(channel.clone())
-            .get_credit_inventory(GetCreditInventoryRequest::default())
-            .await
-            .map(drop),
         PledgeServiceClient::new(channel.clone())
             .get_pledge(GetPledgeRequest::default())
             .await

@@ -8,26 +8,29 @@
 //! | `mirror:credit:inflight:<uid>:<asset>` | string | id of the one pending request |
 //! | `mirror:credit:request` (std) | stream | requests to the exchange |
 //! | `mirror:credit:events` | stream | the credit event log |
+//! | `mirror:credit:assets:<uid>` | sorted set | assets the user has CI in |
 //! | `mirror:cursor:mirror:credit:response` | string | last response id on R applied here |
 //!
 //! Money is computed here, in Rust, with exact decimals; the scripts only
 //! compare and write strings (`lua/request.lua`, `lua/apply_response.lua`).
 
-use std::{collections::HashMap, sync::LazyLock, time::SystemTime};
+use std::{collections::HashMap, sync::LazyLock};
 
 use redis::{AsyncCommands, Script};
 use rust_decimal::Decimal;
 
+pub use super::model::CreditError;
+use super::model::{
+    EVENTS_STREAM, Fields, REQUEST_STREAM, RESPONSE_CURSOR, assets_key, ci_key, inflight_key, now,
+    request_key,
+};
 use crate::{
     amount,
     config::StreamsConfig,
     redis::{RedisEndpoint, RedisError},
+    streams::watch::StreamId,
 };
 
-/// Requests to the exchange (std).
-pub const REQUEST_STREAM: &str = "mirror:credit:request";
-/// The credit event log.
-pub const EVENTS_STREAM: &str = "mirror:credit:events";
 /// Times a request is retried when the CI it was computed from changed
 /// meanwhile. CI changes only through this store's scripts, one request per
 /// (user, asset) at a time, so a second retry is already rare.
@@ -36,21 +39,8 @@ const MAX_STALE_RETRIES: usize = 8;
 static REQUEST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/request.lua")));
 static APPLY_RESPONSE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/apply_response.lua")));
-
-/// The WSP's cursor over the exchange's response stream on R (ext).
-pub const RESPONSE_CURSOR: &str = "mirror:cursor:mirror:credit:response";
-
-fn ci_key(uid: &str, asset: &str) -> String {
-    format!("CI:{uid}:{asset}")
-}
-
-fn request_key(request_id: &str) -> String {
-    format!("mirror:credit:req:{request_id}")
-}
-
-fn inflight_key(uid: &str, asset: &str) -> String {
-    format!("mirror:credit:inflight:{uid}:{asset}")
-}
+static REWIND_CURSOR: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/rewind_cursor.lua")));
 
 /// A validated new credit request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +89,9 @@ pub struct CreditResponse {
     pub entry_id: String,
     /// The request answered.
     pub request_id: String,
-    /// True for `accepted`, false for `rejected`.
-    pub accepted: bool,
+    /// The `status` field as sent: `accepted` or `rejected` (anything
+    /// else is recorded as an anomaly).
+    pub status: String,
     /// The `ci` field as sent.
     pub ci: String,
     /// The `reject_reason` field ("" on accept).
@@ -123,43 +114,6 @@ pub enum ApplyOutcome {
     Anomaly,
 }
 
-/// Errors of the credit store.
-#[derive(Debug, thiserror::Error)]
-pub enum CreditStoreError {
-    /// Same request_id, another payload.
-    #[error("request_id {0:?} was already used for another request")]
-    RequestIdReused(String),
-    /// The user and asset have a request pending.
-    #[error("credit request {pending:?} is still pending for this user and asset")]
-    InFlight {
-        /// The pending request.
-        pending: String,
-    },
-    /// A decrease would take Credit Inventory below zero.
-    #[error("Credit Inventory {current} cannot change by {change}: it would go below zero")]
-    InsufficientCredit {
-        /// CI now.
-        current: String,
-        /// The change asked for.
-        change: String,
-    },
-    /// CI kept changing under the request (should not happen: one pending
-    /// request per user and asset).
-    #[error("Credit Inventory kept changing; retry")]
-    Contention,
-    /// Stored data is not what this store writes.
-    #[error("corrupt credit data at {key}: {reason}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Redis failed.
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-}
-
 /// Credit data on M.
 #[derive(Clone)]
 pub struct CreditStore {
@@ -180,16 +134,13 @@ impl CreditStore {
         }
     }
 
-    fn err(&self, e: redis::RedisError) -> CreditStoreError {
-        CreditStoreError::Redis(RedisError::from_redis(self.redis.name(), e))
+    fn err(&self, e: redis::RedisError) -> CreditError {
+        CreditError::Redis(RedisError::from_redis(self.redis.name(), e))
     }
 
     /// Records `request` and sends it to the exchange, or returns the
     /// existing record if the same request was made before.
-    pub async fn request(
-        &self,
-        request: &NewCreditRequest,
-    ) -> Result<RequestOutcome, CreditStoreError> {
+    pub async fn request(&self, request: &NewCreditRequest) -> Result<RequestOutcome, CreditError> {
         let ci_key = ci_key(&request.uid, &request.asset);
         let change = amount::format_change(request.change);
         for _ in 0..MAX_STALE_RETRIES {
@@ -202,7 +153,7 @@ impl CreditStore {
                 .await
                 .map_err(|e| self.err(e))?;
             let current = match &stored {
-                Some(text) => amount::parse(text).map_err(|e| CreditStoreError::Corrupt {
+                Some(text) => amount::parse(text).map_err(|e| CreditError::Corrupt {
                     key: ci_key.clone(),
                     reason: format!("amount: {e}"),
                 })?,
@@ -215,7 +166,7 @@ impl CreditStore {
                 if let Some(record) = self.record(&request.request_id).await? {
                     return self.same_or_reused(request, record, &change);
                 }
-                return Err(CreditStoreError::InsufficientCredit {
+                return Err(CreditError::InsufficientCredit {
                     current: amount::format(current),
                     change,
                 });
@@ -246,20 +197,18 @@ impl CreditStore {
             let outcome = match reply {
                 Ok(outcome) => outcome,
                 Err(e) if e.code() == Some("REQUEST_ID_REUSED") => {
-                    return Err(CreditStoreError::RequestIdReused(
-                        request.request_id.clone(),
-                    ));
+                    return Err(CreditError::RequestIdReused(request.request_id.clone()));
                 }
                 Err(e) if e.code() == Some("CREDIT_REQUEST_IN_FLIGHT") => {
                     let pending = e.detail().unwrap_or_default().trim().to_string();
-                    return Err(CreditStoreError::InFlight { pending });
+                    return Err(CreditError::InFlight { pending });
                 }
                 Err(e) => return Err(self.err(e)),
             };
             let record = || async {
                 self.record(&request.request_id)
                     .await?
-                    .ok_or_else(|| CreditStoreError::Corrupt {
+                    .ok_or_else(|| CreditError::Corrupt {
                         key: request_key(&request.request_id),
                         reason: "missing right after it was written".into(),
                     })
@@ -270,7 +219,7 @@ impl CreditStore {
                 _ => continue, // stale: the CI changed; read it again
             }
         }
-        Err(CreditStoreError::Contention)
+        Err(CreditError::Contention)
     }
 
     fn same_or_reused(
@@ -278,7 +227,7 @@ impl CreditStore {
         request: &NewCreditRequest,
         record: CreditRecord,
         change: &str,
-    ) -> Result<RequestOutcome, CreditStoreError> {
+    ) -> Result<RequestOutcome, CreditError> {
         let same = record.field("uid") == request.uid
             && record.field("asset") == request.asset
             && record.field("c_change") == change
@@ -287,9 +236,7 @@ impl CreditStore {
         if same {
             Ok(RequestOutcome::Existing(record))
         } else {
-            Err(CreditStoreError::RequestIdReused(
-                request.request_id.clone(),
-            ))
+            Err(CreditError::RequestIdReused(request.request_id.clone()))
         }
     }
 
@@ -298,7 +245,7 @@ impl CreditStore {
     pub async fn apply_response(
         &self,
         response: &CreditResponse,
-    ) -> Result<ApplyOutcome, CreditStoreError> {
+    ) -> Result<ApplyOutcome, CreditError> {
         let record = self.record(&response.request_id).await?;
         let (uid, asset, ci_matches) = match &record {
             Some(r) => {
@@ -324,13 +271,10 @@ impl CreditStore {
             .key(inflight_key(&uid, &asset))
             .key(EVENTS_STREAM)
             .key(RESPONSE_CURSOR)
+            .key(assets_key(&uid))
             .arg(&response.entry_id)
             .arg(&response.request_id)
-            .arg(if response.accepted {
-                "accepted"
-            } else {
-                "rejected"
-            })
+            .arg(&response.status)
             .arg(&response.reject_reason)
             .arg(if ci_matches { "1" } else { "0" })
             .arg(now_ms)
@@ -348,19 +292,112 @@ impl CreditStore {
     }
 
     /// A request's record, if it exists.
-    pub async fn record(&self, request_id: &str) -> Result<Option<CreditRecord>, CreditStoreError> {
+    pub async fn record(&self, request_id: &str) -> Result<Option<CreditRecord>, CreditError> {
+        let fields = CreditView::new(self.redis.clone())
+            .request(request_id)
+            .await?;
+        Ok(fields.map(|fields| CreditRecord { fields }))
+    }
+
+    /// Where the WSP's reading of the response stream on R stands.
+    pub async fn response_cursor(&self) -> Result<StreamId, CreditError> {
         let mut conn = self.redis.conn().await?;
-        let fields: HashMap<String, String> = conn
-            .hgetall(request_key(request_id))
+        let cursor: Option<String> = conn.get(RESPONSE_CURSOR).await.map_err(|e| self.err(e))?;
+        match cursor {
+            None => Ok(StreamId::default()),
+            Some(text) => text.parse().map_err(|()| CreditError::Corrupt {
+                key: RESPONSE_CURSOR.into(),
+                reason: format!("{text:?} is not a stream id"),
+            }),
+        }
+    }
+
+    /// Sets the response cursor back to the start if it is still `seen`
+    /// (see `lua/rewind_cursor.lua`).
+    pub async fn rewind_response_cursor(&self, seen: StreamId) -> Result<(), CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let _: u64 = REWIND_CURSOR
+            .key(RESPONSE_CURSOR)
+            .arg(seen.to_string())
+            .invoke_async(&mut *conn)
             .await
             .map_err(|e| self.err(e))?;
-        Ok((!fields.is_empty()).then_some(CreditRecord { fields }))
+        Ok(())
     }
 }
 
-fn now() -> (u64, u64) {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    (since.as_secs(), since.as_millis() as u64)
+/// Reads of credit data, on M (WSP role) or on its replica R (an exchange
+/// only gateway). Data written by other OpenOES parties may lack the
+/// extension keys (records, the asset index): then these find nothing.
+#[derive(Clone)]
+pub struct CreditView {
+    redis: RedisEndpoint,
+}
+
+impl CreditView {
+    /// Reads on `redis`.
+    pub fn new(redis: RedisEndpoint) -> Self {
+        Self { redis }
+    }
+
+    fn err(&self, e: redis::RedisError) -> CreditError {
+        CreditError::Redis(RedisError::from_redis(self.redis.name(), e))
+    }
+
+    async fn hash(&self, key: String) -> Result<Option<Fields>, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let fields: Fields = conn.hgetall(key).await.map_err(|e| self.err(e))?;
+        Ok((!fields.is_empty()).then_some(fields))
+    }
+
+    /// A request's record, if it exists.
+    pub async fn request(&self, request_id: &str) -> Result<Option<Fields>, CreditError> {
+        self.hash(request_key(request_id)).await
+    }
+
+    /// A user's Credit Inventory in `asset`, if it exists.
+    pub async fn inventory(&self, uid: &str, asset: &str) -> Result<Option<Fields>, CreditError> {
+        self.hash(ci_key(uid, asset)).await
+    }
+
+    /// Up to `limit` of a user's Credit Inventories, by asset, after the
+    /// asset `after` ("" for the first page); true if there are more.
+    pub async fn inventories(
+        &self,
+        uid: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<(Vec<(String, Fields)>, bool), CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let start = if after.is_empty() {
+            "-".to_string()
+        } else {
+            format!("({after}")
+        };
+        let mut assets: Vec<String> = redis::cmd("ZRANGE")
+            .arg(assets_key(uid))
+            .arg(start)
+            .arg("+")
+            .arg("BYLEX")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let more = assets.len() > limit;
+        assets.truncate(limit);
+        let mut pipe = redis::pipe();
+        for asset in &assets {
+            pipe.hgetall(ci_key(uid, asset));
+        }
+        let hashes: Vec<Fields> = if assets.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query_async(&mut *conn)
+                .await
+                .map_err(|e| self.err(e))?
+        };
+        Ok((assets.into_iter().zip(hashes).collect(), more))
+    }
 }

@@ -146,17 +146,34 @@ pub fn connection_info(config: &RedisEndpointConfig) -> Result<ConnectionInfo, R
 pub struct Redis {
     /// The WSP's master (M).
     pub master: RedisEndpoint,
-    /// The exchange's replica (R).
+    /// The exchange's replica (R), as the exchange role's user.
     pub replica: RedisEndpoint,
+    /// R again, as the user the WSP role reads responses with (the same
+    /// endpoint unless `redis.replica_reader` names another user). Shares
+    /// R's health verdict.
+    pub replica_reader: RedisEndpoint,
 }
 
 impl Redis {
     /// Builds both endpoints. Connects lazily: a server may start while
     /// Redis is down and becomes SERVING when it comes up.
     pub fn new(config: &RedisConfig) -> Result<Self, RedisError> {
+        let replica = RedisEndpoint::new(Endpoint::Replica, &config.replica, config)?;
+        let replica_reader = if config.replica_reader.user.is_empty() {
+            replica.clone()
+        } else {
+            let mut reader = config.replica.clone();
+            reader.user.clone_from(&config.replica_reader.user);
+            reader.password = config.replica_reader.password.clone();
+            RedisEndpoint {
+                reachability: Arc::clone(&replica.reachability),
+                ..RedisEndpoint::new(Endpoint::Replica, &reader, config)?
+            }
+        };
         Ok(Self {
             master: RedisEndpoint::new(Endpoint::Master, &config.master, config)?,
-            replica: RedisEndpoint::new(Endpoint::Replica, &config.replica, config)?,
+            replica,
+            replica_reader,
         })
     }
 

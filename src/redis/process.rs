@@ -73,6 +73,8 @@ pub struct RedisProcess {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// User and password for [`RedisProcess::query`] once ACLs are on.
+    auth: Option<(String, String)>,
 }
 
 impl RedisProcess {
@@ -91,6 +93,7 @@ impl RedisProcess {
                 child: None,
                 port,
                 dir: dir.clone(),
+                auth: None,
             };
             match process.launch().await {
                 Ok(()) => return Ok(process),
@@ -153,9 +156,17 @@ impl RedisProcess {
     }
 
     async fn ping(&self) -> bool {
-        self.query::<String>(&mut redis::cmd("PING"))
-            .await
-            .is_ok_and(|pong| pong == "PONG")
+        match self.query::<String>(&mut redis::cmd("PING")).await {
+            Ok(pong) => pong == "PONG",
+            // Up, and refusing us: ACLs are on.
+            Err(e) => matches!(e.code(), Some("NOAUTH" | "NOPERM" | "WRONGPASS")),
+        }
+    }
+
+    /// Runs [`RedisProcess::query`] (and so `stop`, restarts and link
+    /// checks) as this ACL user from now on.
+    pub fn set_auth(&mut self, user: &str, password: &str) {
+        self.auth = Some((user.to_string(), password.to_string()));
     }
 
     /// Runs one command on a fresh connection (test and admin use only).
@@ -163,7 +174,11 @@ impl RedisProcess {
         &self,
         cmd: &mut redis::Cmd,
     ) -> redis::RedisResult<T> {
-        let client = redis::Client::open(self.url())?;
+        let url = match &self.auth {
+            Some((user, password)) => format!("redis://{user}:{password}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        let client = redis::Client::open(url)?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(5)));

@@ -146,6 +146,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     // One fan-out per Redis for every Watch* stream on it.
     let master_watches = WatchHub::new(redis.master.clone(), config.streams.clone(), stop.clone());
+    let credit = CreditApi::start(&config, &redis, &master_watches, &stop);
     let quote = QuoteApi::start(
         redis.master.clone(),
         &config.streams,
@@ -166,7 +167,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(CreditServiceServer::new(CreditApi).max_decoding_message_size(max))
+        .add_service(CreditServiceServer::new(credit).max_decoding_message_size(max))
         .add_service(PledgeServiceServer::new(PledgeApi).max_decoding_message_size(max))
         .add_service(SettlementServiceServer::new(SettlementApi).max_decoding_message_size(max))
         .add_service(QuoteServiceServer::new(quote).max_decoding_message_size(max))

@@ -161,6 +161,34 @@ impl GroupHub {
     }
 }
 
+impl GroupHub {
+    /// Moves a delivery its subscriber cannot handle (malformed) to the
+    /// dead-letter stream, acknowledged, for a person to look at.
+    pub async fn dead_letter(
+        &self,
+        key: &str,
+        group: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<(), RedisError> {
+        let mut conn = self.redis.conn().await?;
+        dead_letter(
+            &mut conn,
+            &self.config,
+            key,
+            group,
+            delivery.id,
+            &delivery.fields,
+            reason,
+            delivery.delivery_count,
+        )
+        .await
+        .map_err(|e| RedisError::from_redis(self.redis.name(), e))?;
+        tracing::error!(%key, %group, id = %delivery.id, %reason, "entry moved to the dead-letter stream");
+        Ok(())
+    }
+}
+
 /// A group membership: a stream of deliveries, ending with
 /// `Err(WatchEnd::Shutdown)` when the server stops.
 pub struct GroupSubscription {
@@ -492,22 +520,22 @@ impl Member {
                 "delivered {count} times without being acknowledged (limit {})",
                 self.config.max_deliveries
             );
-            let mut invocation = DEAD_LETTER.key(&self.key);
-            invocation
-                .key(dlq_key(&self.key))
-                .arg(&self.group)
-                .arg(id.to_string())
-                .arg(&reason)
-                .arg(count)
-                .arg(self.config.maxlen_for(&dlq_key(&self.key)));
-            for (k, v) in &fields {
-                invocation.arg(k).arg(v);
-            }
-            match invocation.invoke_async::<u64>(conn).await {
-                Ok(1) => {
+            let moved = dead_letter(
+                conn,
+                &self.config,
+                &self.key,
+                &self.group,
+                id,
+                &fields,
+                &reason,
+                count,
+            )
+            .await;
+            match moved {
+                Ok(true) => {
                     tracing::error!(key = %self.key, group = %self.group, %id, %reason, "entry moved to the dead-letter stream");
                 }
-                Ok(_) => {} // acknowledged meanwhile
+                Ok(false) => {} // acknowledged meanwhile
                 // Redis refused the move itself (e.g. a wrong-type key at the
                 // dead-letter stream): retrying cannot help. Leave the entry
                 // pending for an operator and go on with the others, rather
@@ -571,6 +599,33 @@ impl Member {
         }
         Ok(())
     }
+}
+
+/// Moves a pending entry to the dead-letter stream and acknowledges it, in
+/// one script; false if it was acknowledged meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    conn: &mut MultiplexedConnection,
+    config: &StreamsConfig,
+    key: &str,
+    group: &str,
+    id: StreamId,
+    fields: &HashMap<String, String>,
+    reason: &str,
+    count: u64,
+) -> redis::RedisResult<bool> {
+    let mut invocation = DEAD_LETTER.key(key);
+    invocation
+        .key(dlq_key(key))
+        .arg(group)
+        .arg(id.to_string())
+        .arg(reason)
+        .arg(count)
+        .arg(config.maxlen_for(&dlq_key(key)));
+    for (k, v) in fields {
+        invocation.arg(k).arg(v);
+    }
+    Ok(invocation.invoke_async::<u64>(conn).await? == 1)
 }
 
 type Entry = (StreamId, Option<HashMap<String, String>>);

@@ -48,6 +48,56 @@ impl Link {
     }
 }
 
+/// Passwords of the shipped ACL users in tests.
+pub const TEST_PASSWORDS: [(&str, &str); 5] = [
+    ("wsp", "wsp-pw"),
+    ("replication", "repl-pw"),
+    ("admin", "admin-pw"),
+    ("exchange", "exchange-pw"),
+    ("wsp-reader", "reader-pw"),
+];
+
+impl Link {
+    /// An M + R link locked down with the shipped ACLs (default user off).
+    pub async fn start_secured() -> Self {
+        let link = Self::start().await;
+        let passwords = TEST_PASSWORDS
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect();
+        openoes::acl::secure_link(
+            &link.topology.master.url(),
+            &link.topology.replica.url(),
+            &passwords,
+        )
+        .await
+        .expect("apply the shipped ACLs");
+        let mut link = link;
+        link.topology.master.set_auth("admin", "admin-pw");
+        link.topology.replica.set_auth("admin", "admin-pw");
+        link
+    }
+
+    /// A config for a secured link: each role as its own ACL user.
+    pub fn secured_config(&self) -> Config {
+        let mut config = self.config();
+        let password = |user: &str| {
+            let (_, p) = TEST_PASSWORDS
+                .iter()
+                .find(|(u, _)| *u == user)
+                .expect("user");
+            openoes::config::Secret::new(*p)
+        };
+        config.redis.master.user = "wsp".into();
+        config.redis.master.password = password("wsp");
+        config.redis.replica.user = "exchange".into();
+        config.redis.replica.password = password("exchange");
+        config.redis.replica_reader.user = "wsp-reader".into();
+        config.redis.replica_reader.password = password("wsp-reader");
+        config
+    }
+}
+
 /// An endpoint on one local redis-server (for store- and bridge-level tests
 /// that need no M + R link).
 pub fn endpoint_on(redis: &openoes::redis::process::RedisProcess) -> openoes::redis::RedisEndpoint {

@@ -72,7 +72,7 @@ grpcurl -plaintext "$ADDR" describe openoes.credit.v1.CreditService.RequestCredi
 
 t=$(health_becomes SERVING 15) && ok "health SERVING (after ${t}s)" || fail "health never SERVING"
 
-out=$(grpcurl -plaintext -d '{"user_id":"alice","asset":"BTC"}' "$ADDR" openoes.credit.v1.CreditService/GetCreditInventory 2>&1)
+out=$(grpcurl -plaintext -d '{"pledge_id":"p-1"}' "$ADDR" openoes.pledge.v1.PledgeService/GetPledge 2>&1)
 grep -q "Code: Unimplemented" <<<"$out" && grep -q '"reason":"NOT_IMPLEMENTED"' <<<"$out" \
   && ok "an RPC not built yet answers UNIMPLEMENTED with ErrorInfo" || fail "UNIMPLEMENTED answer: $out"
 

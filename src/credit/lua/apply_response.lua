@@ -9,15 +9,18 @@
 -- KEYS[3] mirror:credit:inflight:<uid>:<asset>  pending request marker
 -- KEYS[4] mirror:credit:events                  credit event log
 -- KEYS[5] mirror:cursor:mirror:credit:response  last response id applied
+-- KEYS[6] mirror:credit:assets:<uid>            the user's assets (zset)
 -- ARGV[1] response entry id on R   ARGV[2] request_id
--- ARGV[3] status: accepted | rejected   ARGV[4] reject_reason
+-- ARGV[3] status as sent: accepted | rejected (else: an anomaly)
+-- ARGV[4] reject_reason
 -- ARGV[5] "1" if the response's ci equals the request's ci, else "0"
 -- ARGV[6] now, unix milliseconds   ARGV[7] approximate MAXLEN of the event log
 --
 -- Returns one of: "applied", "duplicate" (this response or a later one was
 -- applied already), "unknown" (no such request here: another party's),
 -- "final" (the request was decided already: nothing changes), "anomaly"
--- (accepted with another ci: not applied, an anomaly event recorded).
+-- (accepted with another ci, or an unknown status: not applied, an anomaly
+-- event recorded, the request left pending for a person).
 -- Every outcome but "duplicate" advances the cursor.
 
 local function after(a, b)
@@ -51,14 +54,19 @@ if ARGV[3] == 'accepted' then
   end
   redis.call('HSET', KEYS[2], 'amount', req[2], 'updated_ms', ARGV[6], 'last_request_id', ARGV[2])
   redis.call('HINCRBY', KEYS[2], 'version', 1)
+  redis.call('ZADD', KEYS[6], 0, req[4])
   redis.call('HSET', KEYS[1], 'status', 'accepted', 'decided_ms', ARGV[6])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'accepted', 'ci', req[2],
     'reason', '', unpack(event))
-else
+elseif ARGV[3] == 'rejected' then
   redis.call('HSET', KEYS[1], 'status', 'rejected', 'reject_reason', ARGV[4], 'decided_ms', ARGV[6])
   local ci = redis.call('HGET', KEYS[2], 'amount') or '0'
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'rejected', 'ci', ci,
     'reason', ARGV[4], unpack(event))
+else
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'anomaly', 'ci', req[2],
+    'reason', 'response with unknown status ' .. string.format('%q', ARGV[3]), unpack(event))
+  return 'anomaly'
 end
 redis.call('DEL', KEYS[3])
 return 'applied'

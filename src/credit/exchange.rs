@@ -1,0 +1,271 @@
+//! The exchange role, on the stream-writeable replica (R) as the `exchange`
+//! ACL user: credit requests reach exchange backends through a consumer
+//! group, after the protocol checks; answers become standard responses.
+//!
+//! A delivery goes through `lua/deliver.lua` first: requests the WSP has
+//! already decided (a redelivery after a resync of R) and requests this
+//! exchange has answered are acknowledged and skipped; the others are
+//! recorded at `mirror:credit:answer:<id>` on R, so that an answer can come
+//! through any gateway. Then the protocol's checks run here, with exact
+//! decimals; a request that fails one is rejected by the gateway itself
+//! (`reject_reason` starts with one of the `REJECT_*` codes) and never
+//! reaches a backend. `lua/respond.lua` records an answer.
+
+use std::{collections::HashSet, sync::LazyLock};
+
+use redis::Script;
+use rust_decimal::Decimal;
+use tokio_util::sync::CancellationToken;
+
+use super::model::{
+    CreditError, REQUEST_STREAM, RESPONSE_STREAM, answer_key, ci_key, now, request_key,
+    request_to_proto,
+};
+use crate::{
+    amount,
+    config::{CreditConfig, StreamsConfig},
+    error::is_valid_id,
+    proto::credit::v1 as pb,
+    redis::{RedisEndpoint, RedisError},
+    streams::group::{Delivery, GroupHub, GroupSubscription},
+};
+
+static DELIVER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/deliver.lua")));
+static RESPOND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/respond.lua")));
+
+/// Reject reason codes of the gateway's own checks: `<CODE>: <details>`.
+pub mod reject {
+    /// A standard field is missing or malformed.
+    pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
+    /// The asset is not on the exchange's allow-list.
+    pub const ASSET_NOT_ALLOWED: &str = "ASSET_NOT_ALLOWED";
+    /// An increase without chain and address.
+    pub const CHAIN_ADDRESS_REQUIRED: &str = "CHAIN_ADDRESS_REQUIRED";
+    /// A decrease below zero.
+    pub const INSUFFICIENT_CREDIT: &str = "INSUFFICIENT_CREDIT";
+    /// `ci` is not the CI on R plus `c_change`.
+    pub const CI_MISMATCH: &str = "CI_MISMATCH";
+}
+
+/// An exchange backend's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Accept the change.
+    Accept,
+    /// Reject it.
+    Reject,
+}
+
+impl Decision {
+    /// The protocol's `status` value.
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Accept => "accepted",
+            Self::Reject => "rejected",
+        }
+    }
+}
+
+/// An answer as recorded on R.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The decision recorded (the first one).
+    pub decision: Decision,
+    /// Its reject reason, "" on accept.
+    pub reject_reason: String,
+    /// The response's `ci`.
+    pub ci: String,
+    /// When it was recorded, unix milliseconds.
+    pub decided_ms: i64,
+}
+
+/// The exchange role's work on R.
+#[derive(Clone)]
+pub struct Exchange {
+    redis: RedisEndpoint,
+    groups: GroupHub,
+    /// Empty: every asset.
+    allowlist: HashSet<String>,
+    retention_ms: u64,
+    response_maxlen: usize,
+}
+
+impl Exchange {
+    /// The exchange role on `redis` (R, as the exchange user).
+    pub fn new(
+        redis: RedisEndpoint,
+        credit: &CreditConfig,
+        streams: &StreamsConfig,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            groups: GroupHub::new(redis.clone(), streams.clone(), stop),
+            redis,
+            allowlist: credit.asset_allowlist.iter().cloned().collect(),
+            retention_ms: credit.answer_retention.as_millis() as u64,
+            response_maxlen: streams.maxlen_for(RESPONSE_STREAM),
+        }
+    }
+
+    fn err(&self, e: redis::RedisError) -> CreditError {
+        CreditError::Redis(RedisError::from_redis(self.redis.name(), e))
+    }
+
+    /// Joins `group` on the request stream.
+    pub fn subscribe(&self, group: &str, consumer: Option<&str>) -> GroupSubscription {
+        self.groups.subscribe(REQUEST_STREAM, group, consumer)
+    }
+
+    /// Screens one delivery of `group`: `Some` request for the backend, or
+    /// `None` if it was skipped, rejected by the checks, or dead-lettered.
+    pub async fn screen(
+        &self,
+        group: &str,
+        delivery: &Delivery,
+    ) -> Result<Option<pb::CreditRequest>, CreditError> {
+        let request_id = delivery.field("request_id");
+        if !is_valid_id(request_id) {
+            // Nothing can be answered without an id: keep it for a person.
+            let reason = format!(
+                "{}: request_id {request_id:?} is not a valid id",
+                reject::MALFORMED_REQUEST
+            );
+            self.groups
+                .dead_letter(REQUEST_STREAM, group, delivery, &reason)
+                .await?;
+            return Ok(None);
+        }
+        let uid = delivery.field("uid");
+        let asset = delivery.field("asset");
+        let mut conn = self.redis.conn().await?;
+        let reply: Vec<String> = DELIVER
+            .key(request_key(request_id))
+            .key(answer_key(request_id))
+            .key(ci_key(uid, asset))
+            .key(REQUEST_STREAM)
+            .arg(group)
+            .arg(delivery.id.to_string())
+            .arg(self.retention_ms)
+            .arg(uid)
+            .arg(asset)
+            .arg(delivery.field("c_change"))
+            .arg(delivery.field("ci"))
+            .arg(delivery.field("custodian"))
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        drop(conn);
+        let ci_on_replica = match reply.as_slice() {
+            [verdict, ci] if verdict == "deliver" => ci,
+            _ => return Ok(None), // decided by the WSP, or answered here
+        };
+        if let Err(reason) = self.check(delivery, ci_on_replica) {
+            tracing::info!(%request_id, %reason, "credit request rejected by the gateway's checks");
+            self.respond(request_id, Decision::Reject, &reason).await?;
+            return Ok(None);
+        }
+        Ok(Some(request_to_proto(&delivery.fields)))
+    }
+
+    /// The protocol's checks of a request against the CI on R; `Err` is the
+    /// reject reason.
+    fn check(&self, delivery: &Delivery, ci_on_replica: &str) -> Result<(), String> {
+        let malformed = |what: String| format!("{}: {what}", reject::MALFORMED_REQUEST);
+        for name in ["uid", "asset"] {
+            if !is_valid_id(delivery.field(name)) {
+                return Err(malformed(format!("{name} is not a valid id")));
+            }
+        }
+        let change = amount::parse_change(delivery.field("c_change"))
+            .map_err(|e| malformed(format!("c_change: {e}")))?;
+        let ci = amount::parse(delivery.field("ci")).map_err(|e| malformed(format!("ci: {e}")))?;
+        let asset = delivery.field("asset");
+        if !self.allowlist.is_empty() && !self.allowlist.contains(asset) {
+            return Err(format!(
+                "{}: {asset} is not traded here",
+                reject::ASSET_NOT_ALLOWED
+            ));
+        }
+        if change > Decimal::ZERO
+            && (delivery.field("chain").is_empty() || delivery.field("address").is_empty())
+        {
+            return Err(format!(
+                "{}: an increase needs chain and address",
+                reject::CHAIN_ADDRESS_REQUIRED
+            ));
+        }
+        // No CI yet is zero (a user's first request).
+        let current = if ci_on_replica.is_empty() {
+            Decimal::ZERO
+        } else {
+            amount::parse(ci_on_replica)
+                .map_err(|e| malformed(format!("Credit Inventory on the replica: {e}")))?
+        };
+        let after = current + change;
+        if after < Decimal::ZERO {
+            return Err(format!(
+                "{}: Credit Inventory {} cannot change by {}",
+                reject::INSUFFICIENT_CREDIT,
+                amount::format(current),
+                amount::format_change(change)
+            ));
+        }
+        if after != ci {
+            return Err(format!(
+                "{}: ci {} is not Credit Inventory {} plus c_change {}",
+                reject::CI_MISMATCH,
+                delivery.field("ci"),
+                amount::format(current),
+                amount::format_change(change)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the decision on a delivered request (see `lua/respond.lua`).
+    pub async fn respond(
+        &self,
+        request_id: &str,
+        decision: Decision,
+        reject_reason: &str,
+    ) -> Result<Answer, CreditError> {
+        let (now_s, now_ms) = now();
+        let mut conn = self.redis.conn().await?;
+        let reply: redis::RedisResult<(String, String, String, String)> = RESPOND
+            .key(answer_key(request_id))
+            .key(RESPONSE_STREAM)
+            .key(REQUEST_STREAM)
+            .arg(request_id)
+            .arg(decision.status())
+            .arg(reject_reason)
+            .arg(now_s)
+            .arg(now_ms)
+            .arg(self.response_maxlen)
+            .arg(self.retention_ms)
+            .invoke_async(&mut *conn)
+            .await;
+        let (status, reject_reason, ci, decided_ms) = match reply {
+            Ok(answer) => answer,
+            Err(e) if e.code() == Some("UNKNOWN_REQUEST") => {
+                return Err(CreditError::UnknownRequest(request_id.into()));
+            }
+            Err(e) if e.code() == Some("ALREADY_ANSWERED") => {
+                return Err(CreditError::AlreadyAnswered {
+                    request_id: request_id.into(),
+                    status: e.detail().unwrap_or_default().trim().to_string(),
+                });
+            }
+            Err(e) => return Err(self.err(e)),
+        };
+        Ok(Answer {
+            decision: if status == "accepted" {
+                Decision::Accept
+            } else {
+                Decision::Reject
+            },
+            reject_reason,
+            ci,
+            decided_ms: decided_ms.parse().unwrap_or_default(),
+        })
+    }
+}
