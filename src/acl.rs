@@ -271,8 +271,11 @@ mod tests {
             let users = parse_rules(rules).expect("parse");
             assert_eq!(users.last().map(|u| u.name.as_str()), Some("default"));
             assert_eq!(
-                users.last().map(|u| u.rules.clone()),
-                Some(vec!["off".to_string()])
+                users
+                    .last()
+                    .and_then(|u| u.rules.first())
+                    .map(String::as_str),
+                Some("off")
             );
         }
         let replica = parse_rules(REPLICA_RULES).expect("parse");

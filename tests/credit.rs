@@ -52,14 +52,19 @@ fn status(r: &pb::CreditRequest) -> pb::CreditRequestStatus {
     pb::CreditRequestStatus::try_from(r.status).expect("status")
 }
 
+/// RequestCredit, retried on UNAVAILABLE as the contract allows (same
+/// request_id): on a loaded 2-core runner a slow health probe fails calls
+/// fast for a moment.
 async fn request(client: &mut Client<Channel>, r: pb::RequestCreditRequest) -> pb::CreditRequest {
-    client
-        .request_credit(r)
-        .await
-        .expect("request credit")
-        .into_inner()
-        .credit_request
-        .expect("record")
+    loop {
+        match client.request_credit(r.clone()).await {
+            Ok(response) => return response.into_inner().credit_request.expect("record"),
+            Err(e) if e.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("request credit: {e:?}"),
+        }
+    }
 }
 
 /// An exchange backend: answers every delivery with `decide`, until dropped.
@@ -71,28 +76,37 @@ fn backend(
     let consumer = consumer.to_string();
     tokio::spawn(async move {
         let mut client = Client::new(channel);
-        let mut deliveries = client
-            .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
-                group: String::new(),
-                consumer,
-            })
-            .await
-            .expect("subscribe")
-            .into_inner();
-        while let Some(Ok(delivery)) = deliveries.next().await {
-            let request = delivery.credit_request.expect("request");
-            let (decision, reject_reason) = match decide(&request) {
-                None => (pb::CreditDecision::Accept, String::new()),
-                Some(reason) => (pb::CreditDecision::Reject, reason),
+        // As a real backend does: a stream that ends (Redis trouble,
+        // shutdown) is opened again; answers are retried until they stick.
+        loop {
+            let subscribed = client
+                .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
+                    group: String::new(),
+                    consumer: consumer.clone(),
+                })
+                .await;
+            let Ok(deliveries) = subscribed else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             };
-            client
-                .respond_to_credit_request(pb::RespondToCreditRequestRequest {
+            let mut deliveries = deliveries.into_inner();
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                let request = delivery.credit_request.expect("request");
+                let (decision, reject_reason) = match decide(&request) {
+                    None => (pb::CreditDecision::Accept, String::new()),
+                    Some(reason) => (pb::CreditDecision::Reject, reason),
+                };
+                let answer = pb::RespondToCreditRequestRequest {
                     request_id: request.request_id,
                     decision: decision as i32,
                     reject_reason,
-                })
-                .await
-                .expect("respond");
+                };
+                while let Err(e) = client.respond_to_credit_request(answer.clone()).await {
+                    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
 }
@@ -640,8 +654,10 @@ async fn a_thousand_concurrent_requests_end_exactly_once_with_exact_ci() {
                             .await
                         {
                             Ok(r) => break r.into_inner().credit_request.expect("record"),
-                            // Another client's request for this user and asset is pending.
-                            Err(e) if e.code() == Code::Aborted => {
+                            // Another client's request for this user and asset
+                            // is pending; or Redis looked slow to the health
+                            // probe: retry, same request_id.
+                            Err(e) if matches!(e.code(), Code::Aborted | Code::Unavailable) => {
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
                             Err(e) if e.code() == Code::FailedPrecondition => {
@@ -678,4 +694,690 @@ async fn a_thousand_concurrent_requests_end_exactly_once_with_exact_ci() {
     let mut r = admin(link.topology.replica.port()).await;
     assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 1000);
     assert_eq!(entries(&mut m, "mirror:credit:request").await.len(), 1000);
+}
+
+// === interoperability with parties that use plain Redis commands only ===
+
+async fn login(port: u16, user: &str, password: &str) -> MultiplexedConnection {
+    // Longer than the BLOCK times used below.
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    redis::Client::open(format!("redis://{user}:{password}@127.0.0.1:{port}"))
+        .expect("client")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("login")
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[tokio::test]
+async fn our_wsp_works_with_a_plain_redis_exchange() {
+    let link = Link::start_secured().await;
+    let mut config = link.secured_config();
+    config.roles = vec![openoes::config::Role::Wsp];
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    wait_for_health(
+        &channel,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut client = Client::new(channel.clone());
+
+    // The plain exchange: XREADGROUP on R as `exchange`, answers by XADD.
+    let r_port = link.topology.replica.port();
+    let exchange = tokio::spawn(async move {
+        let mut r = login(r_port, "exchange", "exchange-pw").await;
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg(&[
+                "CREATE",
+                "mirror:credit:request",
+                "credit-request-processor",
+                "0",
+                "MKSTREAM",
+            ])
+            .query_async(&mut r)
+            .await;
+        assert!(created.is_ok() || created.is_err_and(|e| e.code() == Some("BUSYGROUP")));
+        // First a response to a request nobody issued: must be ignored.
+        let _: String = redis::cmd("XADD")
+            .arg(&[
+                "mirror:credit:response",
+                "*",
+                "custodian",
+                "x",
+                "request_id",
+                "ghost",
+                "uid",
+                "zed",
+            ])
+            .arg(&[
+                "asset",
+                "BTC",
+                "c_change",
+                "+1",
+                "timestamp",
+                "1",
+                "ci",
+                "1",
+                "status",
+                "accepted",
+            ])
+            .arg(&["reject_reason", ""])
+            .query_async(&mut r)
+            .await
+            .expect("ghost response");
+        loop {
+            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                .arg(&[
+                    "GROUP",
+                    "credit-request-processor",
+                    "plain",
+                    "COUNT",
+                    "1",
+                    "BLOCK",
+                    "10000",
+                ])
+                .arg(&["STREAMS", "mirror:credit:request", ">"])
+                .query_async(&mut r)
+                .await
+                .expect("xreadgroup");
+            let Some(entry) = reply.keys.into_iter().flat_map(|k| k.ids).next() else {
+                continue;
+            };
+            let field = |name: &str| {
+                openoes::redis::value_text(entry.map.get(name).expect("standard field present"))
+            };
+            let ts: u64 = field("timestamp").parse().expect("seconds");
+            assert!(
+                ts.abs_diff(now_s()) < 600,
+                "timestamp in unix seconds: {ts}"
+            );
+            assert_eq!(field("c_change"), "+7.25");
+            assert_eq!(
+                (field("chain").as_str(), field("address").as_str()),
+                ("bitcoin", "bc1qcustody")
+            );
+            let _: String = redis::cmd("XADD")
+                .arg(&["mirror:credit:response", "*"])
+                .arg(&[
+                    "custodian",
+                    &field("custodian"),
+                    "request_id",
+                    &field("request_id"),
+                ])
+                .arg(&[
+                    "uid",
+                    &field("uid"),
+                    "asset",
+                    &field("asset"),
+                    "c_change",
+                    &field("c_change"),
+                ])
+                .arg(&["timestamp", &now_s().to_string(), "ci", &field("ci")])
+                .arg(&["status", "accepted", "reject_reason", ""])
+                .query_async(&mut r)
+                .await
+                .expect("response");
+            let _: u64 = redis::cmd("XACK")
+                .arg(&[
+                    "mirror:credit:request",
+                    "credit-request-processor",
+                    &entry.id,
+                ])
+                .query_async(&mut r)
+                .await
+                .expect("xack");
+            return field("request_id");
+        }
+    });
+    let record = request(
+        &mut client,
+        ask("erin", "BTC", "+7.25", "plain-x-1", 15_000),
+    )
+    .await;
+    assert_eq!(exchange.await.expect("exchange"), "plain-x-1");
+    assert_eq!(status(&record), pb::CreditRequestStatus::Accepted);
+    assert_eq!(inventory(&mut client, "erin", "BTC").await.amount, "7.25");
+    // The ghost response changed nothing and did not stop the reader.
+    let mut m = admin(link.topology.master.port()).await;
+    let ghost: bool = redis::cmd("EXISTS")
+        .arg("mirror:credit:req:ghost")
+        .query_async(&mut m)
+        .await
+        .expect("exists");
+    assert!(!ghost);
+    let zed: bool = redis::cmd("EXISTS")
+        .arg("CI:zed:BTC")
+        .query_async(&mut m)
+        .await
+        .expect("exists");
+    assert!(!zed);
+}
+
+#[tokio::test]
+async fn our_exchange_works_with_a_plain_redis_wsp() {
+    let link = Link::start_secured().await;
+    let mut config = link.secured_config();
+    config.roles = vec![openoes::config::Role::Exchange];
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    wait_for_health(
+        &channel,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _backend = {
+        let seen = std::sync::Arc::clone(&seen);
+        backend(channel.clone(), "ex", move |r| {
+            seen.lock().expect("lock").push(r.clone());
+            None
+        })
+    };
+
+    // The plain WSP: only standard keys and fields, on M as `wsp`.
+    let mut m = login(link.topology.master.port(), "wsp", "wsp-pw").await;
+    let _: () = redis::cmd("HSET")
+        .arg(&["CI:dave:BTC", "amount", "5"])
+        .query_async(&mut m)
+        .await
+        .expect("ci");
+    let xadd = |id: &'static str, ci: &'static str| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&[
+            "mirror:credit:request",
+            "*",
+            "custodian",
+            "other-wsp",
+            "request_id",
+            id,
+        ])
+        .arg(&[
+            "uid",
+            "dave",
+            "timestamp",
+            &now_s().to_string(),
+            "asset",
+            "BTC",
+        ])
+        .arg(&[
+            "c_change", "+1.5", "ci", ci, "chain", "bitcoin", "address", "bc1qdave",
+        ]);
+        cmd
+    };
+    let _: String = xadd("plain-w-bad", "7")
+        .query_async(&mut m)
+        .await
+        .expect("xadd");
+    let _: String = xadd("plain-w-1", "6.5")
+        .query_async(&mut m)
+        .await
+        .expect("xadd");
+
+    // The plain WSP reads R as `wsp-reader` and finds standard responses.
+    let mut reader = login(link.topology.replica.port(), "wsp-reader", "reader-pw").await;
+    let mut responses: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut after = "0-0".to_string();
+    while responses.len() < 2 {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREAD")
+            .arg(&[
+                "BLOCK",
+                "10000",
+                "STREAMS",
+                "mirror:credit:response",
+                &after,
+            ])
+            .query_async(&mut reader)
+            .await
+            .expect("xread");
+        let got: Vec<_> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+        assert!(!got.is_empty(), "responses arrive");
+        for entry in got {
+            after = entry.id.clone();
+            let fields: HashMap<String, String> = entry
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), openoes::redis::value_text(v)))
+                .collect();
+            responses.insert(fields["request_id"].clone(), fields);
+        }
+    }
+    let ok = &responses["plain-w-1"];
+    let want = [
+        ("custodian", "other-wsp"),
+        ("uid", "dave"),
+        ("asset", "BTC"),
+        ("c_change", "+1.5"),
+        ("ci", "6.5"),
+        ("status", "accepted"),
+        ("reject_reason", ""),
+    ];
+    for (name, value) in want {
+        assert_eq!(ok[name], value, "{name}");
+    }
+    assert!(
+        ok["timestamp"]
+            .parse::<u64>()
+            .expect("seconds")
+            .abs_diff(now_s())
+            < 600
+    );
+    assert_eq!(ok.len(), 9, "exactly the standard fields: {ok:?}");
+    // The wrong ci never reached the backend: the gateway rejected it.
+    let bad = &responses["plain-w-bad"];
+    assert_eq!(bad["status"], "rejected");
+    assert!(bad["reject_reason"].starts_with("CI_MISMATCH"), "{bad:?}");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (
+            seen[0].request_id.as_str(),
+            seen[0].user_id.as_str(),
+            seen[0].expected_ci.as_str()
+        ),
+        ("plain-w-1", "dave", "6.5")
+    );
+    assert_eq!(seen[0].custodian, "other-wsp");
+    assert!(seen[0].created_at.is_some(), "from the standard timestamp");
+}
+
+// === faults: each kills, restarts or resyncs something for real ===
+
+/// Polls a request's record until it is final.
+async fn await_final(client: &mut Client<Channel>, id: &str) -> pb::CreditRequest {
+    for _ in 0..400 {
+        if let Ok(r) = client
+            .get_credit_request(pb::GetCreditRequestRequest {
+                request_id: id.into(),
+            })
+            .await
+        {
+            let record = r.into_inner().credit_request.expect("record");
+            if status(&record) != pb::CreditRequestStatus::Pending {
+                return record;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} never became final");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_dies_holding_a_request_hands_it_to_another() {
+    let link = Link::start_secured().await;
+    let mut config = link.secured_config();
+    config.streams.claim_min_idle = Duration::from_millis(500);
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    wait_for_health(
+        &channel,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut client = Client::new(channel.clone());
+
+    // Subscriber A, on a connection of its own, takes the request and dies.
+    let a_channel = gateway.channel().await;
+    let mut a = Client::new(a_channel)
+        .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
+            group: String::new(),
+            consumer: "a".into(),
+        })
+        .await
+        .expect("subscribe a")
+        .into_inner();
+    request(&mut client, ask("fred", "ETH", "+3", "die-1", 0)).await;
+    let held = a.next().await.expect("delivery").expect("ok");
+    assert_eq!(held.credit_request.expect("request").request_id, "die-1");
+    drop(a);
+
+    // Subscriber B gets it after min-idle and answers it, once.
+    let counts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = {
+        let counts = std::sync::Arc::clone(&counts);
+        let mut client = Client::new(channel.clone());
+        tokio::spawn(async move {
+            let mut b = client
+                .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
+                    group: String::new(),
+                    consumer: "b".into(),
+                })
+                .await
+                .expect("subscribe b")
+                .into_inner();
+            while let Some(Ok(d)) = b.next().await {
+                counts.lock().expect("lock").push(d.delivery_count);
+                let id = d.credit_request.expect("request").request_id;
+                client
+                    .respond_to_credit_request(pb::RespondToCreditRequestRequest {
+                        request_id: id,
+                        decision: pb::CreditDecision::Accept as i32,
+                        reject_reason: String::new(),
+                    })
+                    .await
+                    .expect("respond");
+            }
+        })
+    };
+    let record = await_final(&mut client, "die-1").await;
+    assert_eq!(status(&record), pb::CreditRequestStatus::Accepted);
+    tokio::time::sleep(Duration::from_millis(1200)).await; // more than min-idle: nothing else comes
+    b.abort();
+    assert_eq!(
+        *counts.lock().expect("lock"),
+        [2],
+        "redelivered once, as its second delivery"
+    );
+    let mut r = admin(link.topology.replica.port()).await;
+    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 1);
+    assert!(
+        entries(&mut r, "mirror:credit:request:dlq")
+            .await
+            .is_empty()
+    );
+    assert_eq!(inventory(&mut client, "fred", "ETH").await.amount, "3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_resync_of_r_mid_flow_loses_nothing_and_applies_nothing_twice() {
+    let mut link = Link::start_secured().await;
+    let mut config = link.secured_config();
+    config.streams.claim_min_idle = Duration::from_millis(500);
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    wait_for_health(
+        &channel,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut client = Client::new(channel.clone());
+
+    // Ten requests decided before the resync.
+    let answering = backend(channel.clone(), "before", |_| None);
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let id = format!("rs-{n}");
+        let r = request(&mut client, ask(&format!("u{n}"), "BTC", "+1", &id, 10_000)).await;
+        assert_eq!(status(&r), pb::CreditRequestStatus::Accepted);
+        ids.push(id);
+    }
+    answering.abort();
+    // Ten more delivered to a subscriber that holds them, unanswered.
+    let mut hold = Client::new(gateway.channel().await)
+        .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
+            group: String::new(),
+            consumer: "hold".into(),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    for n in 0..10 {
+        let id = format!("rs-late-{n}");
+        request(&mut client, ask(&format!("u{n}"), "BTC", "+2", &id, 0)).await;
+        ids.push(id);
+    }
+    for _ in 0..10 {
+        hold.next().await.expect("delivery").expect("ok");
+    }
+    drop(hold);
+
+    // R restarts without persistence: a full resync from M wipes the group,
+    // the exchange's records and its responses.
+    link.topology.replica.restart().await.expect("restart R");
+    link.topology.wait_for_link().await.expect("R resynced");
+    let mut r = admin(link.topology.replica.port()).await;
+    assert!(
+        entries(&mut r, "mirror:credit:response").await.is_empty(),
+        "R's own writes are gone"
+    );
+
+    let _after = backend(channel.clone(), "after", |_| None);
+    for id in &ids {
+        assert_eq!(
+            status(&await_final(&mut client, id).await),
+            pb::CreditRequestStatus::Accepted,
+            "{id}"
+        );
+    }
+    let mut m = admin(link.topology.master.port()).await;
+    assert_ci_is_sum_of_accepted(&mut m, &ids).await;
+    let finals = final_events(&mut client, 20).await;
+    assert!(finals.values().all(|v| v.len() == 1), "{finals:?}");
+    // Only the ten undecided were answered again: decided ones were skipped.
+    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 10);
+}
+
+/// The gateway as a child process, to SIGKILL it.
+struct Process {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    fn start(config: &openoes::config::Config, dir: &std::path::Path) -> Self {
+        let path = dir.join("wsp.toml");
+        std::fs::write(&path, toml::to_string(config).expect("toml")).expect("write config");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_openoes"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn openoes serve");
+        Self {
+            child,
+            addr: config.grpc.listen,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        for _ in 0..200 {
+            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
+                .expect("uri")
+                .connect()
+                .await
+            {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gateway process never listened on {}", self.addr);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
+    let link = Link::start_secured().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut exchange_config = link.secured_config();
+    exchange_config.roles = vec![openoes::config::Role::Exchange];
+    let exchange = Gateway::start(exchange_config).await;
+    let exchange_channel = exchange.channel().await;
+    wait_for_health(
+        &exchange_channel,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let mut wsp_config = link.secured_config();
+    wsp_config.roles = vec![openoes::config::Role::Wsp];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr");
+    wsp_config.grpc.listen = port;
+    let mut wsp = Process::start(&wsp_config, dir.path());
+    let mut client = Client::new(wsp.channel().await);
+    wait_for_health(
+        &wsp.channel().await,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+    let ids: Vec<String> = (0..10).map(|n| format!("wr-{n}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        request(&mut client, ask(&format!("w{n}"), "ETH", "+4", id, 0)).await;
+    }
+
+    // The WSP gateway dies; the exchange answers meanwhile.
+    wsp.child.kill().expect("SIGKILL");
+    wsp.child.wait().expect("reaped");
+    let _backend = backend(exchange_channel.clone(), "ex", |_| None);
+    let mut r = admin(link.topology.replica.port()).await;
+    for _ in 0..200 {
+        if entries(&mut r, "mirror:credit:response").await.len() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 10);
+    let mut m = admin(link.topology.master.port()).await;
+    let still: String = redis::cmd("HGET")
+        .arg("mirror:credit:req:wr-0")
+        .arg("status")
+        .query_async(&mut m)
+        .await
+        .expect("status");
+    assert_eq!(still, "pending", "nobody applied it while the WSP was down");
+
+    // Back up: it applies all ten from the cursor, then serves on.
+    wsp = Process::start(&wsp_config, dir.path());
+    let mut client = Client::new(wsp.channel().await);
+    for id in &ids {
+        assert_eq!(
+            status(&await_final(&mut client, id).await),
+            pb::CreditRequestStatus::Accepted
+        );
+    }
+    let r2 = request(&mut client, ask("w0", "ETH", "+1", "wr-after", 10_000)).await;
+    assert_eq!(status(&r2), pb::CreditRequestStatus::Accepted);
+    assert_eq!(inventory(&mut client, "w0", "ETH").await.amount, "5");
+    let responses = entries(&mut r, "mirror:credit:response").await;
+    let cursor: String = redis::cmd("GET")
+        .arg("mirror:cursor:mirror:credit:response")
+        .query_async(&mut m)
+        .await
+        .expect("cursor");
+    assert_eq!(Some(&cursor), responses.last().map(|(id, _)| id));
+    let finals = final_events(&mut client, 11).await;
+    assert!(finals.values().all(|v| v.len() == 1));
+}
+
+#[tokio::test]
+async fn with_m_down_calls_fail_fast_and_everything_recovers_when_it_returns() {
+    let mut link = Link::start_secured().await;
+    // M persists every write (as a WSP's master must); R resyncs from it.
+    let mut m = admin(link.topology.master.port()).await;
+    for (k, v) in [("appendfsync", "always"), ("appendonly", "yes")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg(&["SET", k, v])
+            .query_async(&mut m)
+            .await
+            .expect("config");
+    }
+    for _ in 0..100 {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(&mut m)
+            .await
+            .expect("info");
+        if info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("REWRITE")
+        .query_async(&mut m)
+        .await
+        .expect("rewrite");
+    let gateway = Gateway::start(link.secured_config()).await;
+    let channel = gateway.channel().await;
+    wait_for_health(
+        &channel,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut client = Client::new(channel.clone());
+    let _backend = backend(channel.clone(), "ex", |_| None);
+    let first = request(&mut client, ask("gina", "BTC", "+1", "md-1", 10_000)).await;
+    assert_eq!(status(&first), pb::CreditRequestStatus::Accepted);
+
+    link.topology.master.kill().await;
+    wait_for_health(
+        &channel,
+        CREDIT,
+        ServingStatus::NotServing,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Within a 1 s deadline the answer is UNAVAILABLE, not a timeout.
+    let mut call = tonic::Request::new(ask("gina", "BTC", "+1", "md-2", 0));
+    call.set_timeout(Duration::from_secs(1));
+    let e = client.request_credit(call).await.expect_err("M is down");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let mut call = tonic::Request::new(pb::GetCreditInventoryRequest {
+        user_id: "gina".into(),
+        asset: "BTC".into(),
+    });
+    call.set_timeout(Duration::from_secs(1));
+    let e = client
+        .get_credit_inventory(call)
+        .await
+        .expect_err("M is down");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+
+    link.topology.master.restart().await.expect("M back");
+    link.topology.wait_for_link().await.expect("R back on M");
+    let mut m = admin(link.topology.master.port()).await;
+    let ci: Option<String> = redis::cmd("HGET")
+        .arg("CI:gina:BTC")
+        .arg("amount")
+        .query_async(&mut m)
+        .await
+        .expect("ci");
+    // Script effects are persisted as MULTI/EXEC: replayed despite the
+    // default user being off (see deploy/redis/acl/master.acl).
+    assert_eq!(ci.as_deref(), Some("1"), "M kept its data");
+    wait_for_health(
+        &channel,
+        CREDIT,
+        ServingStatus::Serving,
+        Duration::from_secs(15),
+    )
+    .await;
+    let second = request(&mut client, ask("gina", "BTC", "+2", "md-2", 15_000)).await;
+    assert_eq!(
+        status(&second),
+        pb::CreditRequestStatus::Accepted,
+        "{second:?}"
+    );
+    assert_eq!(inventory(&mut client, "gina", "BTC").await.amount, "3");
 }
