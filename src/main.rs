@@ -110,12 +110,9 @@ enum BenchCommand {
     /// Watch fan-out (the stream bridge, in this process): latency from
     /// XADD to each subscriber, events lost, RSS with idle watches.
     Watch {
-        /// The Redis to publish to and watch.
-        #[arg(long, default_value = "127.0.0.1")]
-        redis_host: String,
-        /// Its port.
-        #[arg(long, default_value_t = 6379)]
-        redis_port: u16,
+        /// The Redis to publish to and watch (credentials may be in the URL).
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
         /// Subscribers receiving every event.
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
@@ -132,18 +129,44 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// GetCreditInventory vs redis-benchmark HGETALL, and the credit round
+    /// trip (RequestCredit with wait, auto-accepting subscribers in this
+    /// process) paced and at the maximum rate. Needs a gateway serving both
+    /// roles.
+    Credit {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: String,
+        /// The WSP's master (M), for the baseline (credentials may be in
+        /// the URL).
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// Requests in flight (reads and the max-rate round trip).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds measured per scenario.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// HTTP/2 connections to spread requests over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Round trips per second of the paced scenario.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// GetQuote, single hop crossing 10 bins and 3 hops, vs redis-benchmark
     /// MGET of 10 keys. Writes its own BENCH-* pools through UpsertPool.
     Quote {
         /// Gateway address.
         #[arg(long, default_value = "127.0.0.1:50051")]
         addr: String,
-        /// The Redis holding quote data, for the baseline.
-        #[arg(long, default_value = "127.0.0.1")]
-        redis_host: String,
-        /// Its port.
-        #[arg(long, default_value_t = 6379)]
-        redis_port: u16,
+        /// The Redis holding quote data, for the baseline (credentials may
+        /// be in the URL).
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
         /// Requests in flight.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
@@ -234,8 +257,7 @@ fn main() -> ExitCode {
                 command:
                     BenchCommand::Quote {
                         addr,
-                        redis_host,
-                        redis_port,
+                        redis_url,
                         concurrency,
                         seconds,
                         connections,
@@ -244,8 +266,7 @@ fn main() -> ExitCode {
             } => {
                 let options = openoes::bench::BenchOptions {
                     addr,
-                    redis_host,
-                    redis_port,
+                    redis_url,
                     concurrency,
                     duration: std::time::Duration::from_secs(seconds),
                     connections,
@@ -258,9 +279,33 @@ fn main() -> ExitCode {
             }
             Command::Bench {
                 command:
+                    BenchCommand::Credit {
+                        addr,
+                        redis_url,
+                        concurrency,
+                        seconds,
+                        connections,
+                        rate,
+                        json,
+                    },
+            } => {
+                let options = openoes::bench::BenchOptions {
+                    addr,
+                    redis_url,
+                    concurrency,
+                    duration: std::time::Duration::from_secs(seconds),
+                    connections,
+                };
+                let figures = openoes::bench::credit::run(&options, rate).await?;
+                print!("{}", openoes::bench::table(&figures));
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
+                }
+            }
+            Command::Bench {
+                command:
                     BenchCommand::Watch {
-                        redis_host,
-                        redis_port,
+                        redis_url,
                         subscribers,
                         rate,
                         seconds,
@@ -269,8 +314,7 @@ fn main() -> ExitCode {
                     },
             } => {
                 let options = openoes::bench::WatchBenchOptions {
-                    redis_host,
-                    redis_port,
+                    redis_url,
                     subscribers,
                     rate,
                     duration: std::time::Duration::from_secs(seconds),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end smoke test with the real grpcurl binary against `openoes dev`:
 # reflection lists every service, health is SERVING, a BTC -> ETH quote works
-# on the demo pools, an unbuilt RPC says
-# UNIMPLEMENTED, killing Redis flips health to NOT_SERVING and restarting it
+# on the demo pools, the README's credit walk-through works step by step,
+# an unbuilt RPC says UNIMPLEMENTED, killing Redis flips health to NOT_SERVING and restarting it
 # flips it back, SIGTERM stops everything and leaves no redis-server behind.
 #
 # Usage: tests/e2e/smoke.sh path/to/openoes
@@ -13,10 +13,12 @@ WORK=$(mktemp -d)
 passed=0
 failed=0
 DEV_PID=
+SUB_PID=
 
 cleanup() {
   [ -n "$DEV_PID" ] && kill -KILL "$DEV_PID" 2>/dev/null
-  for port in ${M_PORT:-} ${R_PORT:-}; do redis-cli -p "$port" shutdown nosave >/dev/null 2>&1; done
+  [ -n "$SUB_PID" ] && kill "$SUB_PID" 2>/dev/null
+  for url in ${M_ADMIN:-} ${R_ADMIN:-}; do redis-cli -u "$url" shutdown nosave >/dev/null 2>&1; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -54,6 +56,8 @@ R_PORT=$(json 'd["replica"]["port"]')
 M_PID=$(json 'd["master"]["pid"]')
 R_PID=$(json 'd["replica"]["pid"]')
 M_CONF=$(json 'd["master"]["conf"]')
+M_ADMIN=$(json 'd["master"]["admin_url"]')
+R_ADMIN=$(json 'd["replica"]["admin_url"]')
 echo "openoes dev on $ADDR (M :$M_PORT pid $M_PID, R :$R_PORT pid $R_PID)"
 
 grep -q "grpcurl -plaintext $ADDR list" "$WORK/dev.out" && ok "dev prints grpcurl examples" || fail "dev prints grpcurl examples"
@@ -80,6 +84,34 @@ out=$(grpcurl -plaintext -d '{"token_in":"BTC","token_out":"ETH","amount":"10000
 pools=$(python3 -c "import json,sys; q=json.loads(sys.stdin.read())['quote']; print(' '.join(h['poolId'] for h in q['hops']), q['amountOut'])" <<<"$out" 2>/dev/null)
 [[ "$pools" == "BTC-USDC ETH-USDC "* ]] && ok "GetQuote BTC -> ETH on the demo pools: $pools" || fail "GetQuote BTC -> ETH: $out"
 
+# The README's credit walk-through, step by step.
+C=openoes.credit.v1.CreditService
+grpcurl -plaintext -d '{}' "$ADDR" $C/SubscribeCreditRequests >"$WORK/sub.out" 2>&1 &
+SUB_PID=$!
+out=$(grpcurl -plaintext -d '{"user_id":"alice","asset":"BTC","change":"+1.5","chain":"bitcoin","address":"bc1qdemo","request_id":"demo-1"}' "$ADDR" $C/RequestCredit 2>&1)
+grep -q CREDIT_REQUEST_STATUS_PENDING <<<"$out" && grep -q '"expectedCi": "1.5"' <<<"$out" \
+  && ok "WSP: RequestCredit +1.5 BTC for alice is PENDING, expected CI 1.5" || fail "RequestCredit: $out"
+for _ in $(seq 1 50); do grep -q '"requestId": "demo-1"' "$WORK/sub.out" && break; sleep 0.2; done
+grep -q '"requestId": "demo-1"' "$WORK/sub.out" && ok "exchange: SubscribeCreditRequests delivers demo-1" || fail "no delivery: $(cat "$WORK/sub.out")"
+out=$(grpcurl -plaintext -d '{"request_id":"demo-1","decision":"CREDIT_DECISION_ACCEPT"}' "$ADDR" $C/RespondToCreditRequest 2>&1)
+grep -q CREDIT_DECISION_ACCEPT <<<"$out" && ok "exchange: RespondToCreditRequest accepts it" || fail "RespondToCreditRequest: $out"
+for _ in $(seq 1 50); do
+  out=$(grpcurl -plaintext -d '{"request_id":"demo-1"}' "$ADDR" $C/GetCreditRequest 2>&1)
+  grep -q CREDIT_REQUEST_STATUS_ACCEPTED <<<"$out" && break
+  sleep 0.2
+done
+grep -q CREDIT_REQUEST_STATUS_ACCEPTED <<<"$out" && ok "WSP: GetCreditRequest shows ACCEPTED" || fail "GetCreditRequest: $out"
+out=$(grpcurl -plaintext -d '{"user_id":"alice","asset":"BTC"}' "$ADDR" $C/GetCreditInventory 2>&1)
+grep -q '"amount": "1.5"' <<<"$out" && ok "GetCreditInventory: alice has 1.5 BTC of credit" || fail "GetCreditInventory: $out"
+out=$(grpcurl -plaintext -max-time 2 -d '{"start_after_event_id":"0-0"}' "$ADDR" $C/WatchCreditEvents 2>&1)
+grep -q CREDIT_EVENT_TYPE_REQUESTED <<<"$out" && grep -q CREDIT_EVENT_TYPE_ACCEPTED <<<"$out" \
+  && ok "WatchCreditEvents replays requested and accepted" || fail "WatchCreditEvents: $out"
+out=$(grpcurl -plaintext -d '{"user_id":"alice","asset":"BTC","change":"1.5","chain":"bitcoin","address":"bc1qdemo"}' "$ADDR" $C/RequestCredit 2>&1)
+grep -q "Code: InvalidArgument" <<<"$out" && grep -q '"field":"change"' <<<"$out" \
+  && ok "a change without its sign: INVALID_ARGUMENT naming the field" || fail "bad change: $out"
+kill "$SUB_PID" 2>/dev/null
+SUB_PID=
+
 kill -KILL "$M_PID"
 t=$(health_becomes NOT_SERVING 10) && ok "SIGKILL of the master: health NOT_SERVING after ${t}s" || fail "health stayed SERVING with the master dead"
 
@@ -95,11 +127,13 @@ else
   wait "$DEV_PID"
   code=$?
   DEV_PID=
+SUB_PID=
   [ "$code" = 0 ] && ok "SIGTERM: openoes dev exited 0 in $((SECONDS - start))s" || fail "openoes dev exited $code"
 fi
 sleep 0.5
 left=
-for port in $M_PORT $R_PORT; do redis-cli -p "$port" ping >/dev/null 2>&1 && left="$left :$port"; done
+# ACLs are on: a live server answers NOAUTH.
+for port in $M_PORT $R_PORT; do redis-cli -p "$port" ping 2>&1 | grep -qE 'PONG|NOAUTH' && left="$left :$port"; done
 kill -0 "$R_PID" 2>/dev/null && left="$left pid $R_PID"
 [ -z "$left" ] && ok "no redis-server left behind" || fail "redis-server left behind:$left"
 

@@ -8,6 +8,11 @@
 //! for a single-hop swap crossing 10 bins and a 3-hop route, closed loop at
 //! the given concurrency, and `redis-benchmark` MGET of 10 bin keys with the
 //! same client count as the baseline.
+//!
+//! `bench watch` measures the stream bridge's fan-out in this process;
+//! `bench credit` ([`credit`]) the credit flow through a gateway.
+
+pub mod credit;
 
 use std::{
     process::Command,
@@ -29,10 +34,9 @@ use crate::proto::quote::v1::{
 pub struct BenchOptions {
     /// Gateway address, `host:port`.
     pub addr: String,
-    /// The Redis holding quote data (for the redis-benchmark baseline).
-    pub redis_host: String,
-    /// Its port.
-    pub redis_port: u16,
+    /// The Redis holding quote data (for the redis-benchmark baseline),
+    /// `redis://[user:password@]host:port`.
+    pub redis_url: String,
     /// Requests in flight.
     pub concurrency: usize,
     /// Measuring time per scenario.
@@ -123,13 +127,7 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
     let requests = (options.duration.as_secs_f64() * 50_000.0).max(10_000.0) as u64;
     let mut mget = vec!["MGET"];
     mget.extend(keys.iter().map(String::as_str));
-    let redis_ops = redis_benchmark(
-        &options.redis_host,
-        options.redis_port,
-        options.concurrency,
-        requests,
-        &mget,
-    )?;
+    let redis_ops = redis_benchmark(&options.redis_url, options.concurrency, requests, &mget)?;
     let mut figures = vec![Figure {
         name: format!("redis-benchmark MGET 10 keys, -c {}", options.concurrency),
         ops_per_sec: redis_ops,
@@ -175,7 +173,7 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
     Ok(figures)
 }
 
-async fn connect(options: &BenchOptions) -> Result<Vec<Channel>, BenchError> {
+pub(crate) async fn connect(options: &BenchOptions) -> Result<Vec<Channel>, BenchError> {
     let mut channels = Vec::new();
     for _ in 0..options.connections.max(1) {
         let channel = Channel::from_shared(format!("http://{}", options.addr))
@@ -240,7 +238,7 @@ async fn setup_pools(channel: &Channel) -> Result<(), BenchError> {
 /// Closed loop: `concurrency` tasks each send one request after another
 /// for `duration`, spread over the channels. `call` makes one call on a
 /// channel.
-async fn load<F, Fut>(channels: &[Channel], options: &BenchOptions, call: F) -> Figure
+pub(crate) async fn load<F, Fut>(channels: &[Channel], options: &BenchOptions, call: F) -> Figure
 where
     F: Fn(Channel) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
@@ -287,29 +285,21 @@ where
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // 1 us to 60 s, 3 significant digits: constant, valid bounds.
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Runs `redis-benchmark` with `clients` connections and `requests`
-/// requests of `command` against `host:port`; returns requests per second.
-fn redis_benchmark(
-    host: &str,
-    port: u16,
+/// requests of `command` against `url`; returns requests per second.
+pub(crate) fn redis_benchmark(
+    url: &str,
     clients: usize,
     requests: u64,
     command: &[&str],
 ) -> Result<f64, BenchError> {
     let output = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            host,
-            "-p",
-            &port.to_string(),
-            "-c",
-            &clients.to_string(),
-        ])
+        .args(["-u", url, "-c", &clients.to_string()])
         .args(["-n", &requests.to_string(), "--csv"])
         .args(command)
         .output()
@@ -359,10 +349,8 @@ pub fn table(figures: &[Figure]) -> String {
 /// How `bench watch` runs.
 #[derive(Debug, Clone)]
 pub struct WatchBenchOptions {
-    /// The Redis to publish to and watch.
-    pub redis_host: String,
-    /// Its port.
-    pub redis_port: u16,
+    /// The Redis to publish to and watch, `redis://[user:password@]host:port`.
+    pub redis_url: String,
     /// Subscribers receiving every event.
     pub subscribers: usize,
     /// Events published per second.
@@ -388,7 +376,7 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
 
     const KEY: &str = "bench:watch";
     let endpoint = RedisEndpointConfig {
-        url: format!("redis://{}:{}", options.redis_host, options.redis_port),
+        url: options.redis_url.clone(),
         ..RedisEndpointConfig::default()
     };
     let redis = Redis::new(&RedisConfig {
@@ -415,7 +403,7 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
         "t",
         "0",
     ];
-    let redis_ops = redis_benchmark(&options.redis_host, options.redis_port, 50, 200_000, &xadd)?;
+    let redis_ops = redis_benchmark(&options.redis_url, 50, 200_000, &xadd)?;
 
     let rss_before = rss_kib();
     let mut idle = Vec::new();

@@ -1,0 +1,214 @@
+//! `bench credit`: the credit flow through a gateway serving both roles.
+//!
+//! - GetCreditInventory, closed loop at the given concurrency, against
+//!   `redis-benchmark` HGETALL of the same CI hash with the same client
+//!   count: the ratio.
+//! - The round trip: RequestCredit with `wait`, answered by auto-accepting
+//!   exchange subscribers in this process (SubscribeCreditRequests +
+//!   RespondToCreditRequest), at a fixed rate (open loop: latency counts
+//!   from when the request was due, so a stall is not hidden), and closed
+//!   loop at the given concurrency for the maximum sustained rate.
+//!
+//! Every round trip uses a user of its own, so no request waits for
+//! another's decision (one request in flight per user and asset).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tonic::transport::Channel;
+
+use super::{BenchError, BenchOptions, Figure, connect, load, new_histogram, redis_benchmark};
+use crate::proto::credit::v1::{
+    CreditDecision, CreditRequestStatus, GetCreditInventoryRequest, RequestCreditRequest,
+    RespondToCreditRequestRequest, SubscribeCreditRequestsRequest,
+    credit_service_client::CreditServiceClient as Client,
+};
+
+/// Auto-accepting exchange subscribers.
+const SUBSCRIBERS: usize = 2;
+/// Round trips in flight at most in the paced run; more count as errors.
+const MAX_OUTSTANDING: usize = 10_000;
+/// How long a round trip may wait for its decision.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs the credit benchmark; `rate` is the paced round trips per second.
+pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, BenchError> {
+    let channels = connect(options).await?;
+    let exchange: Vec<_> = (0..SUBSCRIBERS)
+        .map(|i| tokio::spawn(accept_everything(channels[i % channels.len()].clone(), i)))
+        .collect();
+    // Unique per run: a rerun against the same Redis starts from fresh users.
+    let run_id = std::process::id();
+    let next = Arc::new(AtomicU64::new(0));
+
+    // The CI read: one user's BTC credit, made through the flow itself.
+    let user = format!("bench-{run_id}-ci");
+    round_trip(channels[0].clone(), &user, "BTC")
+        .await
+        .map_err(gateway)?;
+    let key = format!("CI:{user}:BTC");
+    let requests = (options.duration.as_secs_f64() * 50_000.0).max(10_000.0) as u64;
+    let redis_ops = redis_benchmark(
+        &options.redis_url,
+        options.concurrency,
+        requests,
+        &["HGETALL", &key],
+    )?;
+    let mut figures = vec![Figure {
+        name: format!(
+            "redis-benchmark HGETALL CI hash, -c {}",
+            options.concurrency
+        ),
+        ops_per_sec: redis_ops,
+        ratio_to_redis: Some(1.0),
+        ..Figure::default()
+    }];
+    let mut read = load(&channels, options, move |channel| {
+        let mut client = Client::new(channel);
+        let request = GetCreditInventoryRequest {
+            user_id: user.clone(),
+            asset: "BTC".into(),
+        };
+        async move { client.get_credit_inventory(request).await.map(drop) }
+    })
+    .await;
+    read.name = format!("GetCreditInventory, concurrency {}", options.concurrency);
+    read.ratio_to_redis = Some(read.ops_per_sec / redis_ops);
+    figures.push(read);
+
+    let mut paced = paced(&channels, rate, options.duration, run_id, Arc::clone(&next)).await;
+    paced.name = format!("credit round trip (RequestCredit + wait), paced {rate}/s");
+    figures.push(paced);
+
+    let counter = Arc::clone(&next);
+    let mut max = load(&channels, options, move |channel| {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+    })
+    .await;
+    max.name = format!(
+        "credit round trip, max rate (concurrency {})",
+        options.concurrency
+    );
+    figures.push(max);
+    for task in exchange {
+        task.abort();
+    }
+    Ok(figures)
+}
+
+fn gateway(e: tonic::Status) -> BenchError {
+    BenchError::Gateway(e.to_string())
+}
+
+/// One RequestCredit with wait; an error unless it comes back accepted.
+async fn round_trip(channel: Channel, user: &str, asset: &str) -> Result<(), tonic::Status> {
+    let request = RequestCreditRequest {
+        user_id: user.into(),
+        asset: asset.into(),
+        change: "+1".into(),
+        chain: "bench".into(),
+        address: "bench-address".into(),
+        request_id: String::new(),
+        wait: prost_types::Duration::try_from(WAIT).ok(),
+    };
+    let record = Client::new(channel)
+        .request_credit(request)
+        .await?
+        .into_inner()
+        .credit_request;
+    match record.map(|r| r.status()) {
+        Some(CreditRequestStatus::Accepted) => Ok(()),
+        other => Err(tonic::Status::internal(format!(
+            "round trip ended {other:?}"
+        ))),
+    }
+}
+
+/// An exchange backend that accepts every request, until aborted.
+async fn accept_everything(channel: Channel, i: usize) {
+    let mut client = Client::new(channel);
+    loop {
+        let subscribed = client
+            .subscribe_credit_requests(SubscribeCreditRequestsRequest {
+                group: String::new(),
+                consumer: format!("bench-exchange-{i}"),
+            })
+            .await;
+        if let Ok(deliveries) = subscribed {
+            let mut deliveries = deliveries.into_inner();
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                let Some(request) = delivery.credit_request else {
+                    continue;
+                };
+                let answer = RespondToCreditRequestRequest {
+                    request_id: request.request_id,
+                    decision: CreditDecision::Accept as i32,
+                    reject_reason: String::new(),
+                };
+                if let Err(e) = client.respond_to_credit_request(answer).await {
+                    tracing::warn!(error = %e, "bench exchange could not respond");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Open loop: a round trip due every 1/rate s for `duration`, each timed
+/// from when it was due.
+async fn paced(
+    channels: &[Channel],
+    rate: u64,
+    duration: Duration,
+    run_id: u32,
+    next: Arc<AtomicU64>,
+) -> Figure {
+    let period = Duration::from_secs(1) / u32::try_from(rate.max(1)).unwrap_or(u32::MAX);
+    let total = (duration.as_secs_f64() * rate as f64) as u64;
+    let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    let mut dropped = 0;
+    for i in 0..total {
+        let due = started + period * u32::try_from(i).unwrap_or(u32::MAX);
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(permit) = Arc::clone(&outstanding).try_acquire_owned() else {
+            dropped += 1;
+            continue;
+        };
+        let channel = channels[i as usize % channels.len()].clone();
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        tasks.spawn(async move {
+            let _permit = permit;
+            let result = round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await;
+            (result.is_ok(), due.elapsed())
+        });
+    }
+    let mut histogram = new_histogram();
+    let mut errors = dropped;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok((true, latency)) => {
+                let _ = histogram.record(latency.as_micros() as u64);
+            }
+            _ => errors += 1,
+        }
+    }
+    Figure {
+        name: String::new(),
+        ops_per_sec: histogram.len() as f64 / duration.as_secs_f64(),
+        p50_us: Some(histogram.value_at_quantile(0.50)),
+        p99_us: Some(histogram.value_at_quantile(0.99)),
+        max_us: Some(histogram.max()),
+        errors,
+        ratio_to_redis: None,
+    }
+}
