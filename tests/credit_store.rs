@@ -242,6 +242,7 @@ use openoes::credit::store::{ApplyOutcome, CreditResponse};
 fn response(
     entry_id: &str,
     request_id: &str,
+    (uid, asset): (&str, &str),
     status: &str,
     ci: &str,
     reason: &str,
@@ -249,6 +250,8 @@ fn response(
     CreditResponse {
         entry_id: entry_id.into(),
         request_id: request_id.into(),
+        uid: uid.into(),
+        asset: asset.into(),
         status: status.into(),
         ci: ci.into(),
         reject_reason: reason.into(),
@@ -274,7 +277,14 @@ async fn an_accepted_response_is_applied_exactly_once() {
         .await
         .expect("request");
     // The exchange may print the same value differently: compared exactly.
-    let accepted = response("1700000000000-0", "r-1", "accepted", "10.50", "");
+    let accepted = response(
+        "1700000000000-0",
+        "r-1",
+        ("alice", "BTC"),
+        "accepted",
+        "10.50",
+        "",
+    );
     assert_eq!(
         store.apply_response(&accepted).await.expect("apply"),
         ApplyOutcome::Applied
@@ -295,6 +305,7 @@ async fn an_accepted_response_is_applied_exactly_once() {
     let late = response(
         "1700000000001-0",
         "r-1",
+        ("alice", "BTC"),
         "rejected",
         "10.5",
         "changed my mind",
@@ -313,7 +324,14 @@ async fn an_accepted_response_is_applied_exactly_once() {
         .request(&request("r-2", "alice", "BTC", "-3.25"))
         .await
         .expect("next request is allowed");
-    let accepted = response("1700000000002-0", "r-2", "accepted", "7.25", "");
+    let accepted = response(
+        "1700000000002-0",
+        "r-2",
+        ("alice", "BTC"),
+        "accepted",
+        "7.25",
+        "",
+    );
     assert_eq!(
         store.apply_response(&accepted).await.expect("apply"),
         ApplyOutcome::Applied
@@ -350,6 +368,7 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
     let rejected = response(
         "1700000000000-0",
         "r-1",
+        ("bob", "ETH"),
         "rejected",
         "2",
         "address not whitelisted",
@@ -374,7 +393,14 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
         .expect("no longer in flight");
 
     // Accepted, but with a ci the request never carried: not applied.
-    let odd = response("1700000000001-0", "r-2", "accepted", "2000", "");
+    let odd = response(
+        "1700000000001-0",
+        "r-2",
+        ("bob", "ETH"),
+        "accepted",
+        "2000",
+        "",
+    );
     assert_eq!(
         store.apply_response(&odd).await.expect("apply"),
         ApplyOutcome::Anomaly
@@ -391,8 +417,37 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
         .expect("event");
     assert_eq!(last["type"], "anomaly");
 
+    // Accepted with the right ci but naming another user: not applied,
+    // neither to bob nor to mallory.
+    let forged = response(
+        "1700000000001-1",
+        "r-2",
+        ("mallory", "ETH"),
+        "accepted",
+        "2",
+        "",
+    );
+    assert_eq!(
+        store.apply_response(&forged).await.expect("apply"),
+        ApplyOutcome::Anomaly
+    );
+    for key in ["CI:bob:ETH", "CI:mallory:ETH"] {
+        assert_eq!(
+            ci(&mut conn, key).await,
+            (String::new(), String::new()),
+            "{key}"
+        );
+    }
+
     // A response to a request this WSP never issued is ignored.
-    let stranger = response("1700000000002-0", "someone-else", "accepted", "1", "");
+    let stranger = response(
+        "1700000000002-0",
+        "someone-else",
+        ("zed", "BTC"),
+        "accepted",
+        "1",
+        "",
+    );
     assert_eq!(
         store.apply_response(&stranger).await.expect("apply"),
         ApplyOutcome::Unknown

@@ -32,7 +32,9 @@ use crate::proto::credit::v1::{
 };
 
 /// Auto-accepting exchange subscribers.
-const SUBSCRIBERS: usize = 2;
+const SUBSCRIBERS: usize = 4;
+/// Answers each subscriber has in flight at most.
+const ANSWERS_IN_FLIGHT: usize = 64;
 /// Round trips in flight at most in the paced run; more count as errors.
 const MAX_OUTSTANDING: usize = 10_000;
 /// How long a round trip may wait for its decision.
@@ -132,11 +134,15 @@ async fn round_trip(channel: Channel, user: &str, asset: &str) -> Result<(), ton
     }
 }
 
-/// An exchange backend that accepts every request, until aborted.
+/// An exchange backend that accepts every request, answering up to
+/// [`ANSWERS_IN_FLIGHT`] at once (as a real backend would, rather than one
+/// after another), until aborted.
 async fn accept_everything(channel: Channel, i: usize) {
-    let mut client = Client::new(channel);
+    let client = Client::new(channel);
+    let in_flight = Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT));
     loop {
         let subscribed = client
+            .clone()
             .subscribe_credit_requests(SubscribeCreditRequestsRequest {
                 group: String::new(),
                 consumer: format!("bench-exchange-{i}"),
@@ -148,14 +154,21 @@ async fn accept_everything(channel: Channel, i: usize) {
                 let Some(request) = delivery.credit_request else {
                     continue;
                 };
-                let answer = RespondToCreditRequestRequest {
-                    request_id: request.request_id,
-                    decision: CreditDecision::Accept as i32,
-                    reject_reason: String::new(),
+                let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+                    return;
                 };
-                if let Err(e) = client.respond_to_credit_request(answer).await {
-                    tracing::warn!(error = %e, "bench exchange could not respond");
-                }
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let answer = RespondToCreditRequestRequest {
+                        request_id: request.request_id,
+                        decision: CreditDecision::Accept as i32,
+                        reject_reason: String::new(),
+                    };
+                    if let Err(e) = client.respond_to_credit_request(answer).await {
+                        tracing::warn!(error = %e, "bench exchange could not respond");
+                    }
+                });
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -189,17 +202,26 @@ async fn paced(
         tasks.spawn(async move {
             let _permit = permit;
             let result = round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await;
-            (result.is_ok(), due.elapsed())
+            (result, due.elapsed())
         });
     }
     let mut histogram = new_histogram();
     let mut errors = dropped;
+    let mut first_error =
+        (dropped > 0).then(|| format!("{dropped} not sent: {MAX_OUTSTANDING} in flight"));
     while let Some(done) = tasks.join_next().await {
         match done {
-            Ok((true, latency)) => {
+            Ok((Ok(()), latency)) => {
                 let _ = histogram.record(latency.as_micros() as u64);
             }
-            _ => errors += 1,
+            Ok((Err(e), _)) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert_with(|| e.to_string());
+            }
         }
     }
     Figure {
@@ -209,6 +231,7 @@ async fn paced(
         p99_us: Some(histogram.value_at_quantile(0.99)),
         max_us: Some(histogram.max()),
         errors,
+        first_error,
         ratio_to_redis: None,
     }
 }

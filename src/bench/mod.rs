@@ -61,6 +61,9 @@ pub struct Figure {
     pub max_us: Option<u64>,
     /// Failed operations (must be 0).
     pub errors: u64,
+    /// The first failure, to tell what went wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     /// ops_per_sec relative to the Redis baseline.
     pub ratio_to_redis: Option<f64>,
 }
@@ -131,11 +134,8 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
     let mut figures = vec![Figure {
         name: format!("redis-benchmark MGET 10 keys, -c {}", options.concurrency),
         ops_per_sec: redis_ops,
-        p50_us: None,
-        p99_us: None,
-        max_us: None,
-        errors: 0,
         ratio_to_redis: Some(1.0),
+        ..Figure::default()
     }];
     let health = load(&channels, options, |channel| {
         let mut client = HealthClient::new(channel);
@@ -252,25 +252,31 @@ where
         tasks.push(tokio::spawn(async move {
             let mut histogram = new_histogram();
             let mut errors = 0u64;
+            let mut first = None;
             while Instant::now() < deadline {
                 let started = Instant::now();
                 match call(channel.clone()).await {
                     Ok(_) => {
                         let _ = histogram.record(started.elapsed().as_micros() as u64);
                     }
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
+                    }
                 }
             }
-            (histogram, errors)
+            (histogram, errors, first)
         }));
     }
     let started = Instant::now();
     let mut histogram = new_histogram();
     let mut errors = 0;
+    let mut first_error = None;
     for task in tasks {
-        if let Ok((h, e)) = task.await {
+        if let Ok((h, e, first)) = task.await {
             let _ = histogram.add(&h);
             errors += e;
+            first_error = first_error.or(first);
         }
     }
     let elapsed = started.elapsed().max(options.duration).as_secs_f64();
@@ -281,6 +287,7 @@ where
         p99_us: Some(histogram.value_at_quantile(0.99)),
         max_us: Some(histogram.max()),
         errors,
+        first_error,
         ratio_to_redis: None,
     }
 }
@@ -340,6 +347,11 @@ pub fn table(figures: &[Figure]) -> String {
             f.ratio_to_redis
                 .map_or_else(|| "-".into(), |r| format!("{r:.3}")),
         );
+    }
+    for f in figures {
+        if let Some(e) = &f.first_error {
+            out += &format!("first error of \"{}\": {e}\n", f.name);
+        }
     }
     out
 }
@@ -504,6 +516,7 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
             max_us: Some(histogram.max()),
             errors: lost,
             ratio_to_redis: Some(options.rate as f64 / redis_ops),
+            ..Figure::default()
         },
         Figure {
             name: format!(

@@ -89,6 +89,10 @@ pub struct CreditResponse {
     pub entry_id: String,
     /// The request answered.
     pub request_id: String,
+    /// The `uid` field: must be the request's.
+    pub uid: String,
+    /// The `asset` field: must be the request's.
+    pub asset: String,
     /// The `status` field as sent: `accepted` or `rejected` (anything
     /// else is recorded as an anomaly).
     pub status: String,
@@ -194,8 +198,8 @@ impl CreditStore {
                 .arg(self.events_maxlen)
                 .invoke_async(&mut *conn)
                 .await;
-            let outcome = match reply {
-                Ok(outcome) => outcome,
+            let mut outcome = match reply {
+                Ok(outcome) => outcome.into_iter(),
                 Err(e) if e.code() == Some("REQUEST_ID_REUSED") => {
                     return Err(CreditError::RequestIdReused(request.request_id.clone()));
                 }
@@ -205,17 +209,15 @@ impl CreditStore {
                 }
                 Err(e) => return Err(self.err(e)),
             };
-            let record = || async {
-                self.record(&request.request_id)
-                    .await?
-                    .ok_or_else(|| CreditError::Corrupt {
-                        key: request_key(&request.request_id),
-                        reason: "missing right after it was written".into(),
-                    })
-            };
-            match outcome.first().map(String::as_str) {
-                Some("created") => return Ok(RequestOutcome::Created(record().await?)),
-                Some("existing") => return Ok(RequestOutcome::Existing(record().await?)),
+            let verdict = outcome.next();
+            let mut fields = HashMap::new();
+            while let (Some(k), Some(v)) = (outcome.next(), outcome.next()) {
+                fields.insert(k, v);
+            }
+            let record = CreditRecord { fields };
+            match verdict.as_deref() {
+                Some("created") => return Ok(RequestOutcome::Created(record)),
+                Some("existing") => return Ok(RequestOutcome::Existing(record)),
                 _ => continue, // stale: the CI changed; read it again
             }
         }
@@ -246,39 +248,30 @@ impl CreditStore {
         &self,
         response: &CreditResponse,
     ) -> Result<ApplyOutcome, CreditError> {
-        let record = self.record(&response.request_id).await?;
-        let (uid, asset, ci_matches) = match &record {
-            Some(r) => {
-                // Compared as exact decimals: "10.50" and "10.5" agree.
-                let same = match (amount::parse(&response.ci), amount::parse(r.field("ci"))) {
-                    (Ok(a), Ok(b)) => a == b,
-                    _ => false,
-                };
-                (
-                    r.field("uid").to_string(),
-                    r.field("asset").to_string(),
-                    same,
-                )
-            }
-            // Unknown here; the script still advances the cursor.
-            None => (String::new(), String::new(), false),
-        };
+        // Canonical, so the script's string comparison is exact: "10.50"
+        // and "10.5" agree.
+        let ci = amount::parse(&response.ci)
+            .map(amount::format)
+            .unwrap_or_default();
+        let (uid, asset) = (&response.uid, &response.asset);
         let (_, now_ms) = now();
         let mut conn = self.redis.conn().await?;
         let outcome: String = APPLY_RESPONSE
             .key(request_key(&response.request_id))
-            .key(ci_key(&uid, &asset))
-            .key(inflight_key(&uid, &asset))
+            .key(ci_key(uid, asset))
+            .key(inflight_key(uid, asset))
             .key(EVENTS_STREAM)
             .key(RESPONSE_CURSOR)
-            .key(assets_key(&uid))
+            .key(assets_key(uid))
             .arg(&response.entry_id)
             .arg(&response.request_id)
             .arg(&response.status)
             .arg(&response.reject_reason)
-            .arg(if ci_matches { "1" } else { "0" })
+            .arg(ci)
             .arg(now_ms)
             .arg(self.events_maxlen)
+            .arg(uid)
+            .arg(asset)
             .invoke_async(&mut *conn)
             .await
             .map_err(|e| self.err(e))?;

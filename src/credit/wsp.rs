@@ -95,6 +95,8 @@ async fn read_responses(
             let response = CreditResponse {
                 entry_id: entry.id.clone(),
                 request_id: field("request_id"),
+                uid: field("uid"),
+                asset: field("asset"),
                 status: field("status"),
                 ci: field("ci"),
                 reject_reason: field("reject_reason"),

@@ -220,7 +220,7 @@ impl QuoteStore {
         let version: Option<u64> = conn.get(VERSION_KEY).await.map_err(|e| self.err(e))?;
         let mut ids: Vec<String> = conn.smembers(POOLS_KEY).await.map_err(|e| self.err(e))?;
         ids.sort();
-        let pools = self.pools_by_id(&mut conn, &ids).await?;
+        let pools = self.pools_by_id(&mut *conn, &ids).await?;
         Ok((version.unwrap_or(0), pools))
     }
 
@@ -243,12 +243,12 @@ impl QuoteStore {
     /// Configurations of `ids` (missing ones left out), in order.
     pub async fn pools(&self, ids: &[String]) -> Result<Vec<Pool>, StoreError> {
         let mut conn = self.redis.conn().await?;
-        self.pools_by_id(&mut conn, ids).await
+        self.pools_by_id(&mut *conn, ids).await
     }
 
     async fn pools_by_id(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut (impl redis::aio::ConnectionLike + Send),
         ids: &[String],
     ) -> Result<Vec<Pool>, StoreError> {
         if ids.is_empty() {

@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use bb8::{CustomizeConnection, PooledConnection};
+use bb8::PooledConnection;
 use bb8_redis::RedisConnectionManager;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, aio::MultiplexedConnection,
@@ -192,7 +192,7 @@ impl Redis {
 pub struct RedisEndpoint {
     endpoint: Endpoint,
     client: Client,
-    pool: bb8::Pool<RedisConnectionManager>,
+    pool: bb8::Pool<Manager>,
     /// Set by the health monitor ([`Reachability`]); read by every `conn()`
     /// to fail fast while the endpoint is known to be down.
     reachability: Arc<AtomicU8>,
@@ -211,13 +211,17 @@ impl RedisEndpoint {
     ) -> Result<Self, RedisError> {
         let info = connection_info(config)?;
         let client = Client::open(info.clone()).map_err(RedisError::Config)?;
-        let manager = RedisConnectionManager::new(info).map_err(RedisError::Config)?;
+        let manager = Manager {
+            inner: RedisConnectionManager::new(info).map_err(RedisError::Config)?,
+            reply_timeout: limits.command_timeout,
+        };
         let last_connect_error = LastConnectError::default();
         let pool = bb8::Pool::builder()
             .max_size(limits.pool_size)
             .connection_timeout(limits.pool_timeout)
             .error_sink(Box::new(last_connect_error.clone()))
-            .connection_customizer(Box::new(ReplyTimeout(limits.command_timeout)))
+            // Manager::has_broken notices dead connections instead.
+            .test_on_check_out(false)
             .build_unchecked(manager);
         Ok(Self {
             endpoint,
@@ -259,7 +263,7 @@ impl RedisEndpoint {
 
     /// A pooled connection for short commands. Fails at once with
     /// UNAVAILABLE while the endpoint is known to be down.
-    pub async fn conn(&self) -> Result<PooledConnection<'_, RedisConnectionManager>, RedisError> {
+    pub async fn conn(&self) -> Result<PooledConnection<'_, Manager>, RedisError> {
         if self.reachability() == Reachability::Down {
             return Err(RedisError::Unavailable {
                 endpoint: self.endpoint,
@@ -318,18 +322,85 @@ impl bb8::ErrorSink<redis::RedisError> for LastConnectError {
     }
 }
 
-/// Sets the configured reply timeout on every connection lent by the pool
-/// (bb8-redis would leave redis-rs's 500 ms default).
-#[derive(Debug)]
-struct ReplyTimeout(Duration);
+/// The pool's connection manager: bb8-redis's, plus what it lacks for us.
+/// bb8-redis checks a connection with a PING on every checkout (it cannot
+/// tell a dead multiplexed connection otherwise), which doubled the round
+/// trips of every call; here a connection is retired when a command on it
+/// fails at the connection level, and replies time out after
+/// `redis.command_timeout` rather than redis-rs's 500 ms default.
+pub struct Manager {
+    inner: RedisConnectionManager,
+    reply_timeout: Duration,
+}
 
-impl CustomizeConnection<MultiplexedConnection, redis::RedisError> for ReplyTimeout {
-    fn on_acquire<'a>(
-        &'a self,
-        conn: &'a mut MultiplexedConnection,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), redis::RedisError>> + Send + 'a>> {
-        conn.set_response_timeout(self.0);
-        Box::pin(async { Ok(()) })
+impl bb8::ManageConnection for Manager {
+    type Connection = PoolConnection;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> Result<PoolConnection, redis::RedisError> {
+        let mut conn = self.inner.connect().await?;
+        conn.set_response_timeout(self.reply_timeout);
+        Ok(PoolConnection {
+            conn,
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PoolConnection) -> Result<(), redis::RedisError> {
+        self.inner.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut PoolConnection) -> bool {
+        conn.broken
+    }
+}
+
+/// A pooled connection that remembers whether it failed at the connection
+/// level (I/O, dropped, timed out), so the pool drops it.
+pub struct PoolConnection {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
+impl PoolConnection {
+    fn note<T>(&mut self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &result
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_unrecoverable_error())
+        {
+            self.broken = true;
+        }
+        result
+    }
+}
+
+impl redis::aio::ConnectionLike for PoolConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_command(cmd).await;
+            self.note(result)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let result = self.conn.req_packed_commands(pipeline, offset, count).await;
+            self.note(result)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
     }
 }
 

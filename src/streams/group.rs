@@ -173,7 +173,7 @@ impl GroupHub {
     ) -> Result<(), RedisError> {
         let mut conn = self.redis.conn().await?;
         dead_letter(
-            &mut conn,
+            &mut *conn,
             &self.config,
             key,
             group,
@@ -605,7 +605,7 @@ impl Member {
 /// one script; false if it was acknowledged meanwhile.
 #[allow(clippy::too_many_arguments)]
 async fn dead_letter(
-    conn: &mut MultiplexedConnection,
+    conn: &mut (impl redis::aio::ConnectionLike + Send),
     config: &StreamsConfig,
     key: &str,
     group: &str,

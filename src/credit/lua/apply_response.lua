@@ -1,8 +1,11 @@
 -- apply_response: apply one exchange response (read from R) to M, exactly
 -- once, and advance the WSP's cursor over the response stream. Money is
 -- never computed here: an accepted request sets CI to the `ci` the request
--- carried, which Rust computed exactly; Rust also compared the response's
--- `ci` with it (as decimals) and passes the verdict in ARGV[5].
+-- carried, which Rust computed exactly. Rust passes the response's `ci` in
+-- canonical form (ARGV[5]); the request's is canonical too (we wrote it), so
+-- string equality is exact decimal equality. The keys are built from the
+-- response's `uid` and `asset`; a response whose uid or asset is not its
+-- request's is an anomaly and touches none of them.
 --
 -- KEYS[1] mirror:credit:req:<request_id>        the request's record
 -- KEYS[2] CI:<uid>:<asset>                      Credit Inventory
@@ -13,8 +16,9 @@
 -- ARGV[1] response entry id on R   ARGV[2] request_id
 -- ARGV[3] status as sent: accepted | rejected (else: an anomaly)
 -- ARGV[4] reject_reason
--- ARGV[5] "1" if the response's ci equals the request's ci, else "0"
+-- ARGV[5] the response's ci, canonical ("" if not a decimal)
 -- ARGV[6] now, unix milliseconds   ARGV[7] approximate MAXLEN of the event log
+-- ARGV[8] the response's uid   ARGV[9] the response's asset
 --
 -- Returns one of: "applied", "duplicate" (this response or a later one was
 -- applied already), "unknown" (no such request here: another party's),
@@ -45,9 +49,14 @@ if req[1] ~= 'pending' then
   return 'final'
 end
 local event = {'request_id', ARGV[2], 'uid', req[3], 'asset', req[4], 'c_change', req[5], 'at_ms', ARGV[6]}
+if req[3] ~= ARGV[8] or req[4] ~= ARGV[9] then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'anomaly', 'ci', req[2],
+    'reason', 'response names another uid or asset than its request', unpack(event))
+  return 'anomaly'
+end
 
 if ARGV[3] == 'accepted' then
-  if ARGV[5] ~= '1' then
+  if ARGV[5] ~= req[2] then
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[7], '*', 'type', 'anomaly', 'ci', req[2],
       'reason', 'accepted with a ci other than the request carried', unpack(event))
     return 'anomaly'
