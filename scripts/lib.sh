@@ -39,3 +39,14 @@ ensure_buf() {
   say "installing buf (npm @bufbuild/buf) into .tools/npm"
   npm install --silent --prefix "$TOOLS/npm" @bufbuild/buf >/dev/null
 }
+
+# The Python client example's dependencies (clients/python/requirements.txt)
+# into .tools/venv, reinstalled when that file changes.
+ensure_python_client() {
+  local venv="$TOOLS/venv" req=clients/python/requirements.txt
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  cmp -s "$req" "$venv/.python-client-requirements" && return
+  say "installing the Python client's dependencies (PyPI) into .tools/venv"
+  "$venv/bin/pip" install -q -r "$req"
+  cp "$req" "$venv/.python-client-requirements"
+}

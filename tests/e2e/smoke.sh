@@ -2,13 +2,18 @@
 # End-to-end smoke test with the real grpcurl binary against `openoes dev`:
 # reflection lists every service, health is SERVING, a BTC -> ETH quote works
 # on the demo pools, the README's credit walk-through works step by step,
-# an unbuilt RPC says UNIMPLEMENTED, killing Redis flips health to NOT_SERVING and restarting it
-# flips it back, SIGTERM stops everything and leaves no redis-server behind.
+# the Python client example walks it through generated stubs, an unbuilt RPC
+# says UNIMPLEMENTED, killing Redis flips health to NOT_SERVING and
+# restarting it flips it back, SIGTERM stops everything and leaves no
+# redis-server behind.
 #
-# Usage: tests/e2e/smoke.sh path/to/openoes
+# Usage: tests/e2e/smoke.sh path/to/openoes [python]
+# python: one with clients/python/requirements.txt installed (default python3).
 set -uo pipefail
 
-OPENOES=${1:?usage: smoke.sh path/to/openoes}
+OPENOES=${1:?usage: smoke.sh path/to/openoes [python]}
+PYTHON=${2:-python3}
+PYCLIENT=$(cd "$(dirname "$0")/../../clients/python" && pwd)
 WORK=$(mktemp -d)
 passed=0
 failed=0
@@ -112,6 +117,17 @@ grep -q "Code: InvalidArgument" <<<"$out" && grep -q '"field":"change"' <<<"$out
 kill "$SUB_PID" 2>/dev/null
 SUB_PID=
 
+# The same flow through generated Python stubs.
+if ! "$PYTHON" -c "import grpc, grpc_tools" 2>/dev/null; then
+  fail "python client: $PYTHON lacks grpcio/grpcio-tools (pip install -r clients/python/requirements.txt)"
+elif ! "$PYTHON" "$PYCLIENT/generate.py" >"$WORK/py.out" 2>&1; then
+  fail "python client: stub generation: $(cat "$WORK/py.out")"
+elif PYTHONPATH="$PYCLIENT/gen" timeout 60 "$PYTHON" "$PYCLIENT/credit_example.py" --addr "$ADDR" >"$WORK/py.out" 2>&1; then
+  ok "python client: credit_example.py walks the flow through generated stubs"
+else
+  fail "python client: $(cat "$WORK/py.out")"
+fi
+
 kill -KILL "$M_PID"
 t=$(health_becomes NOT_SERVING 10) && ok "SIGKILL of the master: health NOT_SERVING after ${t}s" || fail "health stayed SERVING with the master dead"
 
@@ -127,7 +143,6 @@ else
   wait "$DEV_PID"
   code=$?
   DEV_PID=
-SUB_PID=
   [ "$code" = 0 ] && ok "SIGTERM: openoes dev exited 0 in $((SECONDS - start))s" || fail "openoes dev exited $code"
 fi
 sleep 0.5
