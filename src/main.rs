@@ -1,4 +1,4 @@
-//! The `openoes` command line: `serve`, `dev`, `config`.
+//! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`, `bench`, `config`.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -134,22 +134,8 @@ enum BenchCommand {
     /// process) paced and at the maximum rate. Needs a gateway serving both
     /// roles.
     Credit {
-        /// Gateway address.
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        addr: String,
-        /// The WSP's master (M), for the baseline (credentials may be in
-        /// the URL).
-        #[arg(long, default_value = "redis://127.0.0.1:6379")]
-        redis_url: String,
-        /// Requests in flight (reads and the max-rate round trip).
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Seconds measured per scenario.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// HTTP/2 connections to spread requests over.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Round trips per second of the paced scenario.
         #[arg(long, default_value_t = 500)]
         rate: u64,
@@ -160,26 +146,56 @@ enum BenchCommand {
     /// GetQuote, single hop crossing 10 bins and 3 hops, vs redis-benchmark
     /// MGET of 10 keys. Writes its own BENCH-* pools through UpsertPool.
     Quote {
-        /// Gateway address.
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        addr: String,
-        /// The Redis holding quote data, for the baseline (credentials may
-        /// be in the URL).
-        #[arg(long, default_value = "redis://127.0.0.1:6379")]
-        redis_url: String,
-        /// Requests in flight.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Seconds measured per scenario.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// HTTP/2 connections to spread requests over.
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
     },
+}
+
+/// Load against a gateway, shared by `bench quote` and `bench credit`.
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// The Redis the baseline runs against (credentials may be in the URL).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Requests in flight; per performance.md, 32 for quote, 50 for credit.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Seconds measured per scenario.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// HTTP/2 connections to spread requests over.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+}
+
+impl LoadArgs {
+    fn options(self, default_concurrency: usize) -> openoes::bench::BenchOptions {
+        openoes::bench::BenchOptions {
+            addr: self.addr,
+            redis_url: self.redis_url,
+            concurrency: self.concurrency.unwrap_or(default_concurrency),
+            duration: std::time::Duration::from_secs(self.seconds),
+            connections: self.connections,
+        }
+    }
+}
+
+/// Prints the figures as a table, and writes them as JSON if asked.
+fn report(
+    figures: &[openoes::bench::Figure],
+    json: Option<PathBuf>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    print!("{}", openoes::bench::table(figures));
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(figures)? + "\n")?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -254,53 +270,16 @@ fn main() -> ExitCode {
                 }
             }
             Command::Bench {
-                command:
-                    BenchCommand::Quote {
-                        addr,
-                        redis_url,
-                        concurrency,
-                        seconds,
-                        connections,
-                        json,
-                    },
+                command: BenchCommand::Quote { load, json },
             } => {
-                let options = openoes::bench::BenchOptions {
-                    addr,
-                    redis_url,
-                    concurrency,
-                    duration: std::time::Duration::from_secs(seconds),
-                    connections,
-                };
-                let figures = openoes::bench::quote(&options).await?;
-                print!("{}", openoes::bench::table(&figures));
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
-                }
+                let figures = openoes::bench::quote(&load.options(32)).await?;
+                report(&figures, json)?;
             }
             Command::Bench {
-                command:
-                    BenchCommand::Credit {
-                        addr,
-                        redis_url,
-                        concurrency,
-                        seconds,
-                        connections,
-                        rate,
-                        json,
-                    },
+                command: BenchCommand::Credit { load, rate, json },
             } => {
-                let options = openoes::bench::BenchOptions {
-                    addr,
-                    redis_url,
-                    concurrency,
-                    duration: std::time::Duration::from_secs(seconds),
-                    connections,
-                };
-                let figures = openoes::bench::credit::run(&options, rate).await?;
-                print!("{}", openoes::bench::table(&figures));
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
-                }
+                let figures = openoes::bench::credit::run(&load.options(50), rate).await?;
+                report(&figures, json)?;
             }
             Command::Bench {
                 command:
@@ -321,10 +300,7 @@ fn main() -> ExitCode {
                     idle_subscribers: idle,
                 };
                 let figures = openoes::bench::watch(&options).await?;
-                print!("{}", openoes::bench::table(&figures));
-                if let Some(path) = json {
-                    std::fs::write(&path, serde_json::to_string_pretty(&figures)? + "\n")?;
-                }
+                report(&figures, json)?;
             }
             Command::Acl {
                 command:

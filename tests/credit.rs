@@ -6,7 +6,7 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{Gateway, Link, wait_for_health};
+use common::{Gateway, Link, wait_for_health, xrange};
 use futures_util::StreamExt;
 use openoes::proto::credit::v1::{
     self as pb, credit_service_client::CreditServiceClient as Client,
@@ -21,16 +21,21 @@ const CREDIT: &str = "openoes.credit.v1.CreditService";
 
 async fn start() -> (Link, Gateway, Channel) {
     let link = Link::start_secured().await;
-    let gateway = Gateway::start(link.secured_config()).await;
-    let channel = gateway.channel().await;
-    wait_for_health(
-        &channel,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (gateway, channel) = serving(link.secured_config()).await;
     (link, gateway, channel)
+}
+
+/// A gateway on `config`, once its CreditService is SERVING.
+async fn serving(config: openoes::config::Config) -> (Gateway, Channel) {
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    credit_health(&channel, ServingStatus::Serving).await;
+    (gateway, channel)
+}
+
+/// Waits (up to 10 s) until CreditService's health is `want`.
+async fn credit_health(channel: &Channel, want: ServingStatus) {
+    wait_for_health(channel, CREDIT, want, Duration::from_secs(10)).await;
 }
 
 fn ask(user: &str, asset: &str, change: &str, id: &str, wait_ms: u64) -> pb::RequestCreditRequest {
@@ -117,30 +122,6 @@ async fn admin(port: u16) -> MultiplexedConnection {
         .get_multiplexed_async_connection()
         .await
         .expect("admin connection")
-}
-
-type Entry = (String, HashMap<String, String>);
-
-async fn entries(conn: &mut MultiplexedConnection, key: &str) -> Vec<Entry> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query_async(conn)
-        .await
-        .expect("xrange");
-    reply
-        .ids
-        .into_iter()
-        .map(|e| {
-            let fields = e
-                .map
-                .iter()
-                .map(|(k, v)| (k.clone(), openoes::redis::value_text(v)))
-                .collect();
-            (e.id, fields)
-        })
-        .collect()
 }
 
 async fn inventory(client: &mut Client<Channel>, user: &str, asset: &str) -> pb::CreditInventory {
@@ -248,7 +229,7 @@ async fn a_request_is_decided_by_the_exchange_and_applied_on_m() {
 
     // The wire, byte for byte: the standard response on R.
     let mut r = admin(link.topology.replica.port()).await;
-    let responses = entries(&mut r, "mirror:credit:response").await;
+    let responses = xrange(&mut r, "mirror:credit:response").await;
     assert_eq!(responses.len(), 3);
     let (_, first) = &responses[0];
     let mut names: Vec<&str> = first.keys().map(String::as_str).collect();
@@ -304,7 +285,7 @@ async fn retries_and_conflicts_are_idempotent_or_refused() {
     let again = request(&mut client, ask("bob", "ETH", "+2", "dup-1", 0)).await;
     assert_eq!(again, first);
     let mut m = admin(link.topology.master.port()).await;
-    assert_eq!(entries(&mut m, "mirror:credit:request").await.len(), 1);
+    assert_eq!(xrange(&mut m, "mirror:credit:request").await.len(), 1);
 
     let reused = client
         .request_credit(ask("bob", "ETH", "+3", "dup-1", 0))
@@ -367,7 +348,7 @@ async fn retries_and_conflicts_are_idempotent_or_refused() {
         "ALREADY_ANSWERED"
     );
     let mut r = admin(link.topology.replica.port()).await;
-    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 1);
+    assert_eq!(xrange(&mut r, "mirror:credit:response").await.len(), 1);
 
     // Unknown request ids.
     let unknown = client
@@ -398,7 +379,7 @@ async fn retries_and_conflicts_are_idempotent_or_refused() {
     }
     assert!(decided.is_some(), "the acceptance was applied on M");
     assert_eq!(inventory(&mut client, "bob", "ETH").await.amount, "2");
-    assert_eq!(entries(&mut m, "mirror:credit:request").await.len(), 1);
+    assert_eq!(xrange(&mut m, "mirror:credit:request").await.len(), 1);
 }
 
 #[tokio::test]
@@ -692,8 +673,8 @@ async fn a_thousand_concurrent_requests_end_exactly_once_with_exact_ci() {
     assert_eq!(finals.len(), 1000);
     assert!(finals.values().all(|v| v.len() == 1));
     let mut r = admin(link.topology.replica.port()).await;
-    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 1000);
-    assert_eq!(entries(&mut m, "mirror:credit:request").await.len(), 1000);
+    assert_eq!(xrange(&mut r, "mirror:credit:response").await.len(), 1000);
+    assert_eq!(xrange(&mut m, "mirror:credit:request").await.len(), 1000);
 }
 
 // === interoperability with parties that use plain Redis commands only ===
@@ -721,15 +702,7 @@ async fn our_wsp_works_with_a_plain_redis_exchange() {
     let link = Link::start_secured().await;
     let mut config = link.secured_config();
     config.roles = vec![openoes::config::Role::Wsp];
-    let gateway = Gateway::start(config).await;
-    let channel = gateway.channel().await;
-    wait_for_health(
-        &channel,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (_gateway, channel) = serving(config).await;
     let mut client = Client::new(channel.clone());
 
     // The plain exchange: XREADGROUP on R as `exchange`, answers by XADD.
@@ -868,15 +841,7 @@ async fn our_exchange_works_with_a_plain_redis_wsp() {
     let link = Link::start_secured().await;
     let mut config = link.secured_config();
     config.roles = vec![openoes::config::Role::Exchange];
-    let gateway = Gateway::start(config).await;
-    let channel = gateway.channel().await;
-    wait_for_health(
-        &channel,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (_gateway, channel) = serving(config).await;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let _backend = {
         let seen = std::sync::Arc::clone(&seen);
@@ -1018,15 +983,7 @@ async fn a_subscriber_that_dies_holding_a_request_hands_it_to_another() {
     let link = Link::start_secured().await;
     let mut config = link.secured_config();
     config.streams.claim_min_idle = Duration::from_millis(500);
-    let gateway = Gateway::start(config).await;
-    let channel = gateway.channel().await;
-    wait_for_health(
-        &channel,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (gateway, channel) = serving(config).await;
     let mut client = Client::new(channel.clone());
 
     // Subscriber A, on a connection of its own, takes the request and dies.
@@ -1082,12 +1039,8 @@ async fn a_subscriber_that_dies_holding_a_request_hands_it_to_another() {
         "redelivered once, as its second delivery"
     );
     let mut r = admin(link.topology.replica.port()).await;
-    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 1);
-    assert!(
-        entries(&mut r, "mirror:credit:request:dlq")
-            .await
-            .is_empty()
-    );
+    assert_eq!(xrange(&mut r, "mirror:credit:response").await.len(), 1);
+    assert!(xrange(&mut r, "mirror:credit:request:dlq").await.is_empty());
     assert_eq!(inventory(&mut client, "fred", "ETH").await.amount, "3");
 }
 
@@ -1096,15 +1049,7 @@ async fn a_full_resync_of_r_mid_flow_loses_nothing_and_applies_nothing_twice() {
     let mut link = Link::start_secured().await;
     let mut config = link.secured_config();
     config.streams.claim_min_idle = Duration::from_millis(500);
-    let gateway = Gateway::start(config).await;
-    let channel = gateway.channel().await;
-    wait_for_health(
-        &channel,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (gateway, channel) = serving(config).await;
     let mut client = Client::new(channel.clone());
 
     // Ten requests decided before the resync.
@@ -1142,7 +1087,7 @@ async fn a_full_resync_of_r_mid_flow_loses_nothing_and_applies_nothing_twice() {
     link.topology.wait_for_link().await.expect("R resynced");
     let mut r = admin(link.topology.replica.port()).await;
     assert!(
-        entries(&mut r, "mirror:credit:response").await.is_empty(),
+        xrange(&mut r, "mirror:credit:response").await.is_empty(),
         "R's own writes are gone"
     );
 
@@ -1159,7 +1104,7 @@ async fn a_full_resync_of_r_mid_flow_loses_nothing_and_applies_nothing_twice() {
     let finals = final_events(&mut client, 20).await;
     assert!(finals.values().all(|v| v.len() == 1), "{finals:?}");
     // Only the ten undecided were answered again: decided ones were skipped.
-    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 10);
+    assert_eq!(xrange(&mut r, "mirror:credit:response").await.len(), 10);
 }
 
 /// The gateway as a child process, to SIGKILL it.
@@ -1213,15 +1158,7 @@ async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut exchange_config = link.secured_config();
     exchange_config.roles = vec![openoes::config::Role::Exchange];
-    let exchange = Gateway::start(exchange_config).await;
-    let exchange_channel = exchange.channel().await;
-    wait_for_health(
-        &exchange_channel,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (_exchange, exchange_channel) = serving(exchange_config).await;
 
     let mut wsp_config = link.secured_config();
     wsp_config.roles = vec![openoes::config::Role::Wsp];
@@ -1232,13 +1169,7 @@ async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
     wsp_config.grpc.listen = port;
     let mut wsp = Process::start(&wsp_config, dir.path());
     let mut client = Client::new(wsp.channel().await);
-    wait_for_health(
-        &wsp.channel().await,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    credit_health(&wsp.channel().await, ServingStatus::Serving).await;
     let ids: Vec<String> = (0..10).map(|n| format!("wr-{n}")).collect();
     for (n, id) in ids.iter().enumerate() {
         request(&mut client, ask(&format!("w{n}"), "ETH", "+4", id, 0)).await;
@@ -1250,12 +1181,12 @@ async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
     let _backend = backend(exchange_channel.clone(), "ex", |_| None);
     let mut r = admin(link.topology.replica.port()).await;
     for _ in 0..200 {
-        if entries(&mut r, "mirror:credit:response").await.len() == 10 {
+        if xrange(&mut r, "mirror:credit:response").await.len() == 10 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(entries(&mut r, "mirror:credit:response").await.len(), 10);
+    assert_eq!(xrange(&mut r, "mirror:credit:response").await.len(), 10);
     let mut m = admin(link.topology.master.port()).await;
     let still: String = redis::cmd("HGET")
         .arg("mirror:credit:req:wr-0")
@@ -1277,7 +1208,7 @@ async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
     let r2 = request(&mut client, ask("w0", "ETH", "+1", "wr-after", 10_000)).await;
     assert_eq!(status(&r2), pb::CreditRequestStatus::Accepted);
     assert_eq!(inventory(&mut client, "w0", "ETH").await.amount, "5");
-    let responses = entries(&mut r, "mirror:credit:response").await;
+    let responses = xrange(&mut r, "mirror:credit:response").await;
     let cursor: String = redis::cmd("GET")
         .arg("mirror:cursor:mirror:credit:response")
         .query_async(&mut m)
@@ -1316,28 +1247,14 @@ async fn with_m_down_calls_fail_fast_and_everything_recovers_when_it_returns() {
         .query_async(&mut m)
         .await
         .expect("rewrite");
-    let gateway = Gateway::start(link.secured_config()).await;
-    let channel = gateway.channel().await;
-    wait_for_health(
-        &channel,
-        CREDIT,
-        ServingStatus::Serving,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (_gateway, channel) = serving(link.secured_config()).await;
     let mut client = Client::new(channel.clone());
     let _backend = backend(channel.clone(), "ex", |_| None);
     let first = request(&mut client, ask("gina", "BTC", "+1", "md-1", 10_000)).await;
     assert_eq!(status(&first), pb::CreditRequestStatus::Accepted);
 
     link.topology.master.kill().await;
-    wait_for_health(
-        &channel,
-        CREDIT,
-        ServingStatus::NotServing,
-        Duration::from_secs(10),
-    )
-    .await;
+    credit_health(&channel, ServingStatus::NotServing).await;
     // Within a 1 s deadline the answer is UNAVAILABLE, not a timeout.
     let mut call = tonic::Request::new(ask("gina", "BTC", "+1", "md-2", 0));
     call.set_timeout(Duration::from_secs(1));

@@ -50,22 +50,10 @@ async fn stream(
     conn: &mut redis::aio::MultiplexedConnection,
     key: &str,
 ) -> Vec<HashMap<String, String>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key)
-        .arg("-")
-        .arg("+")
-        .query_async(conn)
+    common::xrange(conn, key)
         .await
-        .expect("xrange");
-    reply
-        .ids
-        .iter()
-        .map(|e| {
-            e.map
-                .iter()
-                .map(|(k, v)| (k.clone(), openoes::redis::value_text(v)))
-                .collect()
-        })
+        .into_iter()
+        .map(|(_, fields)| fields)
         .collect()
 }
 

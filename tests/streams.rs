@@ -480,29 +480,7 @@ async fn a_poison_entry_ends_in_the_dead_letter_stream_after_n_deliveries() {
             .is_none(),
         "not delivered again"
     );
-    let dlq: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-        .arg(dlq_key(KEY))
-        .arg("-")
-        .arg("+")
-        .query_async::<redis::streams::StreamRangeReply>(&mut s.conn)
-        .await
-        .expect("dlq")
-        .ids
-        .into_iter()
-        .map(|e| {
-            let fields = e
-                .map
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        redis::from_redis_value_ref::<String>(v).expect("s"),
-                    )
-                })
-                .collect();
-            (e.id, fields)
-        })
-        .collect();
+    let dlq = common::xrange(&mut s.conn, &dlq_key(KEY)).await;
     assert_eq!(dlq.len(), 1, "moved exactly once: {dlq:?}");
     let fields = &dlq[0].1;
     assert_eq!(fields["original_id"], ids[0]);

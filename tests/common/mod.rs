@@ -2,7 +2,7 @@
 //! on drop) and the gateway running in-process on a free port.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
-use std::{net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use openoes::{
     config::{Config, RedisEndpointConfig, Role},
@@ -175,4 +175,30 @@ pub async fn wait_for_health(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("health of {service:?} did not become {want:?} within {within:?}; last: {last:?}");
+}
+
+/// A stream entry: its id and its fields as text.
+pub type Entry = (String, HashMap<String, String>);
+
+/// Every entry of the stream at `key`, oldest first.
+pub async fn xrange(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<Entry> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("xrange");
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), openoes::redis::value_text(v)))
+                .collect();
+            (e.id, fields)
+        })
+        .collect()
 }
