@@ -31,7 +31,8 @@
 //! One folder per domain, each holding its model, its Redis store (keys and
 //! Lua scripts in `.lua` files beside it) and a thin gRPC handler:
 //!
-//! - [`credit`]: credit requests WSP -> exchange, decisions, Credit Inventory.
+//! - [`credit`]: credit requests WSP -> exchange, decisions, Credit Inventory;
+//!   the WSP role on M and the exchange role on R, one file each.
 //! - [`pledge`]: custody vault, pledge and release.
 //! - [`settlement`]: settlement reports, confirmations, disputes.
 //! - [`quote`]: exact DLMM (Liquidity Book) swap quotes and routing.
@@ -39,8 +40,8 @@
 //!
 //! - [`bench`]: `openoes bench`, load tools that report ratios to Redis.
 //!
-//! `src/main.rs` is the command line (`serve`, `dev`, `pools load`, `bench`,
-//! `config`).
+//! `src/main.rs` is the command line (`serve`, `dev`, `acl apply`,
+//! `pools load`, `bench`, `config`).
 
 #![warn(missing_docs)]
 
