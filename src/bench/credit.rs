@@ -225,13 +225,8 @@ async fn paced(
         }
     }
     Figure {
-        name: String::new(),
-        ops_per_sec: histogram.len() as f64 / duration.as_secs_f64(),
-        p50_us: Some(histogram.value_at_quantile(0.50)),
-        p99_us: Some(histogram.value_at_quantile(0.99)),
-        max_us: Some(histogram.max()),
         errors,
         first_error,
-        ratio_to_redis: None,
+        ..Figure::latencies(&histogram, histogram.len() as f64 / duration.as_secs_f64())
     }
 }

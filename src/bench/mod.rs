@@ -68,6 +68,20 @@ pub struct Figure {
     pub ratio_to_redis: Option<f64>,
 }
 
+impl Figure {
+    /// The latencies recorded in `histogram` (microseconds), as a figure of
+    /// `ops_per_sec`; name, errors and ratio are the caller's.
+    pub(crate) fn latencies(histogram: &Histogram<u64>, ops_per_sec: f64) -> Self {
+        Figure {
+            ops_per_sec,
+            p50_us: Some(histogram.value_at_quantile(0.50)),
+            p99_us: Some(histogram.value_at_quantile(0.99)),
+            max_us: Some(histogram.max()),
+            ..Figure::default()
+        }
+    }
+}
+
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -281,14 +295,9 @@ where
     }
     let elapsed = started.elapsed().max(options.duration).as_secs_f64();
     Figure {
-        name: String::new(),
-        ops_per_sec: histogram.len() as f64 / elapsed,
-        p50_us: Some(histogram.value_at_quantile(0.50)),
-        p99_us: Some(histogram.value_at_quantile(0.99)),
-        max_us: Some(histogram.max()),
         errors,
         first_error,
-        ratio_to_redis: None,
+        ..Figure::latencies(&histogram, histogram.len() as f64 / elapsed)
     }
 }
 
@@ -510,13 +519,9 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
                 options.duration,
                 published_in.as_secs_f64()
             ),
-            ops_per_sec: received as f64 / published_in.as_secs_f64(),
-            p50_us: Some(histogram.value_at_quantile(0.50)),
-            p99_us: Some(histogram.value_at_quantile(0.99)),
-            max_us: Some(histogram.max()),
             errors: lost,
             ratio_to_redis: Some(options.rate as f64 / redis_ops),
-            ..Figure::default()
+            ..Figure::latencies(&histogram, received as f64 / published_in.as_secs_f64())
         },
         Figure {
             name: format!(
