@@ -91,6 +91,33 @@ pub fn parse_positive(text: &str) -> Result<Decimal, AmountError> {
     Ok(value)
 }
 
+/// `a + b`, exactly or not at all. rust_decimal's `+` rounds a sum that does
+/// not fit its 96-bit mantissa at the larger scale (e.g.
+/// `70000000000.000000000000000001 + 10000000000` loses the last digit),
+/// which would make Credit Inventory drift from the sum of its changes; here
+/// the sum is taken exactly in i128 at the finer of the two scales and
+/// converted back with as few fraction digits as it needs, or refused with
+/// [`AmountError::TooLarge`]. (Two 96-bit mantissas at a common scale of at
+/// most 28 digits cannot overflow i128 unless the sum is beyond `Decimal`.)
+pub fn add(a: Decimal, b: Decimal) -> Result<Decimal, AmountError> {
+    let too_large = || AmountError::TooLarge(format!("{} + {}", format(a), format(b)));
+    let (a, b) = (a.normalize(), b.normalize());
+    let mut scale = a.scale().max(b.scale());
+    let units = |d: Decimal| {
+        d.mantissa()
+            .checked_mul(10i128.checked_pow(scale - d.scale())?)
+    };
+    let (Some(x), Some(y)) = (units(a), units(b)) else {
+        return Err(too_large());
+    };
+    let mut sum = x.checked_add(y).ok_or_else(too_large)?;
+    while scale > 0 && sum % 10 == 0 {
+        sum /= 10;
+        scale -= 1;
+    }
+    Decimal::try_from_i128_with_scale(sum, scale).map_err(|_| too_large())
+}
+
 /// Prints an amount in the wire form: no exponent, no trailing fraction
 /// zeros (`10.50` -> `10.5`, `-0` -> `0`).
 pub fn format(value: Decimal) -> String {
@@ -125,6 +152,33 @@ impl fmt::Display for Plain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_are_exact_or_refused() {
+        let d = |t: &str| parse(t).expect("amount");
+        // rust_decimal's own `+` rounds this one (the reason `add` exists).
+        let (a, b) = (d("70000000000.000000000000000001"), d("10000000000"));
+        assert_ne!(format(a + b), "80000000000.000000000000000001");
+        assert_eq!(
+            add(a, b).map(format),
+            Err(AmountError::TooLarge(
+                "70000000000.000000000000000001 + 10000000000".into()
+            ))
+        );
+        assert_eq!(add(d("1.5"), d("-0.25")).map(format), Ok("1.25".into()));
+        assert_eq!(add(d("0.1"), d("-0.1")).map(format), Ok("0".into()));
+        // Large amounts with few fraction digits are fine.
+        let big = d("50000000000000000000000");
+        assert_eq!(
+            add(big, d("0.5")).map(format),
+            Ok("50000000000000000000000.5".into())
+        );
+        assert_eq!(
+            add(d("0.000000000000000001"), d("0.000000000000000002")).map(format),
+            Ok("0.000000000000000003".into())
+        );
+        assert!(add(d("79228162514264337593543950335"), d("1")).is_err());
+    }
 
     #[test]
     fn plain_decimals_parse_exactly() {

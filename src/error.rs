@@ -184,6 +184,7 @@ impl Error {
                     (Code::FailedPrecondition, reason::INSUFFICIENT_CREDIT)
                 }
                 CreditError::Contention => (Code::Aborted, reason::CONTENTION),
+                CreditError::TooLarge { .. } => (Code::InvalidArgument, reason::INVALID_ARGUMENT),
                 CreditError::UnknownRequest(_) => (Code::NotFound, reason::NOT_FOUND),
                 CreditError::AlreadyAnswered { .. } => {
                     (Code::FailedPrecondition, reason::ALREADY_ANSWERED)
@@ -251,7 +252,9 @@ impl From<Error> for Status {
                 }
             }
             // State, not syntax, makes this change bad; still, name the field.
-            Error::Credit(e @ CreditError::InsufficientCredit { .. }) => {
+            Error::Credit(
+                e @ (CreditError::InsufficientCredit { .. } | CreditError::TooLarge { .. }),
+            ) => {
                 details.add_bad_request_violation("change", e.to_string());
             }
             _ => {}

@@ -442,3 +442,38 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
     );
     assert!(store.record("someone-else").await.expect("read").is_none());
 }
+
+#[tokio::test]
+async fn a_change_whose_sum_would_round_is_refused_and_writes_nothing() {
+    let (_redis, store, mut conn, _dir) = setup().await;
+    let big = "+70000000000.000000000000000001";
+    store
+        .request(&request("r-1", "sam", "SHIB", big))
+        .await
+        .expect("request");
+    let accepted = response(
+        "1700000000000-0",
+        "r-1",
+        ("sam", "SHIB"),
+        "accepted",
+        &big[1..],
+        "",
+    );
+    store.apply_response(&accepted).await.expect("apply");
+    // Exactly 80000000000.000000000000000001 needs 29 significant digits:
+    // rust_decimal's `+` would store 80000000000 and lose the last unit.
+    let refused = store
+        .request(&request("r-2", "sam", "SHIB", "+10000000000"))
+        .await
+        .expect_err("would round");
+    assert!(
+        matches!(refused, CreditError::TooLarge { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(
+        ci(&mut conn, "CI:sam:SHIB").await,
+        ("70000000000.000000000000000001".into(), "1".into())
+    );
+    assert_eq!(stream(&mut conn, "mirror:credit:request").await.len(), 1);
+    assert!(store.record("r-2").await.expect("read").is_none());
+}

@@ -201,7 +201,7 @@ impl Exchange {
             amount::parse(ci_on_replica)
                 .map_err(|e| malformed(format!("Credit Inventory on the replica: {e}")))?
         };
-        let after = current + change;
+        let after = amount::add(current, change).map_err(|e| malformed(e.to_string()))?;
         if after < Decimal::ZERO {
             return Err(format!(
                 "{}: Credit Inventory {} cannot change by {}",

@@ -166,6 +166,15 @@ pub enum CreditError {
         /// The change asked for.
         change: String,
     },
+    /// The new Credit Inventory would not be exact (beyond 28 significant
+    /// digits).
+    #[error("Credit Inventory {current} plus {change} is beyond exact decimal range")]
+    TooLarge {
+        /// CI now.
+        current: String,
+        /// The change asked for.
+        change: String,
+    },
     /// CI kept changing under the request (should not happen: one pending
     /// request per user and asset).
     #[error("Credit Inventory kept changing; retry")]

@@ -163,7 +163,10 @@ impl CreditStore {
                 })?,
                 None => Decimal::ZERO,
             };
-            let ci = current + request.change;
+            let ci = amount::add(current, request.change).map_err(|_| CreditError::TooLarge {
+                current: amount::format(current),
+                change: change.clone(),
+            })?;
             if ci < Decimal::ZERO {
                 // An existing record for this id wins over the CI check:
                 // a retry of an accepted decrease must still be idempotent.
