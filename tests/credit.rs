@@ -1044,6 +1044,55 @@ async fn a_subscriber_that_dies_holding_a_request_hands_it_to_another() {
     assert_eq!(inventory(&mut client, "fred", "ETH").await.amount, "3");
 }
 
+#[tokio::test]
+async fn a_request_no_backend_answers_is_rejected_at_the_delivery_limit() {
+    let link = Link::start_secured().await;
+    let mut config = link.secured_config();
+    config.streams.claim_min_idle = Duration::from_millis(300);
+    config.streams.max_deliveries = 2;
+    let (gateway, channel) = serving(config).await;
+    let mut client = Client::new(channel.clone());
+
+    // Subscriber A takes the request and dies without answering.
+    let mut a = Client::new(gateway.channel().await)
+        .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
+            group: String::new(),
+            consumer: "a".into(),
+        })
+        .await
+        .expect("subscribe a")
+        .into_inner();
+    request(&mut client, ask("hal", "ETH", "+3", "lim-1", 0)).await;
+    let held = a.next().await.expect("delivery").expect("ok");
+    assert_eq!(held.delivery_count, 1);
+    drop(a);
+
+    // B is live: the second delivery (the limit) is decided by the gateway
+    // itself instead of reaching B or the dead-letter stream.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _b = {
+        let seen = std::sync::Arc::clone(&seen);
+        backend(channel.clone(), "b", move |r| {
+            seen.lock().expect("lock").push(r.request_id.clone());
+            None
+        })
+    };
+    let record = await_final(&mut client, "lim-1").await;
+    assert_eq!(status(&record), pb::CreditRequestStatus::Rejected);
+    assert!(
+        record
+            .reject_reason
+            .starts_with("DELIVERY_LIMIT: delivered 2 times"),
+        "{record:?}"
+    );
+    assert!(seen.lock().expect("lock").is_empty(), "B never saw it");
+    let mut r = admin(link.topology.replica.port()).await;
+    assert!(xrange(&mut r, "mirror:credit:request:dlq").await.is_empty());
+    // The (user, asset) is free again.
+    let next = request(&mut client, ask("hal", "ETH", "+1", "lim-2", 0)).await;
+    assert_eq!(status(&next), pb::CreditRequestStatus::Pending);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_resync_of_r_mid_flow_loses_nothing_and_applies_nothing_twice() {
     let mut link = Link::start_secured().await;

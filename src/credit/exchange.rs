@@ -45,6 +45,11 @@ pub mod reject {
     pub const INSUFFICIENT_CREDIT: &str = "INSUFFICIENT_CREDIT";
     /// `ci` is not the CI on R plus `c_change`.
     pub const CI_MISMATCH: &str = "CI_MISMATCH";
+    /// Delivered `streams.max_deliveries` times without an answer (every
+    /// backend that took it died or stalled): rejected rather than left
+    /// undecided in a dead-letter stream, which would block the user's
+    /// (user, asset) on the WSP for good.
+    pub const DELIVERY_LIMIT: &str = "DELIVERY_LIMIT";
 }
 
 /// An exchange backend's decision.
@@ -87,6 +92,9 @@ pub struct Exchange {
     /// Empty: every asset.
     allowlist: HashSet<String>,
     retention_ms: u64,
+    /// `streams.max_deliveries`: the delivery that reaches it is rejected
+    /// ([`reject::DELIVERY_LIMIT`]).
+    max_deliveries: u64,
     response_maxlen: usize,
 }
 
@@ -103,6 +111,7 @@ impl Exchange {
             redis,
             allowlist: credit.asset_allowlist.iter().cloned().collect(),
             retention_ms: credit.answer_retention.as_millis() as u64,
+            max_deliveries: streams.max_deliveries,
             response_maxlen: streams.maxlen_for(RESPONSE_STREAM),
         }
     }
@@ -159,7 +168,18 @@ impl Exchange {
             [verdict, ci] if verdict == "deliver" => ci,
             _ => return Ok(None), // decided by the WSP, or answered here
         };
-        if let Err(reason) = self.check(delivery, ci_on_replica) {
+        let verdict = self.check(delivery, ci_on_replica).and_then(|()| {
+            // The group would dead-letter the next delivery: decide now.
+            if delivery.delivery_count >= self.max_deliveries {
+                return Err(format!(
+                    "{}: delivered {} times without an answer",
+                    reject::DELIVERY_LIMIT,
+                    delivery.delivery_count
+                ));
+            }
+            Ok(())
+        });
+        if let Err(reason) = verdict {
             tracing::info!(%request_id, %reason, "credit request rejected by the gateway's checks");
             self.respond(request_id, Decision::Reject, &reason).await?;
             return Ok(None);
