@@ -754,6 +754,53 @@ async fn a_live_subscriber_is_never_resent_what_it_holds_not_even_after_a_reconn
 }
 
 #[tokio::test]
+async fn an_entry_read_for_a_live_subscriber_whose_reply_was_lost_reaches_it_after_a_reconnect() {
+    let mut s = setup(fast_config()).await;
+    let hub = group_hub(&s, group_config());
+    let mut sub = hub.subscribe(KEY, GROUP, Some("c"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(&mut s.conn, 0, 1, "u").await;
+    let held = next_delivery(&mut sub, SOON).await.expect("delivery");
+    assert_eq!(held.field("n"), "0");
+
+    // Entry 1 is read for consumer "c" but the reply never reaches the
+    // member (as when the connection drops mid-reply): done here atomically,
+    // so the member's own blocked read cannot take it first.
+    let (_, _): (String, redis::Value) = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(&[KEY, "*", "n", "1", "user", "u"])
+        .cmd("XREADGROUP")
+        .arg(&["GROUP", GROUP, "c", "COUNT", "1", "STREAMS", KEY, ">"])
+        .query_async(&mut s.conn)
+        .await
+        .expect("read for c");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query_async(&mut s.conn)
+        .await
+        .expect("client kill");
+
+    // After its reconnect the member delivers entry 1, and not entry 0,
+    // which its client still holds.
+    let d = next_delivery(&mut sub, SOON)
+        .await
+        .expect("the stranded entry");
+    assert_eq!(d.field("n"), "1");
+    assert!(
+        next_delivery(&mut sub, Duration::from_millis(1500))
+            .await
+            .is_none(),
+        "nothing else, in particular not the held entry again"
+    );
+    assert_eq!(
+        pending_count(&mut s.conn).await,
+        2,
+        "both await their answer"
+    );
+}
+
+#[tokio::test]
 async fn a_trim_during_a_slow_catch_up_ends_the_watch_without_a_gap() {
     let config = StreamsConfig {
         read_batch: 2,

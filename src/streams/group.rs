@@ -6,7 +6,11 @@
 //! consumer in the group). The task:
 //! 1. creates the group with MKSTREAM (BUSYGROUP means it exists: fine);
 //! 2. delivers its own pending entries first (`XREADGROUP ... 0`), so a
-//!    restarted subscriber with a stable name resumes what it held;
+//!    restarted subscriber with a stable name resumes what it held; after a
+//!    reconnect it does so again, skipping what it has already handed to its
+//!    client: what is left never reached the client (a reply lost with the
+//!    connection, a claim whose delivery failed) and would otherwise sit on
+//!    this live consumer, where nobody reclaims it;
 //! 3. then reads new entries (`XREADGROUP ... >`), and every
 //!    `claim_min_idle / 2` reclaims entries idle longer than `claim_min_idle`
 //!    on other consumers (`XPENDING ... IDLE`, then `XCLAIM`): those of
@@ -35,7 +39,7 @@
 //! holds is reclaimed by others.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     pin::Pin,
     sync::{
         Arc, LazyLock,
@@ -233,11 +237,16 @@ struct Member {
     stop: CancellationToken,
 }
 
+/// Entries handed to this subscription's client that it may still hold:
+/// never sent to it again. Pruned to our pending list every reclaim round,
+/// so it holds no more than the client does.
+#[derive(Default)]
+struct Held(HashSet<StreamId>);
+
 /// Where a member's reading stands on one connection.
 struct Progress {
-    /// Still delivering our own pending entries, after this id. Done once per
-    /// subscription: after a reconnect, what we hold is already with our
-    /// client and must not be sent again.
+    /// Still delivering our own pending entries (those not [`Held`]), after
+    /// this id; on every (re)connect.
     own: Option<StreamId>,
     /// Where the scan for others' idle entries continues; `0-0` starts over.
     claim_cursor: StreamId,
@@ -262,12 +271,12 @@ impl From<redis::RedisError> for Stop {
 impl Member {
     async fn run(self) {
         let mut backoff = Backoff::new();
-        let mut own_drained = false;
+        let mut held = Held::default();
         loop {
             let result = tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = self.tx.closed() => return,
-                result = self.serve(&mut backoff, &mut own_drained) => result,
+                result = self.serve(&mut backoff, &mut held) => result,
             };
             match result {
                 Stop::Done => return,
@@ -283,7 +292,7 @@ impl Member {
     }
 
     /// One connection's life.
-    async fn serve(&self, backoff: &mut Backoff, own_drained: &mut bool) -> Stop {
+    async fn serve(&self, backoff: &mut Backoff, held: &mut Held) -> Stop {
         let block = self
             .config
             .block
@@ -305,14 +314,13 @@ impl Member {
         }
         backoff.reset();
         let mut state = Progress {
-            own: (!*own_drained).then(StreamId::default),
+            own: Some(StreamId::default()),
             claim_cursor: StreamId::default(),
             next_claim: Instant::now(),
             next_cleanup: Instant::now(),
         };
         loop {
-            let result = self.step(conn, &mut state, block).await;
-            *own_drained |= state.own.is_none();
+            let result = self.step(conn, &mut state, held, block).await;
             match result {
                 Ok(()) => {}
                 Err(Stop::Redis(e)) if e.code() == Some("NOGROUP") => {
@@ -320,7 +328,9 @@ impl Member {
                     if let Err(e) = self.create_group(conn).await {
                         return e.into();
                     }
+                    // A new group: its entries are new deliveries.
                     state.own = None;
+                    held.0.clear();
                 }
                 Err(stop) => return stop,
             }
@@ -332,13 +342,15 @@ impl Member {
         &self,
         conn: &mut MultiplexedConnection,
         state: &mut Progress,
+        held: &mut Held,
         block: Duration,
     ) -> Result<(), Stop> {
         // Reclaim only once our own pending entries are out: reclaiming them
         // first would deliver them twice.
         if state.own.is_none() && Instant::now() >= state.next_claim {
-            state.claim_cursor = self.reclaim(conn, state.claim_cursor).await?;
+            state.claim_cursor = self.reclaim(conn, state.claim_cursor, held).await?;
             if state.claim_cursor == StreamId::default() {
+                self.prune(conn, held).await?;
                 state.next_claim = Instant::now() + self.config.claim_min_idle / 2;
             }
         }
@@ -347,8 +359,8 @@ impl Member {
             state.next_cleanup = Instant::now() + self.config.idle_consumer_ttl / 4;
         }
         match state.own {
-            Some(after) => state.own = self.read_own(conn, after).await?,
-            None => self.read_new(conn, block).await?,
+            Some(after) => state.own = self.read_own(conn, after, held).await?,
+            None => self.read_new(conn, block, held).await?,
         }
         Ok(())
     }
@@ -371,11 +383,13 @@ impl Member {
         }
     }
 
-    /// Delivers our own pending entries after `after`; `None` once done.
+    /// Delivers our own pending entries after `after` that the client does
+    /// not hold already; `None` once done.
     async fn read_own(
         &self,
         conn: &mut MultiplexedConnection,
         after: StreamId,
+        held: &mut Held,
     ) -> Result<Option<StreamId>, Stop> {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -393,8 +407,11 @@ impl Member {
             return Ok(None);
         };
         for (id, fields) in entries {
+            if held.0.contains(&id) {
+                continue;
+            }
             let count = self.delivery_count(conn, id).await?;
-            self.handle(conn, id, fields, count).await?;
+            self.handle(conn, id, fields, count, held).await?;
         }
         Ok(Some(last))
     }
@@ -403,6 +420,7 @@ impl Member {
         &self,
         conn: &mut MultiplexedConnection,
         block: Duration,
+        held: &mut Held,
     ) -> Result<(), Stop> {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -418,7 +436,7 @@ impl Member {
             .query_async(conn)
             .await?;
         for (id, fields) in entries_of_read(reply) {
-            self.handle(conn, id, fields, 1).await?;
+            self.handle(conn, id, fields, 1, held).await?;
         }
         Ok(())
     }
@@ -432,6 +450,7 @@ impl Member {
         &self,
         conn: &mut MultiplexedConnection,
         cursor: StreamId,
+        held: &mut Held,
     ) -> Result<StreamId, Stop> {
         let min_idle = self.config.claim_min_idle.as_millis() as u64;
         let start = if cursor == StreamId::default() {
@@ -491,7 +510,7 @@ impl Member {
         let claimed = entries_of(claim.query_async(&mut *conn).await?);
         for (id, fields) in claimed {
             let count = others.get(&id).map_or(1, |c| c + 1);
-            self.handle(conn, id, fields, count).await?;
+            self.handle(conn, id, fields, count, held).await?;
         }
         Ok(next)
     }
@@ -504,6 +523,7 @@ impl Member {
         id: StreamId,
         fields: Option<HashMap<String, String>>,
         count: u64,
+        held: &mut Held,
     ) -> Result<(), Stop> {
         let Some(fields) = fields else {
             tracing::warn!(key = %self.key, group = %self.group, %id, "pending entry was trimmed before it was handled; acknowledging it");
@@ -556,7 +576,51 @@ impl Member {
         };
         // Waits while the subscriber's queue is full: we read no more than
         // it takes. A subscriber that left ends the task.
-        self.tx.send(delivery).await.map_err(|_| Stop::Done)
+        self.tx.send(delivery).await.map_err(|_| Stop::Done)?;
+        held.0.insert(id);
+        Ok(())
+    }
+
+    /// Forgets held entries that are no longer pending on us (answered, or
+    /// reclaimed by another member after `claim_min_idle`).
+    async fn prune(&self, conn: &mut MultiplexedConnection, held: &mut Held) -> Result<(), Stop> {
+        if held.0.is_empty() {
+            return Ok(());
+        }
+        let mut pending = HashSet::new();
+        let mut start = "-".to_string();
+        loop {
+            let rows: Value = redis::cmd("XPENDING")
+                .arg(&self.key)
+                .arg(&self.group)
+                .arg(&start)
+                .arg("+")
+                .arg(self.config.read_batch)
+                .arg(&self.consumer)
+                .query_async(&mut *conn)
+                .await?;
+            let ids: Vec<StreamId> = match rows {
+                Value::Array(rows) => rows
+                    .iter()
+                    .filter_map(|row| match row {
+                        Value::Array(cols) => value_text(cols.first()?).parse().ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let Some(last) = ids.last().copied() else {
+                break;
+            };
+            let full = ids.len() >= self.config.read_batch;
+            pending.extend(ids);
+            if !full {
+                break;
+            }
+            start = format!("({last}");
+        }
+        held.0.retain(|id| pending.contains(id));
+        Ok(())
     }
 
     async fn delivery_count(
