@@ -978,6 +978,25 @@ async fn await_final(client: &mut Client<Channel>, id: &str) -> pb::CreditReques
     panic!("{id} never became final");
 }
 
+/// Requests `r` while subscriber "a", on a connection of its own, is the
+/// only one: it takes the delivery and dies without answering.
+async fn taken_by_a_subscriber_that_dies(
+    gateway: &Gateway,
+    client: &mut Client<Channel>,
+    r: pb::RequestCreditRequest,
+) -> pb::SubscribeCreditRequestsResponse {
+    let mut a = Client::new(gateway.channel().await)
+        .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
+            group: String::new(),
+            consumer: "a".into(),
+        })
+        .await
+        .expect("subscribe a")
+        .into_inner();
+    request(client, r).await;
+    a.next().await.expect("delivery").expect("ok")
+}
+
 #[tokio::test]
 async fn a_subscriber_that_dies_holding_a_request_hands_it_to_another() {
     let link = Link::start_secured().await;
@@ -986,20 +1005,13 @@ async fn a_subscriber_that_dies_holding_a_request_hands_it_to_another() {
     let (gateway, channel) = serving(config).await;
     let mut client = Client::new(channel.clone());
 
-    // Subscriber A, on a connection of its own, takes the request and dies.
-    let a_channel = gateway.channel().await;
-    let mut a = Client::new(a_channel)
-        .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
-            group: String::new(),
-            consumer: "a".into(),
-        })
-        .await
-        .expect("subscribe a")
-        .into_inner();
-    request(&mut client, ask("fred", "ETH", "+3", "die-1", 0)).await;
-    let held = a.next().await.expect("delivery").expect("ok");
+    let held = taken_by_a_subscriber_that_dies(
+        &gateway,
+        &mut client,
+        ask("fred", "ETH", "+3", "die-1", 0),
+    )
+    .await;
     assert_eq!(held.credit_request.expect("request").request_id, "die-1");
-    drop(a);
 
     // Subscriber B gets it after min-idle and answers it, once.
     let counts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -1053,19 +1065,10 @@ async fn a_request_no_backend_answers_is_rejected_at_the_delivery_limit() {
     let (gateway, channel) = serving(config).await;
     let mut client = Client::new(channel.clone());
 
-    // Subscriber A takes the request and dies without answering.
-    let mut a = Client::new(gateway.channel().await)
-        .subscribe_credit_requests(pb::SubscribeCreditRequestsRequest {
-            group: String::new(),
-            consumer: "a".into(),
-        })
-        .await
-        .expect("subscribe a")
-        .into_inner();
-    request(&mut client, ask("hal", "ETH", "+3", "lim-1", 0)).await;
-    let held = a.next().await.expect("delivery").expect("ok");
+    let held =
+        taken_by_a_subscriber_that_dies(&gateway, &mut client, ask("hal", "ETH", "+3", "lim-1", 0))
+            .await;
     assert_eq!(held.delivery_count, 1);
-    drop(a);
 
     // B is live: the second delivery (the limit) is decided by the gateway
     // itself instead of reaching B or the dead-letter stream.
