@@ -453,36 +453,18 @@ impl Member {
         held: &mut Held,
     ) -> Result<StreamId, Stop> {
         let min_idle = self.config.claim_min_idle.as_millis() as u64;
-        let start = if cursor == StreamId::default() {
-            "-".to_string()
-        } else {
-            format!("({cursor}")
-        };
-        let rows: Value = redis::cmd("XPENDING")
-            .arg(&self.key)
-            .arg(&self.group)
-            .arg("IDLE")
-            .arg(min_idle)
-            .arg(start)
-            .arg("+")
-            .arg(self.config.read_batch)
-            .query_async(&mut *conn)
-            .await?;
-        // [[id, consumer, idle ms, delivery count], ...]
-        let rows: Vec<(StreamId, String, u64)> = match rows {
-            Value::Array(rows) => rows
-                .into_iter()
-                .filter_map(|row| match row {
-                    Value::Array(cols) if cols.len() == 4 => Some((
-                        value_text(&cols[0]).parse().ok()?,
-                        value_text(&cols[1]),
-                        value_text(&cols[3]).parse().unwrap_or(1),
-                    )),
-                    _ => None,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let rows = pending_rows(
+            redis::cmd("XPENDING")
+                .arg(&self.key)
+                .arg(&self.group)
+                .arg("IDLE")
+                .arg(min_idle)
+                .arg(range_after(cursor))
+                .arg("+")
+                .arg(self.config.read_batch)
+                .query_async(&mut *conn)
+                .await?,
+        );
         let next = if rows.len() >= self.config.read_batch {
             rows.last().map(|(id, _, _)| *id).unwrap_or_default()
         } else {
@@ -588,36 +570,28 @@ impl Member {
             return Ok(());
         }
         let mut pending = HashSet::new();
-        let mut start = "-".to_string();
+        let mut cursor = StreamId::default();
         loop {
-            let rows: Value = redis::cmd("XPENDING")
-                .arg(&self.key)
-                .arg(&self.group)
-                .arg(&start)
-                .arg("+")
-                .arg(self.config.read_batch)
-                .arg(&self.consumer)
-                .query_async(&mut *conn)
-                .await?;
-            let ids: Vec<StreamId> = match rows {
-                Value::Array(rows) => rows
-                    .iter()
-                    .filter_map(|row| match row {
-                        Value::Array(cols) => value_text(cols.first()?).parse().ok(),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            let Some(last) = ids.last().copied() else {
+            let rows = pending_rows(
+                redis::cmd("XPENDING")
+                    .arg(&self.key)
+                    .arg(&self.group)
+                    .arg(range_after(cursor))
+                    .arg("+")
+                    .arg(self.config.read_batch)
+                    .arg(&self.consumer)
+                    .query_async(&mut *conn)
+                    .await?,
+            );
+            let full = rows.len() >= self.config.read_batch;
+            let Some(last) = rows.last().map(|(id, _, _)| *id) else {
                 break;
             };
-            let full = ids.len() >= self.config.read_batch;
-            pending.extend(ids);
+            pending.extend(rows.into_iter().map(|(id, _, _)| id));
             if !full {
                 break;
             }
-            start = format!("({last}");
+            cursor = last;
         }
         held.0.retain(|id| pending.contains(id));
         Ok(())
@@ -628,26 +602,17 @@ impl Member {
         conn: &mut MultiplexedConnection,
         id: StreamId,
     ) -> Result<u64, Stop> {
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(&self.key)
-            .arg(&self.group)
-            .arg(id.to_string())
-            .arg(id.to_string())
-            .arg(1)
-            .query_async(conn)
-            .await?;
-        // [[id, consumer, idle ms, count]]
-        let count = match reply {
-            Value::Array(rows) => rows.into_iter().next().and_then(|row| match row {
-                Value::Array(cols) => cols.get(3).and_then(|c| match c {
-                    Value::Int(n) => u64::try_from(*n).ok(),
-                    _ => None,
-                }),
-                _ => None,
-            }),
-            _ => None,
-        };
-        Ok(count.unwrap_or(1))
+        let rows = pending_rows(
+            redis::cmd("XPENDING")
+                .arg(&self.key)
+                .arg(&self.group)
+                .arg(id.to_string())
+                .arg(id.to_string())
+                .arg(1)
+                .query_async(conn)
+                .await?,
+        );
+        Ok(rows.first().map_or(1, |(_, _, count)| *count))
     }
 
     async fn delete_idle_consumers(&self, conn: &mut MultiplexedConnection) -> Result<(), Stop> {
@@ -690,6 +655,35 @@ async fn dead_letter(
         invocation.arg(k).arg(v);
     }
     Ok(invocation.invoke_async::<u64>(conn).await? == 1)
+}
+
+/// Rows of an extended XPENDING reply, `[[id, consumer, idle ms, delivery
+/// count], ...]`, as (id, consumer, delivery count).
+fn pending_rows(reply: Value) -> Vec<(StreamId, String, u64)> {
+    match reply {
+        Value::Array(rows) => rows
+            .into_iter()
+            .filter_map(|row| match row {
+                Value::Array(cols) if cols.len() == 4 => Some((
+                    value_text(&cols[0]).parse().ok()?,
+                    value_text(&cols[1]),
+                    value_text(&cols[3]).parse().unwrap_or(1),
+                )),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The XPENDING start bound of a scan that goes on after `cursor` (`0-0`:
+/// from the start).
+fn range_after(cursor: StreamId) -> String {
+    if cursor == StreamId::default() {
+        "-".to_string()
+    } else {
+        format!("({cursor}")
+    }
 }
 
 type Entry = (StreamId, Option<HashMap<String, String>>);
