@@ -14,6 +14,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::validate::{ID_RULE, is_valid_id};
+
 /// Prefix of the environment variables that override the config file.
 pub const ENV_PREFIX: &str = "OPENOES__";
 
@@ -31,6 +33,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// The credit flow (CreditService).
     pub credit: CreditConfig,
+    /// Swap quotes (QuoteService).
+    pub quote: QuoteConfig,
     /// How health follows Redis.
     pub health: HealthConfig,
     /// How the process stops.
@@ -49,6 +53,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             streams: StreamsConfig::default(),
             credit: CreditConfig::default(),
+            quote: QuoteConfig::default(),
             health: HealthConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
@@ -232,8 +237,13 @@ pub struct StreamsConfig {
     /// Events queued per watch subscriber before it is cut off as too slow
     /// (RESOURCE_EXHAUSTED): bounds memory per subscriber.
     pub watch_queue_capacity: usize,
-    /// Watch subscribers per process; more answer RESOURCE_EXHAUSTED.
+    /// Client `Watch*` streams per process, all services together; more
+    /// answer RESOURCE_EXHAUSTED. The gateway's own followers never count.
     pub max_watch_subscribers: usize,
+    /// Client `Subscribe*` streams (consumer-group members) per process;
+    /// more answer RESOURCE_EXHAUSTED. Each holds a blocking Redis
+    /// connection, so this also bounds the connections they cost R.
+    pub max_group_subscribers: usize,
     /// BLOCK time of stream reads. Also bounds how long a reader waits
     /// before it notices a dead connection.
     #[serde(with = "humantime_serde")]
@@ -279,6 +289,7 @@ impl Default for StreamsConfig {
         Self {
             watch_queue_capacity: 1024,
             max_watch_subscribers: 10_000,
+            max_group_subscribers: 64,
             block: Duration::from_secs(5),
             read_batch: 512,
             slow_subscriber_timeout: Duration::from_secs(5),
@@ -324,6 +335,21 @@ impl Default for CreditConfig {
             max_waiters: 10_000,
             answer_retention: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+}
+
+/// Swap quotes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuoteConfig {
+    /// WatchQuote streams per process; more answer RESOURCE_EXHAUSTED.
+    /// Each recomputes its quote when a pool it considered changes.
+    pub max_watchers: usize,
+}
+
+impl Default for QuoteConfig {
+    fn default() -> Self {
+        Self { max_watchers: 1024 }
     }
 }
 
@@ -490,6 +516,11 @@ impl Config {
                 "streams.max_watch_subscribers",
                 self.streams.max_watch_subscribers,
             ),
+            (
+                "streams.max_group_subscribers",
+                self.streams.max_group_subscribers,
+            ),
+            ("quote.max_watchers", self.quote.max_watchers),
             ("streams.read_batch", self.streams.read_batch),
             (
                 "streams.group_queue_capacity",
@@ -507,16 +538,11 @@ impl Config {
         if self.credit.max_waiters == 0 {
             return Err(invalid("credit.max_waiters", "must be at least 1"));
         }
-        if !crate::error::is_valid_id(&self.credit.custodian) {
-            return Err(invalid("credit.custodian", crate::error::ID_RULE));
+        if !is_valid_id(&self.credit.custodian) {
+            return Err(invalid("credit.custodian", ID_RULE));
         }
-        if !self
-            .credit
-            .asset_allowlist
-            .iter()
-            .all(|a| crate::error::is_valid_id(a))
-        {
-            return Err(invalid("credit.asset_allowlist", crate::error::ID_RULE));
+        if !self.credit.asset_allowlist.iter().all(|a| is_valid_id(a)) {
+            return Err(invalid("credit.asset_allowlist", ID_RULE));
         }
         if self.streams.maxlen.values().any(|n| *n == 0) {
             return Err(invalid("streams.maxlen", "every length must be at least 1"));
@@ -531,8 +557,8 @@ impl Config {
             ("redis.master.url", &self.redis.master),
             ("redis.replica.url", &self.redis.replica),
         ] {
-            crate::redis::connection_info(endpoint)
-                .map_err(|e| invalid(field, crate::error::ErrorChain(&e).to_string()))?;
+            redis::IntoConnectionInfo::into_connection_info(endpoint.url.as_str())
+                .map_err(|e| invalid(field, format!("is not a Redis URL: {e}")))?;
         }
         Ok(())
     }

@@ -30,7 +30,8 @@ use crate::{
         Redis,
         process::{ProcessError, RedisProcess, Topology},
     },
-    server::{self, ServerError},
+    server::ServerError,
+    services,
 };
 
 /// Name of the attach file written into the data directory.
@@ -240,7 +241,7 @@ async fn serve(
     std::fs::write(dir.join(DEV_JSON), json + "\n")
         .map_err(io(format!("cannot write {}", dir.join(DEV_JSON).display())))?;
     println!("{}", banner(&info, dir));
-    server::run(config, listener, stop_signal).await?;
+    services::run(config, listener, stop_signal).await?;
     Ok(())
 }
 

@@ -9,27 +9,34 @@
 //!
 //! ## Layout
 //!
-//! Shared machinery (used by every domain, depends on none):
+//! Shared machinery, below every domain and importing none of them (a test,
+//! `layout_has_no_cycles`, checks it):
 //!
-//! - [`config`]: the one typed [`config::Config`]: defaults, then a TOML file,
-//!   then `OPENOES__*` environment variables.
+//! - [`validate`]: a leaf: field violations, the protocol's id rule, page
+//!   sizes, how much of a bad value an error may echo.
+//! - [`error`]: [`error::RpcError`], which every error type implements to
+//!   say its own gRPC code and `ErrorInfo` reason, the one conversion to
+//!   `tonic::Status`, and [`error::reason`], the one registry of reasons.
+//! - [`config`]: the one typed [`config::Config`]: defaults, then a TOML
+//!   file, then `OPENOES__*` environment variables.
 //! - [`amount`]: money as the protocol writes it: exact decimal strings in
 //!   and out, `rust_decimal` inside, never a float.
-//! - [`error`]: the one table from errors to gRPC status codes, with
-//!   `google.rpc.ErrorInfo` reasons and `BadRequest` field violations.
+//! - [`time`]: unix seconds, milliseconds and protobuf timestamps.
 //! - [`redis`]: connections to M and R: a pool for short commands, dedicated
-//!   connections (a separate type) for blocking stream reads, and
-//!   [`redis::process`] to run real local `redis-server`s for `dev` and tests.
-//! - [`streams`]: the bridge from Redis streams to gRPC server streams.
-//! - [`server`]: builds the tonic server: services, health that follows Redis,
+//!   connections (a separate type) for blocking stream reads,
+//!   [`redis::script`] (one struct per Lua script), and [`redis::process`]
+//!   to run real local `redis-server`s for `dev` and tests.
+//! - [`streams`]: the bridge from Redis streams to gRPC server streams:
+//!   fan-out watches, consumer groups, entry parsing, and the one pump that
+//!   serves every streaming RPC.
+//! - [`server`]: the [`server::Context`] every service is built from, the
+//!   plug-in shape ([`server::PlugIn`]), health that follows Redis,
 //!   reflection, deadline and drain layers, graceful shutdown.
 //! - [`shutdown`]: the stop signal (SIGINT, SIGTERM).
-//! - [`dev`]: `openoes dev`, the whole link on one machine.
-//! - [`acl`]: the link's Redis ACL rules and `openoes acl apply`.
 //! - [`proto`]: code generated from `proto/`.
 //!
-//! One folder per domain, each holding its model, its Redis store (keys and
-//! Lua scripts in `.lua` files beside it) and a thin gRPC handler:
+//! One folder per domain, all of the same shape (`src/README.md` has the
+//! template and the checklist for adding a service):
 //!
 //! - [`credit`]: credit requests WSP -> exchange, decisions, Credit Inventory;
 //!   the WSP role on M and the exchange role on R, one file each.
@@ -38,17 +45,17 @@
 //! - [`quote`]: exact DLMM (Liquidity Book) swap quotes and routing.
 //! - [`attestation`]: verification results turned into signed attestations.
 //!
-//! - [`bench`]: `openoes bench`, load tools that report ratios to Redis.
-//!
-//! `src/main.rs` is the command line (`serve`, `dev`, `acl apply`,
-//! `pools load`, `bench`, `config`).
+//! On top: [`services`] (the list of services and `run`), [`dev`]
+//! (`openoes dev`, the whole link on one machine) and [`acl`] (the link's
+//! Redis ACL rules). `src/main.rs` is the command line (`serve`, `dev`,
+//! `acl apply`, `pools load`, `bench`, `config`); the load tools of
+//! `openoes bench` live beside it in `src/bench/`, outside the library.
 
 #![warn(missing_docs)]
 
 pub mod acl;
 pub mod amount;
 pub mod attestation;
-pub mod bench;
 pub mod config;
 pub mod credit;
 pub mod dev;
@@ -58,6 +65,151 @@ pub mod proto;
 pub mod quote;
 pub mod redis;
 pub mod server;
+pub mod services;
 pub mod settlement;
 pub mod shutdown;
 pub mod streams;
+pub mod time;
+pub mod validate;
+
+#[cfg(test)]
+mod layout_tests {
+    //! The import picture: shared machinery never imports a domain, and
+    //! the modules form no cycle.
+
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        path::Path,
+    };
+
+    const DOMAINS: [&str; 5] = ["credit", "pledge", "settlement", "quote", "attestation"];
+    const SHARED: [&str; 9] = [
+        "validate", "error", "config", "amount", "time", "redis", "streams", "server", "shutdown",
+    ];
+
+    /// The top-level modules named by `crate::` paths in code (not in
+    /// comments): `crate::a::b`, `crate::{a, b::c}`, `$crate::a`.
+    fn crate_paths(text: &str) -> BTreeSet<String> {
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let ident = |s: &str| -> String {
+            s.trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let mut found = BTreeSet::new();
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // Items at depth 1 of the braced group.
+                let (mut depth, mut item_start) = (0usize, 0usize);
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => {
+                            found.insert(ident(&group[item_start..i]));
+                            break;
+                        }
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            found.insert(ident(&group[item_start..i]));
+                            item_start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                found.insert(ident(rest));
+            }
+        }
+        found.remove("");
+        found
+    }
+
+    /// Top-level modules each top-level module refers to.
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let rel = path.strip_prefix(&src).expect("under src");
+                let top = rel
+                    .components()
+                    .next()
+                    .and_then(|c| c.as_os_str().to_str())
+                    .unwrap_or_default()
+                    .trim_end_matches(".rs")
+                    .to_string();
+                if ["lib", "main", "bench", "proto"].contains(&top.as_str()) {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("read file");
+                let used = graph.entry(top.clone()).or_default();
+                for module in crate_paths(&text) {
+                    if module != top {
+                        used.insert(module);
+                    }
+                }
+            }
+        }
+        graph
+    }
+
+    #[test]
+    fn layout_has_no_cycles() {
+        let graph = imports();
+        // The parser sees what is there (else this test could not fail).
+        assert!(graph["credit"].contains("streams"), "{graph:?}");
+        assert!(graph["server"].contains("redis"), "{graph:?}");
+        assert!(graph["services"].contains("credit"), "{graph:?}");
+        for shared in SHARED {
+            let bad: Vec<_> = graph
+                .get(shared)
+                .into_iter()
+                .flatten()
+                .filter(|m| {
+                    DOMAINS.contains(&m.as_str())
+                        || ["services", "dev", "acl"].contains(&m.as_str())
+                })
+                .collect();
+            assert!(bad.is_empty(), "shared module {shared} imports {bad:?}");
+        }
+        // Depth-first search for a cycle.
+        fn visit<'a>(
+            graph: &'a BTreeMap<String, BTreeSet<String>>,
+            node: &'a str,
+            path: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) {
+            if done.contains(node) {
+                return;
+            }
+            if let Some(i) = path.iter().position(|n| *n == node) {
+                panic!("import cycle: {:?}", &path[i..]);
+            }
+            path.push(node);
+            for next in graph.get(node).into_iter().flatten() {
+                visit(graph, next, path, done);
+            }
+            path.pop();
+            done.insert(node);
+        }
+        let mut done = BTreeSet::new();
+        for node in graph.keys() {
+            visit(&graph, node, &mut Vec::new(), &mut done);
+        }
+    }
+}

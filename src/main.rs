@@ -1,5 +1,7 @@
 //! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`, `bench`, `config`.
 
+mod bench;
+
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -8,7 +10,7 @@ use openoes::{
     dev::{self, DevOptions},
     error::ErrorChain,
     quote::{model::PoolFile, store::QuoteStore},
-    server, shutdown,
+    services, shutdown,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -175,8 +177,8 @@ struct LoadArgs {
 }
 
 impl LoadArgs {
-    fn options(self, default_concurrency: usize) -> openoes::bench::BenchOptions {
-        openoes::bench::BenchOptions {
+    fn options(self, default_concurrency: usize) -> bench::BenchOptions {
+        bench::BenchOptions {
             addr: self.addr,
             redis_url: self.redis_url,
             concurrency: self.concurrency.unwrap_or(default_concurrency),
@@ -188,10 +190,10 @@ impl LoadArgs {
 
 /// Prints the figures as a table, and writes them as JSON if asked.
 fn report(
-    figures: &[openoes::bench::Figure],
+    figures: &[bench::Figure],
     json: Option<PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    print!("{}", openoes::bench::table(figures));
+    print!("{}", bench::table(figures));
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(figures)? + "\n")?;
     }
@@ -246,7 +248,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { .. } => {
                 let listener = tokio::net::TcpListener::bind(config.grpc.listen).await?;
-                server::run(config, listener, stop).await?;
+                services::run(config, listener, stop).await?;
             }
             Command::Dev {
                 data_dir, listen, ..
@@ -272,13 +274,13 @@ fn main() -> ExitCode {
             Command::Bench {
                 command: BenchCommand::Quote { load, json },
             } => {
-                let figures = openoes::bench::quote(&load.options(32)).await?;
+                let figures = bench::quote(&load.options(32)).await?;
                 report(&figures, json)?;
             }
             Command::Bench {
                 command: BenchCommand::Credit { load, rate, json },
             } => {
-                let figures = openoes::bench::credit::run(&load.options(50), rate).await?;
+                let figures = bench::credit::run(&load.options(50), rate).await?;
                 report(&figures, json)?;
             }
             Command::Bench {
@@ -292,14 +294,14 @@ fn main() -> ExitCode {
                         json,
                     },
             } => {
-                let options = openoes::bench::WatchBenchOptions {
+                let options = bench::WatchBenchOptions {
                     redis_url,
                     subscribers,
                     rate,
                     duration: std::time::Duration::from_secs(seconds),
                     idle_subscribers: idle,
                 };
-                let figures = openoes::bench::watch(&options).await?;
+                let figures = bench::watch(&options).await?;
                 report(&figures, json)?;
             }
             Command::Acl {

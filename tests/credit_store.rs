@@ -8,7 +8,11 @@ use std::collections::HashMap;
 use openoes::{
     amount,
     config::StreamsConfig,
-    credit::store::{CreditError, CreditStore, NewCreditRequest, RequestOutcome},
+    credit::{
+        error::CreditError,
+        model::{NewCreditRequest, RequestStatus},
+        store::{CreditStore, RequestOutcome},
+    },
     redis::process::{RedisOptions, RedisProcess},
 };
 
@@ -67,10 +71,10 @@ async fn a_request_is_recorded_and_sent_in_the_standard_wire_format() {
     let RequestOutcome::Created(record) = outcome else {
         panic!("created: {outcome:?}")
     };
-    assert_eq!(record.field("status"), "pending");
-    assert_eq!(record.field("c_change"), "+10.5");
-    assert_eq!(record.field("ci"), "10.5", "current 0 + 10.5, exactly");
-    assert_eq!(record.field("ci_version"), "0");
+    assert_eq!(record.status, RequestStatus::Pending);
+    assert_eq!(record.change, "+10.5");
+    assert_eq!(record.ci, "10.5", "current 0 + 10.5, exactly");
+    assert_eq!(record.ci_version, 0);
 
     let requests = stream(&mut conn, "mirror:credit:request").await;
     assert_eq!(requests.len(), 1);
@@ -195,8 +199,8 @@ async fn decreases_never_take_credit_below_zero_and_ci_is_exact() {
     else {
         panic!("created")
     };
-    assert_eq!(record.field("ci"), "0.2", "0.3 - 0.1 is exactly 0.2");
-    assert_eq!(record.field("ci_version"), "7");
+    assert_eq!(record.ci, "0.2", "0.3 - 0.1 is exactly 0.2");
+    assert_eq!(record.ci_version, 7);
 }
 
 #[tokio::test]
@@ -225,7 +229,7 @@ async fn of_twenty_concurrent_requests_for_one_user_and_asset_exactly_one_wins()
 
 // === applying the exchange's responses ===
 
-use openoes::credit::store::{ApplyOutcome, CreditResponse};
+use openoes::credit::{model::CreditResponse, store::ApplyOutcome};
 
 fn response(
     entry_id: &str,
@@ -282,7 +286,7 @@ async fn an_accepted_response_is_applied_exactly_once() {
         ("10.5".into(), "1".into())
     );
     let record = store.record("r-1").await.expect("read").expect("record");
-    assert_eq!(record.field("status"), "accepted");
+    assert_eq!(record.status, RequestStatus::Accepted);
 
     // The same response again (a WSP restart re-reading it): nothing changes.
     assert_eq!(
@@ -367,8 +371,8 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
     );
     let record = store.record("r-1").await.expect("read").expect("record");
     assert_eq!(
-        (record.field("status"), record.field("reject_reason")),
-        ("rejected", "address not whitelisted")
+        (record.status, record.reject_reason.as_str()),
+        (RequestStatus::Rejected, "address not whitelisted")
     );
     assert_eq!(
         ci(&mut conn, "CI:bob:ETH").await,
@@ -398,7 +402,7 @@ async fn rejections_anomalies_and_strangers_never_touch_credit() {
         (String::new(), String::new())
     );
     let record = store.record("r-2").await.expect("read").expect("record");
-    assert_eq!(record.field("status"), "pending", "left for a person");
+    assert_eq!(record.status, RequestStatus::Pending, "left for a person");
     let last = stream(&mut conn, "mirror:credit:events")
         .await
         .pop()

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Gateway, Link, wait_for_health};
-use openoes::{config::Role, error::DOMAIN, server::SERVICE_NAMES};
+use openoes::{config::Role, error::DOMAIN, services::NAMES as SERVICE_NAMES};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_health::pb::{

@@ -7,7 +7,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use openoes::{
     config::StreamsConfig,
     redis::process::{RedisOptions, RedisProcess},
-    streams::watch::{Filter, StreamEvent, Subscription, WatchEnd, WatchError, WatchHub},
+    streams::{
+        Entry,
+        watch::{Filter, Subscription, WatchEnd, WatchError, WatchHub},
+    },
 };
 use tempfile::TempDir;
 use tokio_stream::StreamExt;
@@ -80,7 +83,7 @@ async fn publish(
     pipe.query_async(conn).await.expect("xadd")
 }
 
-async fn take(sub: &mut Subscription, n: usize) -> Vec<Arc<StreamEvent>> {
+async fn take(sub: &mut Subscription, n: usize) -> Vec<Arc<Entry>> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         match tokio::time::timeout(SOON, sub.next()).await {
@@ -91,7 +94,7 @@ async fn take(sub: &mut Subscription, n: usize) -> Vec<Arc<StreamEvent>> {
     got
 }
 
-fn numbers(events: &[Arc<StreamEvent>]) -> Vec<usize> {
+fn numbers(events: &[Arc<Entry>]) -> Vec<usize> {
     events
         .iter()
         .map(|e| e.field("n").parse().expect("n"))
@@ -246,7 +249,7 @@ async fn a_slow_subscriber_is_cut_off_while_a_fast_one_receives_everything() {
         slow_got <= 64,
         "the slow one held at most its queue: {slow_got}"
     );
-    let status = tonic::Status::from(openoes::error::Error::WatchEnded(end));
+    let status = tonic::Status::from(openoes::error::Error::from(end));
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
 }
 
@@ -257,7 +260,7 @@ async fn filters_apply_before_queueing() {
         ..fast_config()
     };
     let mut s = setup(config).await;
-    let alice: Filter = Arc::new(|e: &StreamEvent| e.field("user") == "alice");
+    let alice: Filter = Arc::new(|e: &Entry| e.field("user") == "alice");
     let mut sub = s.hub.subscribe(KEY, "", alice).await.expect("alice");
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Far more than the queue holds, but only 3 for alice: not too slow.
@@ -286,15 +289,60 @@ async fn watchers_recover_when_redis_is_killed_and_restarted_without_persistence
 }
 
 #[tokio::test]
+async fn a_watch_ends_with_cursor_ahead_when_the_log_goes_backwards_instead_of_replaying_it() {
+    let mut s = setup(fast_config()).await;
+    let mut sub = s.hub.subscribe(KEY, "", all()).await.expect("subscribe");
+    // Entries whose ids are ahead of what a restarted Redis will write (an
+    // AOF restart that lost its last second, or another clock).
+    for i in 0..3u64 {
+        let _: String = redis::cmd("XADD")
+            .arg(KEY)
+            .arg(format!("99999999999999-{i}"))
+            .arg("n")
+            .arg(i)
+            .query_async(&mut s.conn)
+            .await
+            .expect("xadd");
+    }
+    assert_eq!(numbers(&take(&mut sub, 3).await), [0, 1, 2]);
+
+    s.redis.kill().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.redis.restart().await.expect("restart");
+    let mut conn = connect(&s.redis).await;
+    publish(&mut conn, 100, 3, "u").await;
+    // The log the watch was reading is gone and the new one is behind its
+    // cursor: the watch ends (its client resumes from now, knowing events
+    // may be missing) rather than replaying the new log from 0-0.
+    let end = tokio::time::timeout(SOON, sub.next()).await.expect("ends");
+    assert!(matches!(end, Some(Err(WatchEnd::Reset))), "{end:?}");
+    let status = tonic::Status::from(openoes::error::Error::from(WatchEnd::Reset));
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    assert_eq!(
+        details.error_info().map(|i| i.reason.as_str()),
+        Some("CURSOR_AHEAD")
+    );
+    let mut fresh = s
+        .hub
+        .subscribe(KEY, "", all())
+        .await
+        .expect("subscribe from now");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publish(&mut conn, 200, 2, "u").await;
+    assert_eq!(numbers(&take(&mut fresh, 2).await), [200, 201]);
+}
+
+#[tokio::test]
 async fn a_thousand_subscribers_all_receive_every_event() {
     let mut s = setup(fast_config()).await;
-    let before = openoes::bench::rss_kib();
+    let before = common::rss_kib();
     let mut subs = Vec::new();
     for _ in 0..1000 {
         subs.push(s.hub.subscribe(KEY, "", all()).await.expect("subscribe"));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle = openoes::bench::rss_kib();
+    let idle = common::rss_kib();
     publish(&mut s.conn, 0, 200, "u").await;
     let mut readers = Vec::new();
     for mut sub in subs {
@@ -307,7 +355,7 @@ async fn a_thousand_subscribers_all_receive_every_event() {
     }
     println!(
         "RSS of the test process: {before} KiB before, {idle} KiB with 1000 idle subscribers, {} KiB after",
-        openoes::bench::rss_kib()
+        common::rss_kib()
     );
     assert_eq!(
         s.hub.subscriber_count(),
@@ -317,25 +365,36 @@ async fn a_thousand_subscribers_all_receive_every_event() {
 }
 
 #[tokio::test]
-async fn the_subscriber_limit_holds_and_a_dropped_subscription_frees_its_slot_at_once() {
-    let config = StreamsConfig {
-        max_watch_subscribers: 2,
-        ..fast_config()
+async fn the_subscriber_limit_holds_and_a_dropped_stream_frees_its_slot() {
+    use openoes::streams::Pump;
+    let s = setup(fast_config()).await;
+    let pump = Pump::new("watch", 2, Duration::from_secs(5), s.stop.clone());
+    let source = |hub: &WatchHub| {
+        let hub = hub.clone();
+        async move {
+            let sub = hub.subscribe(KEY, "", all()).await.expect("subscribe");
+            sub.map(|e| e.map_err(openoes::error::Error::from))
+        }
     };
-    let s = setup(config).await;
-    let a = s.hub.subscribe(KEY, "", all()).await.expect("a");
-    let _b = s.hub.subscribe(KEY, "", all()).await.expect("b");
-    let e = s.hub.subscribe(KEY, "", all()).await.err().expect("limit");
-    assert!(
-        matches!(e, WatchError::TooManySubscribers { limit: 2 }),
-        "{e:?}"
-    );
+    let a = pump.reserve().expect("a").serve(source(&s.hub).await);
+    let _b = pump.reserve().expect("b").serve(source(&s.hub).await);
+    let e = pump.reserve().err().expect("limit");
+    assert_eq!(e.limit, 2);
+    let status = tonic::Status::from(openoes::error::Error::from(e));
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    // The client stream goes away: its slot and its subscription are freed.
     drop(a);
-    assert_eq!(s.hub.subscriber_count(), 1);
-    s.hub
-        .subscribe(KEY, "", all())
-        .await
-        .expect("a slot is free again");
+    let deadline = tokio::time::Instant::now() + SOON;
+    while pump.open() != 1 || s.hub.subscriber_count() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "slot not freed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pump.reserve().expect("a slot is free again");
+    // The hub itself sets no limit: internal followers are never refused.
+    let mut many = Vec::new();
+    for _ in 0..10 {
+        many.push(s.hub.subscribe(KEY, "", all()).await.expect("internal"));
+    }
 }
 
 #[tokio::test]

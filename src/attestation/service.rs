@@ -6,7 +6,6 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    error::Error,
     proto::attestation::v1::{
         GetAttestationRequest, GetAttestationResponse, GetIssuerKeyRequest, GetIssuerKeyResponse,
         ListAttestationsRequest, ListAttestationsResponse, RevokeAttestationRequest,
@@ -14,6 +13,7 @@ use crate::{
         VerifyAttestationRequest, VerifyAttestationResponse, WatchAttestationsRequest,
         WatchAttestationsResponse, attestation_service_server::AttestationService,
     },
+    server::unimplemented,
     streams::ResponseStream,
 };
 
@@ -25,67 +25,52 @@ pub struct AttestationApi;
 impl AttestationService for AttestationApi {
     async fn submit_verification(
         &self,
-        _: Request<SubmitVerificationRequest>,
+        request: Request<SubmitVerificationRequest>,
     ) -> Result<Response<SubmitVerificationResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.attestation.v1.AttestationService/SubmitVerification")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn get_attestation(
         &self,
-        _: Request<GetAttestationRequest>,
+        request: Request<GetAttestationRequest>,
     ) -> Result<Response<GetAttestationResponse>, Status> {
-        Err(Error::unimplemented("openoes.attestation.v1.AttestationService/GetAttestation").into())
+        Err(unimplemented(&request))
     }
 
     async fn list_attestations(
         &self,
-        _: Request<ListAttestationsRequest>,
+        request: Request<ListAttestationsRequest>,
     ) -> Result<Response<ListAttestationsResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.attestation.v1.AttestationService/ListAttestations")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn verify_attestation(
         &self,
-        _: Request<VerifyAttestationRequest>,
+        request: Request<VerifyAttestationRequest>,
     ) -> Result<Response<VerifyAttestationResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.attestation.v1.AttestationService/VerifyAttestation")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn revoke_attestation(
         &self,
-        _: Request<RevokeAttestationRequest>,
+        request: Request<RevokeAttestationRequest>,
     ) -> Result<Response<RevokeAttestationResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.attestation.v1.AttestationService/RevokeAttestation")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn get_issuer_key(
         &self,
-        _: Request<GetIssuerKeyRequest>,
+        request: Request<GetIssuerKeyRequest>,
     ) -> Result<Response<GetIssuerKeyResponse>, Status> {
-        Err(Error::unimplemented("openoes.attestation.v1.AttestationService/GetIssuerKey").into())
+        Err(unimplemented(&request))
     }
 
     type WatchAttestationsStream = ResponseStream<WatchAttestationsResponse>;
 
     async fn watch_attestations(
         &self,
-        _: Request<WatchAttestationsRequest>,
+        request: Request<WatchAttestationsRequest>,
     ) -> Result<Response<Self::WatchAttestationsStream>, Status> {
-        Err(
-            Error::unimplemented("openoes.attestation.v1.AttestationService/WatchAttestations")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 }

@@ -21,15 +21,15 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use tokio::{sync::Semaphore, task::JoinSet};
-use tonic::transport::Channel;
-
-use super::{BenchError, BenchOptions, Figure, connect, load, new_histogram, redis_benchmark};
-use crate::proto::credit::v1::{
+use openoes::proto::credit::v1::{
     CreditDecision, CreditRequestStatus, GetCreditInventoryRequest, RequestCreditRequest,
     RespondToCreditRequestRequest, SubscribeCreditRequestsRequest,
     credit_service_client::CreditServiceClient as Client,
 };
+use tokio::{sync::Semaphore, task::JoinSet};
+use tonic::transport::Channel;
+
+use super::{BenchError, BenchOptions, Figure, connect, load, new_histogram, redis_benchmark};
 
 /// Auto-accepting exchange subscribers.
 const SUBSCRIBERS: usize = 4;

@@ -21,13 +21,12 @@ use std::{
 };
 
 use hdrhistogram::Histogram;
+use openoes::proto::quote::v1::{
+    Bin, GetQuoteRequest, Pool, UpsertPoolRequest, quote_service_client::QuoteServiceClient,
+};
 use serde::Serialize;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-use crate::proto::quote::v1::{
-    Bin, GetQuoteRequest, Pool, UpsertPoolRequest, quote_service_client::QuoteServiceClient,
-};
 
 /// How `bench quote` runs.
 #[derive(Debug, Clone)]
@@ -388,8 +387,7 @@ pub struct WatchBenchOptions {
 /// `idle_subscribers` idle watches.
 pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchError> {
     use futures_util::StreamExt;
-
-    use crate::{
+    use openoes::{
         config::{RedisConfig, RedisEndpointConfig, StreamsConfig},
         redis::Redis,
         streams::watch::WatchHub,

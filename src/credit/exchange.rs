@@ -11,27 +11,46 @@
 //! (`reject_reason` starts with one of the `REJECT_*` codes) and never
 //! reaches a backend. `lua/respond.lua` records an answer.
 
-use std::{collections::HashSet, sync::LazyLock};
+use std::collections::HashSet;
 
-use redis::Script;
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 
-use super::model::{
-    CreditError, REQUEST_STREAM, RESPONSE_STREAM, answer_key, ci_key, now, request_key,
-    request_to_proto,
+use super::{
+    error::CreditError,
+    keys,
+    model::{Answer, CreditRequestRecord, Decision},
 };
 use crate::{
     amount,
     config::{CreditConfig, StreamsConfig},
-    error::is_valid_id,
-    proto::credit::v1 as pb,
-    redis::{RedisEndpoint, RedisError},
+    redis::{RedisEndpoint, RedisError, script::lua_script},
     streams::group::{Delivery, GroupHub, GroupSubscription},
+    time,
+    validate::is_valid_id,
 };
 
-static DELIVER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/deliver.lua")));
-static RESPOND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/respond.lua")));
+lua_script! {
+    /// `lua/deliver.lua`: screens a delivery and records it on R.
+    struct Deliver<'a>(include_str!("lua/deliver.lua")) {
+        keys { record: String, answer: String, ci: String, requests: &'a str }
+        args {
+            group: &'a str, entry_id: String, retention_ms: u64, uid: &'a str, asset: &'a str,
+            change: &'a str, ci_after: &'a str, custodian: &'a str,
+        }
+    }
+}
+
+lua_script! {
+    /// `lua/respond.lua`: records an answer on R.
+    struct Respond<'a>(include_str!("lua/respond.lua")) {
+        keys { answer: String, responses: &'a str, requests: &'a str }
+        args {
+            request_id: &'a str, status: &'a str, reject_reason: &'a str, now_s: u64,
+            now_ms: u64, responses_maxlen: usize, retention_ms: u64,
+        }
+    }
+}
 
 /// Reject reason codes of the gateway's own checks: `<CODE>: <details>`.
 pub mod reject {
@@ -50,38 +69,6 @@ pub mod reject {
     /// undecided in a dead-letter stream, which would block the user's
     /// (user, asset) on the WSP for good.
     pub const DELIVERY_LIMIT: &str = "DELIVERY_LIMIT";
-}
-
-/// An exchange backend's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Accept the change.
-    Accept,
-    /// Reject it.
-    Reject,
-}
-
-impl Decision {
-    /// The protocol's `status` value.
-    pub fn status(self) -> &'static str {
-        match self {
-            Self::Accept => "accepted",
-            Self::Reject => "rejected",
-        }
-    }
-}
-
-/// An answer as recorded on R.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// The decision recorded (the first one).
-    pub decision: Decision,
-    /// Its reject reason, "" on accept.
-    pub reject_reason: String,
-    /// The response's `ci`.
-    pub ci: String,
-    /// When it was recorded, unix milliseconds.
-    pub decided_ms: i64,
 }
 
 /// The exchange role's work on R.
@@ -112,7 +99,7 @@ impl Exchange {
             allowlist: credit.asset_allowlist.iter().cloned().collect(),
             retention_ms: credit.answer_retention.as_millis() as u64,
             max_deliveries: streams.max_deliveries,
-            response_maxlen: streams.maxlen_for(RESPONSE_STREAM),
+            response_maxlen: streams.maxlen_for(keys::RESPONSE_STREAM),
         }
     }
 
@@ -122,7 +109,7 @@ impl Exchange {
 
     /// Joins `group` on the request stream.
     pub fn subscribe(&self, group: &str, consumer: Option<&str>) -> GroupSubscription {
-        self.groups.subscribe(REQUEST_STREAM, group, consumer)
+        self.groups.subscribe(keys::REQUEST_STREAM, group, consumer)
     }
 
     /// Screens one delivery of `group`: `Some` request for the backend, or
@@ -131,7 +118,7 @@ impl Exchange {
         &self,
         group: &str,
         delivery: &Delivery,
-    ) -> Result<Option<pb::CreditRequest>, CreditError> {
+    ) -> Result<Option<CreditRequestRecord>, CreditError> {
         let request_id = delivery.field("request_id");
         if !is_valid_id(request_id) {
             // Nothing can be answered without an id: keep it for a person.
@@ -140,29 +127,30 @@ impl Exchange {
                 reject::MALFORMED_REQUEST
             );
             self.groups
-                .dead_letter(REQUEST_STREAM, group, delivery, &reason)
+                .dead_letter(keys::REQUEST_STREAM, group, delivery, &reason)
                 .await?;
             return Ok(None);
         }
         let uid = delivery.field("uid");
         let asset = delivery.field("asset");
         let mut conn = self.redis.conn().await?;
-        let reply: Vec<String> = DELIVER
-            .key(request_key(request_id))
-            .key(answer_key(request_id))
-            .key(ci_key(uid, asset))
-            .key(REQUEST_STREAM)
-            .arg(group)
-            .arg(delivery.id.to_string())
-            .arg(self.retention_ms)
-            .arg(uid)
-            .arg(asset)
-            .arg(delivery.field("c_change"))
-            .arg(delivery.field("ci"))
-            .arg(delivery.field("custodian"))
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let reply: Vec<String> = Deliver {
+            record: keys::request(request_id),
+            answer: keys::answer(request_id),
+            ci: keys::ci(uid, asset),
+            requests: keys::REQUEST_STREAM,
+            group,
+            entry_id: delivery.id.to_string(),
+            retention_ms: self.retention_ms,
+            uid,
+            asset,
+            change: delivery.field("c_change"),
+            ci_after: delivery.field("ci"),
+            custodian: delivery.field("custodian"),
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
         drop(conn);
         let ci_on_replica = match reply.as_slice() {
             [verdict, ci] if verdict == "deliver" => ci,
@@ -184,7 +172,7 @@ impl Exchange {
             self.respond(request_id, Decision::Reject, &reason).await?;
             return Ok(None);
         }
-        Ok(Some(request_to_proto(&delivery.fields)))
+        Ok(Some(CreditRequestRecord::parse(&delivery.fields)))
     }
 
     /// The protocol's checks of a request against the CI on R; `Err` is the
@@ -249,21 +237,22 @@ impl Exchange {
         decision: Decision,
         reject_reason: &str,
     ) -> Result<Answer, CreditError> {
-        let (now_s, now_ms) = now();
+        let now = time::now();
         let mut conn = self.redis.conn().await?;
-        let reply: redis::RedisResult<(String, String, String, String)> = RESPOND
-            .key(answer_key(request_id))
-            .key(RESPONSE_STREAM)
-            .key(REQUEST_STREAM)
-            .arg(request_id)
-            .arg(decision.status())
-            .arg(reject_reason)
-            .arg(now_s)
-            .arg(now_ms)
-            .arg(self.response_maxlen)
-            .arg(self.retention_ms)
-            .invoke_async(&mut *conn)
-            .await;
+        let reply: redis::RedisResult<(String, String, String, String)> = Respond {
+            answer: keys::answer(request_id),
+            responses: keys::RESPONSE_STREAM,
+            requests: keys::REQUEST_STREAM,
+            request_id,
+            status: decision.status(),
+            reject_reason,
+            now_s: now.s,
+            now_ms: now.ms,
+            responses_maxlen: self.response_maxlen,
+            retention_ms: self.retention_ms,
+        }
+        .invoke(&mut *conn)
+        .await;
         let (status, reject_reason, ci, decided_ms) = match reply {
             Ok(answer) => answer,
             Err(e) if e.code() == Some("UNKNOWN_REQUEST") => {
@@ -287,5 +276,16 @@ impl Exchange {
             ci,
             decided_ms: decided_ms.parse().unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_match_their_headers() {
+        Deliver::SHAPE.check();
+        Respond::SHAPE.check();
     }
 }

@@ -1,20 +1,108 @@
-//! Credit API: credit requests WSP -> exchange, decisions, Credit Inventory.
-//! See `shared/docs/openoes-protocol.md` for the flow; each role is one file.
+//! Credit: requests WSP -> exchange, decisions, Credit Inventory. See
+//! `shared/docs/openoes-protocol.md` for the flow.
 //!
-//! - [`model`]: keys, field names, Redis data -> proto, the domain's errors.
-//! - [`store`]: the WSP's writes on M: requests and applying responses
-//!   (`lua/request.lua`, `lua/apply_response.lua`).
+//! - [`keys`]: every key and stream, (std) or (ext).
+//! - [`model`]: typed records (requests, inventory, events, responses).
+//! - [`error`]: the domain's errors and their gRPC codes.
+//! - [`convert`]: proto <-> domain, every input check.
+//! - [`store`]: the WSP's writes on M (`lua/request.lua`,
+//!   `lua/apply_response.lua`) and reads on M or R.
 //! - [`wsp`]: the WSP role's background work: reading the exchange's
 //!   responses on R, and waking RequestCredit calls that wait.
 //! - [`exchange`]: the exchange role on R: screening deliveries (protocol
 //!   checks, auto-reject) and recording answers (`lua/deliver.lua`,
 //!   `lua/respond.lua`).
 //! - [`service`]: the gRPC handler.
+//!
+//! Health: the OpenOES link of the roles served (WSP: M and R; exchange: R).
 
+pub mod convert;
+pub mod error;
 pub mod exchange;
+pub mod keys;
 pub mod model;
 pub mod service;
 pub mod store;
 pub mod wsp;
 
-pub use service::CreditApi;
+use tonic::{server::NamedService, service::RoutesBuilder};
+
+pub use self::service::CreditApi;
+use self::{
+    exchange::Exchange,
+    service::WspRole,
+    store::{CreditStore, CreditView},
+    wsp::Waiters,
+};
+use crate::{
+    config::Role,
+    proto::credit::v1::credit_service_server::CreditServiceServer,
+    server::{Context, Plugged},
+};
+
+/// The service's fully-qualified name.
+pub const SERVICE: &str = <CreditServiceServer<CreditApi> as NamedService>::NAME;
+
+/// Plugs CreditService into the server: the roles' state and background
+/// work (the WSP's response reader and decision follower), which end with
+/// the server.
+pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
+    let config = &ctx.config;
+    let wsp = ctx.role(Role::Wsp, || {
+        let store = CreditStore::new(
+            ctx.redis.master.clone(),
+            &config.credit.custodian,
+            &config.streams,
+        );
+        tokio::spawn(wsp::apply_responses(
+            store.clone(),
+            ctx.redis.replica_reader.clone(),
+            config.streams.clone(),
+            ctx.stop.clone(),
+        ));
+        WspRole {
+            store,
+            waiters: Waiters::start(
+                ctx.master_watches.clone(),
+                config.credit.max_waiters,
+                ctx.stop.clone(),
+            ),
+            max_wait: config.credit.max_wait,
+        }
+    });
+    let exchange = ctx.role(Role::Exchange, || {
+        Exchange::new(
+            ctx.redis.replica.clone(),
+            &config.credit,
+            &config.streams,
+            ctx.stop.clone(),
+        )
+    });
+    // Reads follow M where this gateway has it, R otherwise.
+    let (view, events) = if ctx.serves(Role::Wsp) {
+        (
+            CreditView::new(ctx.redis.master.clone()),
+            ctx.master_watches.clone(),
+        )
+    } else {
+        (
+            CreditView::new(ctx.redis.replica.clone()),
+            ctx.replica_watches.clone(),
+        )
+    };
+    let api = CreditApi {
+        wsp,
+        exchange,
+        view,
+        events,
+        watch_pump: ctx.watch_pump.clone(),
+        group_pump: ctx.group_pump.clone(),
+    };
+    routes.add_service(
+        CreditServiceServer::new(api).max_decoding_message_size(ctx.max_message_bytes()),
+    );
+    Plugged {
+        name: SERVICE,
+        needs: ctx.link_endpoints(),
+    }
+}

@@ -1,212 +1,290 @@
-//! The credit flow's data as it sits in Redis (string fields of hashes and
-//! stream entries) and its translation to the gRPC messages, plus the
-//! errors of the whole credit domain.
+//! The credit flow's records, parsed once from Redis into typed structs.
 //!
 //! Records written by other OpenOES parties carry only the standard fields:
-//! every reader here tolerates missing extension fields (status, versions,
+//! every parser here tolerates missing extension fields (status, versions,
 //! millisecond times) and falls back to the standard ones.
 
-use std::{collections::HashMap, time::SystemTime};
+use rust_decimal::Decimal;
 
-use crate::{proto::credit::v1 as pb, redis::RedisError};
+use crate::streams::{Entry, Fields};
 
-/// Requests to the exchange (std), on M and replicated to R.
-pub const REQUEST_STREAM: &str = "mirror:credit:request";
-/// Responses of the exchange (std), on R.
-pub const RESPONSE_STREAM: &str = "mirror:credit:response";
-/// The credit event log (ext), on M and replicated to R.
-pub const EVENTS_STREAM: &str = "mirror:credit:events";
-/// The exchange's consumer group on [`REQUEST_STREAM`] (std).
-pub const REQUEST_GROUP: &str = "credit-request-processor";
-/// The WSP's cursor over the response stream on R (ext), on M.
-pub const RESPONSE_CURSOR: &str = "mirror:cursor:mirror:credit:response";
-
-/// `CI:<uid>:<asset>` (std): Credit Inventory.
-pub fn ci_key(uid: &str, asset: &str) -> String {
-    format!("CI:{uid}:{asset}")
+/// Where a credit request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestStatus {
+    /// Sent, not decided yet.
+    Pending,
+    /// The exchange accepted it; CI changed.
+    Accepted,
+    /// The exchange rejected it; CI did not change.
+    Rejected,
 }
 
-/// `mirror:credit:req:<id>` (ext): the WSP's record of a request.
-pub fn request_key(request_id: &str) -> String {
-    format!("mirror:credit:req:{request_id}")
-}
+impl RequestStatus {
+    /// The protocol's word (`status` field).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+        }
+    }
 
-/// `mirror:credit:inflight:<uid>:<asset>` (ext): the one pending request.
-pub fn inflight_key(uid: &str, asset: &str) -> String {
-    format!("mirror:credit:inflight:{uid}:{asset}")
-}
+    /// From the protocol's word; anything else (or nothing) is pending.
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "accepted" => Self::Accepted,
+            "rejected" => Self::Rejected,
+            _ => Self::Pending,
+        }
+    }
 
-/// `mirror:credit:assets:<uid>` (ext): sorted set of the assets a user has
-/// Credit Inventory in, for ListCreditInventory.
-pub fn assets_key(uid: &str) -> String {
-    format!("mirror:credit:assets:{uid}")
-}
-
-/// `mirror:credit:answer:<id>` (ext, on R): the exchange's record of a
-/// delivered request and of its answer.
-pub fn answer_key(request_id: &str) -> String {
-    format!("mirror:credit:answer:{request_id}")
-}
-
-/// String fields of a hash or stream entry.
-pub type Fields = HashMap<String, String>;
-
-fn field<'a>(fields: &'a Fields, name: &str) -> &'a str {
-    fields.get(name).map_or("", String::as_str)
-}
-
-/// A credit request from its record on M (`mirror:credit:req:<id>`) or
-/// from its standard stream entry: both use the same field names. An entry
-/// has no `status`: it is PENDING.
-pub fn request_to_proto(fields: &Fields) -> pb::CreditRequest {
-    use pb::CreditRequestStatus as S;
-    let status = match field(fields, "status") {
-        "accepted" => S::Accepted,
-        "rejected" => S::Rejected,
-        _ => S::Pending,
-    };
-    let created_at = match field(fields, "created_ms").parse() {
-        Ok(ms) => Some(timestamp_ms(ms)),
-        Err(_) => field(fields, "timestamp")
-            .parse()
-            .ok()
-            .map(|s: i64| timestamp_ms(s.saturating_mul(1000))),
-    };
-    pb::CreditRequest {
-        request_id: field(fields, "request_id").into(),
-        user_id: field(fields, "uid").into(),
-        asset: field(fields, "asset").into(),
-        change: field(fields, "c_change").into(),
-        expected_ci: field(fields, "ci").into(),
-        chain: field(fields, "chain").into(),
-        address: field(fields, "address").into(),
-        status: status as i32,
-        reject_reason: field(fields, "reject_reason").into(),
-        created_at,
-        decided_at: field(fields, "decided_ms").parse().ok().map(timestamp_ms),
-        custodian: field(fields, "custodian").into(),
-        ci_version: field(fields, "ci_version").parse().unwrap_or(0),
+    /// True once decided.
+    pub fn is_final(self) -> bool {
+        self != Self::Pending
     }
 }
 
-/// True if a request record shows a final status.
-pub fn is_final(fields: &Fields) -> bool {
-    matches!(field(fields, "status"), "accepted" | "rejected")
+/// A credit request, from the WSP's record on M (`mirror:credit:req:<id>`)
+/// or from its standard stream entry: both use the same field names. An
+/// entry has no `status`: it is pending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditRequestRecord {
+    /// Idempotency key.
+    pub request_id: String,
+    /// The user (`uid`).
+    pub uid: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// Signed change as written (`c_change`).
+    pub change: String,
+    /// CI expected after the change (`ci`).
+    pub ci: String,
+    /// Chain (increases).
+    pub chain: String,
+    /// Custody address (increases).
+    pub address: String,
+    /// The WSP's custodian id.
+    pub custodian: String,
+    /// CI version the request was computed from (ext; 0 if absent).
+    pub ci_version: u64,
+    /// Where it stands.
+    pub status: RequestStatus,
+    /// Why it was rejected ("" otherwise).
+    pub reject_reason: String,
+    /// Unix ms of creation: `created_ms` (ext) or the standard `timestamp`.
+    pub created_ms: Option<i64>,
+    /// Unix ms of the decision applied on M (ext).
+    pub decided_ms: Option<i64>,
+}
+
+impl CreditRequestRecord {
+    /// Parses a record or a stream entry's fields, leniently.
+    pub fn parse(f: &Fields) -> Self {
+        let created_ms = f.text("created_ms").parse().ok().or_else(|| {
+            f.text("timestamp")
+                .parse::<i64>()
+                .ok()
+                .map(|s| s.saturating_mul(1000))
+        });
+        Self {
+            request_id: f.text("request_id").into(),
+            uid: f.text("uid").into(),
+            asset: f.text("asset").into(),
+            change: f.text("c_change").into(),
+            ci: f.text("ci").into(),
+            chain: f.text("chain").into(),
+            address: f.text("address").into(),
+            custodian: f.text("custodian").into(),
+            ci_version: f.text("ci_version").parse().unwrap_or(0),
+            status: RequestStatus::parse(f.text("status")),
+            reject_reason: f.text("reject_reason").into(),
+            created_ms,
+            decided_ms: f.text("decided_ms").parse().ok(),
+        }
+    }
 }
 
 /// Credit Inventory from its hash (`CI:<uid>:<asset>`). Only `amount` is
 /// standard; the rest default.
-pub fn inventory_to_proto(uid: &str, asset: &str, fields: &Fields) -> pb::CreditInventory {
-    pb::CreditInventory {
-        user_id: uid.into(),
-        asset: asset.into(),
-        amount: field(fields, "amount").into(),
-        version: field(fields, "version").parse().unwrap_or(0),
-        updated_at: field(fields, "updated_ms").parse().ok().map(timestamp_ms),
-        last_request_id: field(fields, "last_request_id").into(),
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditInventory {
+    /// The user.
+    pub uid: String,
+    /// The asset.
+    pub asset: String,
+    /// The amount as stored.
+    pub amount: String,
+    /// +1 per change (ext).
+    pub version: u64,
+    /// Unix ms of the last change (ext).
+    pub updated_ms: Option<i64>,
+    /// The request that made the last change (ext).
+    pub last_request_id: String,
+}
+
+impl CreditInventory {
+    /// Parses the CI hash of `uid` / `asset`.
+    pub fn parse(uid: &str, asset: &str, f: &Fields) -> Self {
+        Self {
+            uid: uid.into(),
+            asset: asset.into(),
+            amount: f.text("amount").into(),
+            version: f.text("version").parse().unwrap_or(0),
+            updated_ms: f.text("updated_ms").parse().ok(),
+            last_request_id: f.text("last_request_id").into(),
+        }
     }
 }
 
-/// One entry of the credit event log.
-pub fn event_to_proto(event_id: &str, fields: &Fields) -> pb::CreditEvent {
-    use pb::CreditEventType as T;
-    let kind = match field(fields, "type") {
-        "requested" => T::Requested,
-        "accepted" => T::Accepted,
-        "rejected" => T::Rejected,
-        "anomaly" => T::Anomaly,
-        _ => T::Unspecified,
-    };
-    pb::CreditEvent {
-        event_id: event_id.into(),
-        r#type: kind as i32,
-        request_id: field(fields, "request_id").into(),
-        user_id: field(fields, "uid").into(),
-        asset: field(fields, "asset").into(),
-        change: field(fields, "c_change").into(),
-        ci: field(fields, "ci").into(),
-        reason: field(fields, "reason").into(),
-        occurred_at: field(fields, "at_ms").parse().ok().map(timestamp_ms),
+/// What happened to a credit request (`type` of an event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditEventKind {
+    /// Recorded and sent.
+    Requested,
+    /// Accepted and applied.
+    Accepted,
+    /// Rejected.
+    Rejected,
+    /// A response disagreed with its request: not applied.
+    Anomaly,
+    /// A type this version does not know.
+    Unknown,
+}
+
+/// One entry of the credit event log (`mirror:credit:events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditEvent {
+    /// The entry id: the `event_id` clients resume after.
+    pub event_id: String,
+    /// What happened.
+    pub kind: CreditEventKind,
+    /// The request.
+    pub request_id: String,
+    /// The user.
+    pub uid: String,
+    /// The asset.
+    pub asset: String,
+    /// The request's change.
+    pub change: String,
+    /// CI after the event.
+    pub ci: String,
+    /// Reject reason or anomaly description.
+    pub reason: String,
+    /// Unix ms.
+    pub at_ms: Option<i64>,
+}
+
+impl CreditEvent {
+    /// Parses an event log entry.
+    pub fn parse(entry: &Entry) -> Self {
+        let f = &entry.fields;
+        let kind = match f.text("type") {
+            "requested" => CreditEventKind::Requested,
+            "accepted" => CreditEventKind::Accepted,
+            "rejected" => CreditEventKind::Rejected,
+            "anomaly" => CreditEventKind::Anomaly,
+            _ => CreditEventKind::Unknown,
+        };
+        Self {
+            event_id: entry.id.to_string(),
+            kind,
+            request_id: f.text("request_id").into(),
+            uid: f.text("uid").into(),
+            asset: f.text("asset").into(),
+            change: f.text("c_change").into(),
+            ci: f.text("ci").into(),
+            reason: f.text("reason").into(),
+            at_ms: f.text("at_ms").parse().ok(),
+        }
+    }
+
+    /// True for the events that decide a request.
+    pub fn is_decision(entry: &Entry) -> bool {
+        matches!(entry.field("type"), "accepted" | "rejected")
     }
 }
 
-/// A protobuf timestamp from unix milliseconds.
-pub fn timestamp_ms(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+/// A validated new credit request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCreditRequest {
+    /// Idempotency key.
+    pub request_id: String,
+    /// The user.
+    pub uid: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// Signed change, never zero.
+    pub change: Decimal,
+    /// Chain of the custody assets (increases).
+    pub chain: String,
+    /// Custody address (increases).
+    pub address: String,
+}
+
+/// An exchange response as read from `mirror:credit:response` on R.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditResponse {
+    /// Its stream entry id on R.
+    pub entry_id: String,
+    /// The request answered.
+    pub request_id: String,
+    /// The `uid` field: must be the request's.
+    pub uid: String,
+    /// The `asset` field: must be the request's.
+    pub asset: String,
+    /// The `status` field as sent: `accepted` or `rejected` (anything
+    /// else is recorded as an anomaly).
+    pub status: String,
+    /// The `ci` field as sent.
+    pub ci: String,
+    /// The `reject_reason` field ("" on accept).
+    pub reject_reason: String,
+}
+
+impl CreditResponse {
+    /// Reads a response entry's standard fields, leniently.
+    pub fn parse(entry: &Entry) -> Self {
+        let f = &entry.fields;
+        Self {
+            entry_id: entry.id.to_string(),
+            request_id: f.text("request_id").into(),
+            uid: f.text("uid").into(),
+            asset: f.text("asset").into(),
+            status: f.text("status").into(),
+            ci: f.text("ci").into(),
+            reject_reason: f.text("reject_reason").into(),
+        }
     }
 }
 
-/// Now, as unix seconds (the protocol's `timestamp`) and milliseconds.
-pub fn now() -> (u64, u64) {
-    let since = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    (since.as_secs(), since.as_millis() as u64)
+/// An exchange backend's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Accept the change.
+    Accept,
+    /// Reject it.
+    Reject,
 }
 
-/// Every way a credit operation can fail.
-#[derive(Debug, thiserror::Error)]
-pub enum CreditError {
-    /// Same request_id, another payload.
-    #[error("request_id {0:?} was already used for another request")]
-    RequestIdReused(String),
-    /// The user and asset have a request pending.
-    #[error("credit request {pending:?} is still pending for this user and asset")]
-    InFlight {
-        /// The pending request.
-        pending: String,
-    },
-    /// A decrease would take Credit Inventory below zero.
-    #[error("Credit Inventory {current} cannot change by {change}: it would go below zero")]
-    InsufficientCredit {
-        /// CI now.
-        current: String,
-        /// The change asked for.
-        change: String,
-    },
-    /// The new Credit Inventory would not be exact (beyond 28 significant
-    /// digits).
-    #[error("Credit Inventory {current} plus {change} is beyond exact decimal range")]
-    TooLarge {
-        /// CI now.
-        current: String,
-        /// The change asked for.
-        change: String,
-    },
-    /// CI kept changing under the request (should not happen: one pending
-    /// request per user and asset).
-    #[error("Credit Inventory kept changing; retry")]
-    Contention,
-    /// The exchange has no delivered request with this id.
-    #[error("no credit request {0:?} was delivered to this exchange")]
-    UnknownRequest(String),
-    /// The request was answered before with the other decision.
-    #[error("credit request {request_id:?} was already answered: {status}")]
-    AlreadyAnswered {
-        /// The request.
-        request_id: String,
-        /// The recorded status, `accepted` or `rejected`.
-        status: String,
-    },
-    /// Too many RequestCredit calls are waiting for decisions.
-    #[error(
-        "{limit} calls already wait for credit decisions on this server; retry later, or without wait"
-    )]
-    TooManyWaiters {
-        /// The configured limit.
-        limit: usize,
-    },
-    /// Stored data is not what the protocol says.
-    #[error("corrupt credit data at {key}: {reason}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Redis failed.
-    #[error(transparent)]
-    Redis(#[from] RedisError),
+impl Decision {
+    /// The protocol's `status` value.
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Accept => "accepted",
+            Self::Reject => "rejected",
+        }
+    }
+}
+
+/// An answer as the exchange recorded it on R.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The decision recorded (the first one).
+    pub decision: Decision,
+    /// Its reject reason, "" on accept.
+    pub reject_reason: String,
+    /// The response's `ci`.
+    pub ci: String,
+    /// When it was recorded, unix milliseconds.
+    pub decided_ms: i64,
 }

@@ -1,34 +1,23 @@
-//! Credit data on the WSP's master (M): keys, and the request and
-//! response scripts.
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `CI:<uid>:<asset>` (std) | hash | `amount` (std), `version`, `updated_ms`, `last_request_id` |
-//! | `mirror:credit:req:<request_id>` | hash | the request's record and status |
-//! | `mirror:credit:inflight:<uid>:<asset>` | string | id of the one pending request |
-//! | `mirror:credit:request` (std) | stream | requests to the exchange |
-//! | `mirror:credit:events` | stream | the credit event log |
-//! | `mirror:credit:assets:<uid>` | sorted set | assets the user has CI in |
-//! | `mirror:cursor:mirror:credit:response` | string | last response id on R applied here |
+//! Credit data on the WSP's master (M): the request and response scripts,
+//! and reads on M or R (keys in [`super::keys`]).
 //!
 //! Money is computed here, in Rust, with exact decimals; the scripts only
 //! compare and write strings (`lua/request.lua`, `lua/apply_response.lua`).
 
-use std::{collections::HashMap, sync::LazyLock};
-
-use redis::{AsyncCommands, Script};
+use redis::AsyncCommands;
 use rust_decimal::Decimal;
 
-pub use super::model::CreditError;
-use super::model::{
-    EVENTS_STREAM, Fields, REQUEST_STREAM, RESPONSE_CURSOR, assets_key, ci_key, inflight_key, now,
-    request_key,
+use super::{
+    error::CreditError,
+    keys,
+    model::{CreditInventory, CreditRequestRecord, CreditResponse, NewCreditRequest},
 };
 use crate::{
     amount,
     config::StreamsConfig,
-    redis::{RedisEndpoint, RedisError},
-    streams::watch::StreamId,
+    redis::{RedisEndpoint, RedisError, script::lua_script},
+    streams::{Fields, StreamId},
+    time,
 };
 
 /// Times a request is retried when the CI it was computed from changed
@@ -36,70 +25,54 @@ use crate::{
 /// (user, asset) at a time, so a second retry is already rare.
 const MAX_STALE_RETRIES: usize = 8;
 
-static REQUEST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/request.lua")));
-static APPLY_RESPONSE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/apply_response.lua")));
-static REWIND_CURSOR: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/rewind_cursor.lua")));
+lua_script! {
+    /// `lua/request.lua`: records a new request and sends it, atomically.
+    struct Request<'a>(include_str!("lua/request.lua")) {
+        keys { record: String, ci: String, inflight: String, requests: &'a str, events: &'a str }
+        args {
+            request_id: &'a str, uid: &'a str, asset: &'a str, change: &'a str, ci_after: String,
+            chain: &'a str, address: &'a str, custodian: &'a str, ci_version: &'a str,
+            ci_amount: &'a str, now_s: u64, now_ms: u64, requests_maxlen: usize,
+            events_maxlen: usize,
+        }
+    }
+}
 
-/// A validated new credit request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewCreditRequest {
-    /// Idempotency key.
-    pub request_id: String,
-    /// The user.
-    pub uid: String,
-    /// Asset symbol.
-    pub asset: String,
-    /// Signed change, never zero.
-    pub change: Decimal,
-    /// Chain of the custody assets (increases).
-    pub chain: String,
-    /// Custody address (increases).
-    pub address: String,
+lua_script! {
+    /// `lua/apply_response.lua`: applies one response on M exactly once.
+    struct ApplyResponse<'a>(include_str!("lua/apply_response.lua")) {
+        keys { record: String, inventory: String, inflight: String, events: &'a str, cursor: &'a str, assets: String }
+        args {
+            entry_id: &'a str, request_id: &'a str, status: &'a str, reject_reason: &'a str,
+            ci: String, now_ms: u64, events_maxlen: usize, uid: &'a str, asset: &'a str,
+        }
+    }
+}
+
+lua_script! {
+    /// `lua/rewind_cursor.lua`: sets the response cursor back to the start.
+    struct RewindCursor<'a>(include_str!("lua/rewind_cursor.lua")) {
+        keys { cursor: &'a str }
+        args { seen: String }
+    }
 }
 
 /// What a request call did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestOutcome {
     /// Recorded and sent to the exchange.
-    Created(CreditRecord),
+    Created(CreditRequestRecord),
     /// The same request was made before: its record, nothing written.
-    Existing(CreditRecord),
+    Existing(CreditRequestRecord),
 }
 
-/// A credit request's record, as stored at `mirror:credit:req:<id>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreditRecord {
-    /// All fields, as strings.
-    pub fields: HashMap<String, String>,
-}
-
-impl CreditRecord {
-    /// The value of `field`, or "".
-    pub fn field(&self, field: &str) -> &str {
-        self.fields.get(field).map_or("", String::as_str)
+impl RequestOutcome {
+    /// The record, whichever it is.
+    pub fn into_record(self) -> CreditRequestRecord {
+        match self {
+            Self::Created(r) | Self::Existing(r) => r,
+        }
     }
-}
-
-/// An exchange response as read from `mirror:credit:response` on R.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreditResponse {
-    /// Its stream entry id on R.
-    pub entry_id: String,
-    /// The request answered.
-    pub request_id: String,
-    /// The `uid` field: must be the request's.
-    pub uid: String,
-    /// The `asset` field: must be the request's.
-    pub asset: String,
-    /// The `status` field as sent: `accepted` or `rejected` (anything
-    /// else is recorded as an anomaly).
-    pub status: String,
-    /// The `ci` field as sent.
-    pub ci: String,
-    /// The `reject_reason` field ("" on accept).
-    pub reject_reason: String,
 }
 
 /// What applying a response did.
@@ -133,8 +106,8 @@ impl CreditStore {
         Self {
             redis,
             custodian: custodian.to_string(),
-            request_maxlen: streams.maxlen_for(REQUEST_STREAM),
-            events_maxlen: streams.maxlen_for(EVENTS_STREAM),
+            request_maxlen: streams.maxlen_for(keys::REQUEST_STREAM),
+            events_maxlen: streams.maxlen_for(keys::EVENTS_STREAM),
         }
     }
 
@@ -145,7 +118,7 @@ impl CreditStore {
     /// Records `request` and sends it to the exchange, or returns the
     /// existing record if the same request was made before.
     pub async fn request(&self, request: &NewCreditRequest) -> Result<RequestOutcome, CreditError> {
-        let ci_key = ci_key(&request.uid, &request.asset);
+        let ci_key = keys::ci(&request.uid, &request.asset);
         let change = amount::format_change(request.change);
         for _ in 0..MAX_STALE_RETRIES {
             let mut conn = self.redis.conn().await?;
@@ -171,38 +144,39 @@ impl CreditStore {
                 // An existing record for this id wins over the CI check:
                 // a retry of an accepted decrease must still be idempotent.
                 if let Some(record) = self.record(&request.request_id).await? {
-                    return self.same_or_reused(request, record, &change);
+                    return same_or_reused(request, record, &change);
                 }
                 return Err(CreditError::InsufficientCredit {
                     current: amount::format(current),
                     change,
                 });
             }
-            let (now_s, now_ms) = now();
-            let reply: redis::RedisResult<Vec<String>> = REQUEST
-                .key(request_key(&request.request_id))
-                .key(&ci_key)
-                .key(inflight_key(&request.uid, &request.asset))
-                .key(REQUEST_STREAM)
-                .key(EVENTS_STREAM)
-                .arg(&request.request_id)
-                .arg(&request.uid)
-                .arg(&request.asset)
-                .arg(&change)
-                .arg(amount::format(ci))
-                .arg(&request.chain)
-                .arg(&request.address)
-                .arg(&self.custodian)
-                .arg(version.as_deref().unwrap_or("0"))
-                .arg(stored.as_deref().unwrap_or(""))
-                .arg(now_s)
-                .arg(now_ms)
-                .arg(self.request_maxlen)
-                .arg(self.events_maxlen)
-                .invoke_async(&mut *conn)
-                .await;
-            let mut outcome = match reply {
-                Ok(outcome) => outcome.into_iter(),
+            let now = time::now();
+            let reply: redis::RedisResult<(String, Fields)> = Request {
+                record: keys::request(&request.request_id),
+                ci: ci_key.clone(),
+                inflight: keys::inflight(&request.uid, &request.asset),
+                requests: keys::REQUEST_STREAM,
+                events: keys::EVENTS_STREAM,
+                request_id: &request.request_id,
+                uid: &request.uid,
+                asset: &request.asset,
+                change: &change,
+                ci_after: amount::format(ci),
+                chain: &request.chain,
+                address: &request.address,
+                custodian: &self.custodian,
+                ci_version: version.as_deref().unwrap_or("0"),
+                ci_amount: stored.as_deref().unwrap_or(""),
+                now_s: now.s,
+                now_ms: now.ms,
+                requests_maxlen: self.request_maxlen,
+                events_maxlen: self.events_maxlen,
+            }
+            .invoke(&mut *conn)
+            .await;
+            let (verdict, fields) = match reply {
+                Ok(reply) => reply,
                 Err(e) if e.code() == Some("REQUEST_ID_REUSED") => {
                     return Err(CreditError::RequestIdReused(request.request_id.clone()));
                 }
@@ -212,37 +186,14 @@ impl CreditStore {
                 }
                 Err(e) => return Err(self.err(e)),
             };
-            let verdict = outcome.next();
-            let mut fields = HashMap::new();
-            while let (Some(k), Some(v)) = (outcome.next(), outcome.next()) {
-                fields.insert(k, v);
-            }
-            let record = CreditRecord { fields };
-            match verdict.as_deref() {
-                Some("created") => return Ok(RequestOutcome::Created(record)),
-                Some("existing") => return Ok(RequestOutcome::Existing(record)),
+            let record = CreditRequestRecord::parse(&fields);
+            match verdict.as_str() {
+                "created" => return Ok(RequestOutcome::Created(record)),
+                "existing" => return Ok(RequestOutcome::Existing(record)),
                 _ => continue, // stale: the CI changed; read it again
             }
         }
         Err(CreditError::Contention)
-    }
-
-    fn same_or_reused(
-        &self,
-        request: &NewCreditRequest,
-        record: CreditRecord,
-        change: &str,
-    ) -> Result<RequestOutcome, CreditError> {
-        let same = record.field("uid") == request.uid
-            && record.field("asset") == request.asset
-            && record.field("c_change") == change
-            && record.field("chain") == request.chain
-            && record.field("address") == request.address;
-        if same {
-            Ok(RequestOutcome::Existing(record))
-        } else {
-            Err(CreditError::RequestIdReused(request.request_id.clone()))
-        }
     }
 
     /// Applies one exchange response on M, exactly once (see
@@ -251,33 +202,32 @@ impl CreditStore {
         &self,
         response: &CreditResponse,
     ) -> Result<ApplyOutcome, CreditError> {
-        // Canonical, so the script's string comparison is exact: "10.50"
-        // and "10.5" agree.
-        let ci = amount::parse(&response.ci)
-            .map(amount::format)
-            .unwrap_or_default();
         let (uid, asset) = (&response.uid, &response.asset);
-        let (_, now_ms) = now();
         let mut conn = self.redis.conn().await?;
-        let outcome: String = APPLY_RESPONSE
-            .key(request_key(&response.request_id))
-            .key(ci_key(uid, asset))
-            .key(inflight_key(uid, asset))
-            .key(EVENTS_STREAM)
-            .key(RESPONSE_CURSOR)
-            .key(assets_key(uid))
-            .arg(&response.entry_id)
-            .arg(&response.request_id)
-            .arg(&response.status)
-            .arg(&response.reject_reason)
-            .arg(ci)
-            .arg(now_ms)
-            .arg(self.events_maxlen)
-            .arg(uid)
-            .arg(asset)
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let outcome: String = ApplyResponse {
+            record: keys::request(&response.request_id),
+            inventory: keys::ci(uid, asset),
+            inflight: keys::inflight(uid, asset),
+            events: keys::EVENTS_STREAM,
+            cursor: keys::RESPONSE_CURSOR,
+            assets: keys::assets(uid),
+            entry_id: &response.entry_id,
+            request_id: &response.request_id,
+            status: &response.status,
+            reject_reason: &response.reject_reason,
+            // Canonical, so the script's string comparison is exact: "10.50"
+            // and "10.5" agree.
+            ci: amount::parse(&response.ci)
+                .map(amount::format)
+                .unwrap_or_default(),
+            now_ms: time::now().ms,
+            events_maxlen: self.events_maxlen,
+            uid,
+            asset,
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
         Ok(match outcome.as_str() {
             "applied" => ApplyOutcome::Applied,
             "duplicate" => ApplyOutcome::Duplicate,
@@ -288,21 +238,26 @@ impl CreditStore {
     }
 
     /// A request's record, if it exists.
-    pub async fn record(&self, request_id: &str) -> Result<Option<CreditRecord>, CreditError> {
-        let fields = CreditView::new(self.redis.clone())
+    pub async fn record(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<CreditRequestRecord>, CreditError> {
+        CreditView::new(self.redis.clone())
             .request(request_id)
-            .await?;
-        Ok(fields.map(|fields| CreditRecord { fields }))
+            .await
     }
 
     /// Where the WSP's reading of the response stream on R stands.
     pub async fn response_cursor(&self) -> Result<StreamId, CreditError> {
         let mut conn = self.redis.conn().await?;
-        let cursor: Option<String> = conn.get(RESPONSE_CURSOR).await.map_err(|e| self.err(e))?;
+        let cursor: Option<String> = conn
+            .get(keys::RESPONSE_CURSOR)
+            .await
+            .map_err(|e| self.err(e))?;
         match cursor {
             None => Ok(StreamId::default()),
             Some(text) => text.parse().map_err(|()| CreditError::Corrupt {
-                key: RESPONSE_CURSOR.into(),
+                key: keys::RESPONSE_CURSOR.into(),
                 reason: format!("{text:?} is not a stream id"),
             }),
         }
@@ -312,13 +267,31 @@ impl CreditStore {
     /// (see `lua/rewind_cursor.lua`).
     pub async fn rewind_response_cursor(&self, seen: StreamId) -> Result<(), CreditError> {
         let mut conn = self.redis.conn().await?;
-        let _: u64 = REWIND_CURSOR
-            .key(RESPONSE_CURSOR)
-            .arg(seen.to_string())
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let _: u64 = RewindCursor {
+            cursor: keys::RESPONSE_CURSOR,
+            seen: seen.to_string(),
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
         Ok(())
+    }
+}
+
+fn same_or_reused(
+    request: &NewCreditRequest,
+    record: CreditRequestRecord,
+    change: &str,
+) -> Result<RequestOutcome, CreditError> {
+    let same = record.uid == request.uid
+        && record.asset == request.asset
+        && record.change == change
+        && record.chain == request.chain
+        && record.address == request.address;
+    if same {
+        Ok(RequestOutcome::Existing(record))
+    } else {
+        Err(CreditError::RequestIdReused(request.request_id.clone()))
     }
 }
 
@@ -347,13 +320,22 @@ impl CreditView {
     }
 
     /// A request's record, if it exists.
-    pub async fn request(&self, request_id: &str) -> Result<Option<Fields>, CreditError> {
-        self.hash(request_key(request_id)).await
+    pub async fn request(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<CreditRequestRecord>, CreditError> {
+        let fields = self.hash(keys::request(request_id)).await?;
+        Ok(fields.map(|f| CreditRequestRecord::parse(&f)))
     }
 
     /// A user's Credit Inventory in `asset`, if it exists.
-    pub async fn inventory(&self, uid: &str, asset: &str) -> Result<Option<Fields>, CreditError> {
-        self.hash(ci_key(uid, asset)).await
+    pub async fn inventory(
+        &self,
+        uid: &str,
+        asset: &str,
+    ) -> Result<Option<CreditInventory>, CreditError> {
+        let fields = self.hash(keys::ci(uid, asset)).await?;
+        Ok(fields.map(|f| CreditInventory::parse(uid, asset, &f)))
     }
 
     /// Up to `limit` of a user's Credit Inventories, by asset, after the
@@ -363,7 +345,7 @@ impl CreditView {
         uid: &str,
         after: &str,
         limit: usize,
-    ) -> Result<(Vec<(String, Fields)>, bool), CreditError> {
+    ) -> Result<(Vec<CreditInventory>, bool), CreditError> {
         let mut conn = self.redis.conn().await?;
         let start = if after.is_empty() {
             "-".to_string()
@@ -371,7 +353,7 @@ impl CreditView {
             format!("({after}")
         };
         let mut assets: Vec<String> = redis::cmd("ZRANGE")
-            .arg(assets_key(uid))
+            .arg(keys::assets(uid))
             .arg(start)
             .arg("+")
             .arg("BYLEX")
@@ -383,17 +365,34 @@ impl CreditView {
             .map_err(|e| self.err(e))?;
         let more = assets.len() > limit;
         assets.truncate(limit);
+        if assets.is_empty() {
+            return Ok((Vec::new(), more));
+        }
         let mut pipe = redis::pipe();
         for asset in &assets {
-            pipe.hgetall(ci_key(uid, asset));
+            pipe.hgetall(keys::ci(uid, asset));
         }
-        let hashes: Vec<Fields> = if assets.is_empty() {
-            Vec::new()
-        } else {
-            pipe.query_async(&mut *conn)
-                .await
-                .map_err(|e| self.err(e))?
-        };
-        Ok((assets.into_iter().zip(hashes).collect(), more))
+        let hashes: Vec<Fields> = pipe
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let page = assets
+            .iter()
+            .zip(hashes)
+            .map(|(asset, f)| CreditInventory::parse(uid, asset, &f))
+            .collect();
+        Ok((page, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_match_their_headers() {
+        for shape in [Request::SHAPE, ApplyResponse::SHAPE, RewindCursor::SHAPE] {
+            shape.check();
+        }
     }
 }

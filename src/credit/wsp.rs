@@ -19,24 +19,24 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use redis::{
-    AsyncCommands,
-    streams::{StreamReadOptions, StreamReadReply},
-};
+use redis::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    model::{CreditError, EVENTS_STREAM, RESPONSE_STREAM},
-    store::{ApplyOutcome, CreditResponse, CreditStore},
+    error::CreditError,
+    keys,
+    model::{CreditEvent, CreditResponse},
+    store::{ApplyOutcome, CreditStore},
 };
 use crate::{
     config::StreamsConfig,
     error::ErrorChain,
-    redis::{RedisEndpoint, RedisError, value_text},
+    redis::{RedisEndpoint, RedisError},
     streams::{
-        Backoff,
-        watch::{StreamId, WatchEnd, WatchError, WatchHub},
+        Backoff, StreamId,
+        reply::{self, Parsed},
+        watch::{self, WatchEnd, WatchError, WatchHub},
     },
 };
 
@@ -69,38 +69,35 @@ async fn read_responses(
     backoff: &mut Backoff,
 ) -> Result<(), CreditError> {
     let mut blocking = replica.blocking(streams.block).await?;
-    let options = StreamReadOptions::default()
-        .count(streams.read_batch)
-        .block(streams.block.as_millis() as usize);
     loop {
         // Read from M each round: another gateway may have moved it.
         let cursor = store.response_cursor().await?;
-        let reply: Option<StreamReadReply> = blocking
-            .conn()
-            .xread_options(&[RESPONSE_STREAM], &[cursor.to_string()], &options)
+        let read: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(streams.read_batch)
+            .arg("BLOCK")
+            .arg(streams.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(keys::RESPONSE_STREAM)
+            .arg(cursor.to_string())
+            .query_async(blocking.conn())
             .await
             .map_err(|e| RedisError::from_redis(replica.name(), e))?;
         backoff.reset();
-        let entries: Vec<_> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
+        let entries = reply::read_entries(read);
         if entries.is_empty() {
             rewind_if_reset(store, replica, cursor).await?;
             continue;
         }
-        for entry in entries {
-            let field = |name: &str| entry.map.get(name).map(value_text).unwrap_or_default();
-            let response = CreditResponse {
-                entry_id: entry.id.clone(),
-                request_id: field("request_id"),
-                uid: field("uid"),
-                asset: field("asset"),
-                status: field("status"),
-                ci: field("ci"),
-                reject_reason: field("reject_reason"),
+        for parsed in entries {
+            let entry = match parsed {
+                Parsed::Entry(entry) => entry,
+                other => {
+                    tracing::error!(entry = ?other, "unreadable credit response skipped");
+                    continue;
+                }
             };
+            let response = CreditResponse::parse(&entry);
             let outcome = store.apply_response(&response).await?;
             match outcome {
                 ApplyOutcome::Applied => {
@@ -132,20 +129,12 @@ async fn rewind_if_reset(
     if cursor == StreamId::default() {
         return Ok(());
     }
-    let mut conn = replica.conn().await?;
-    let info: redis::RedisResult<HashMap<String, redis::Value>> = redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(RESPONSE_STREAM)
-        .query_async(&mut *conn)
-        .await;
-    let Ok(info) = info else {
+    let Some(info) = watch::stream_info(replica, keys::RESPONSE_STREAM).await? else {
         return Ok(()); // no stream yet (e.g. R just resynced): nothing to read
     };
-    let last: Option<StreamId> = info
-        .get("last-generated-id")
-        .and_then(|v| value_text(v).parse().ok());
-    if last.is_some_and(|last| last < cursor) {
-        tracing::warn!(%cursor, ?last, "response stream on R restarted below the cursor; reading it again from the start");
+    let last = info.last_generated;
+    if last < cursor {
+        tracing::warn!(%cursor, %last, "response stream on R restarted below the cursor; reading it again from the start");
         store.rewind_response_cursor(cursor).await?;
     }
     Ok(())
@@ -245,12 +234,9 @@ async fn follow_decisions(watches: WatchHub, waiters: Waiters, stop: Cancellatio
     let mut after = String::new();
     let mut backoff = Backoff::new();
     loop {
-        let filter = Arc::new(|e: &crate::streams::watch::StreamEvent| {
-            matches!(e.field("type"), "accepted" | "rejected")
-        });
         let subscribed = tokio::select! {
             _ = stop.cancelled() => return,
-            s = watches.subscribe(EVENTS_STREAM, &after, filter) => s,
+            s = watches.subscribe(keys::EVENTS_STREAM, &after, Arc::new(CreditEvent::is_decision)) => s,
         };
         match subscribed {
             Ok(mut decisions) => {
@@ -266,7 +252,7 @@ async fn follow_decisions(watches: WatchHub, waiters: Waiters, stop: Cancellatio
                             // Waiters that miss their event this way still
                             // read the record when their wait ends.
                             tracing::warn!(?end, "credit decision follower ended; following again");
-                            if end == WatchEnd::Trimmed {
+                            if matches!(end, WatchEnd::Trimmed | WatchEnd::Reset) {
                                 after.clear();
                             }
                             break;

@@ -6,13 +6,13 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    error::Error,
     proto::pledge::v1::{
         CreatePledgeRequest, CreatePledgeResponse, GetPledgeRequest, GetPledgeResponse,
         GetVaultBalanceRequest, GetVaultBalanceResponse, ListPledgesRequest, ListPledgesResponse,
         RecordDepositRequest, RecordDepositResponse, ReleasePledgeRequest, ReleasePledgeResponse,
         WatchPledgeEventsRequest, WatchPledgeEventsResponse, pledge_service_server::PledgeService,
     },
+    server::unimplemented,
     streams::ResponseStream,
 };
 
@@ -24,52 +24,52 @@ pub struct PledgeApi;
 impl PledgeService for PledgeApi {
     async fn record_deposit(
         &self,
-        _: Request<RecordDepositRequest>,
+        request: Request<RecordDepositRequest>,
     ) -> Result<Response<RecordDepositResponse>, Status> {
-        Err(Error::unimplemented("openoes.pledge.v1.PledgeService/RecordDeposit").into())
+        Err(unimplemented(&request))
     }
 
     async fn get_vault_balance(
         &self,
-        _: Request<GetVaultBalanceRequest>,
+        request: Request<GetVaultBalanceRequest>,
     ) -> Result<Response<GetVaultBalanceResponse>, Status> {
-        Err(Error::unimplemented("openoes.pledge.v1.PledgeService/GetVaultBalance").into())
+        Err(unimplemented(&request))
     }
 
     async fn create_pledge(
         &self,
-        _: Request<CreatePledgeRequest>,
+        request: Request<CreatePledgeRequest>,
     ) -> Result<Response<CreatePledgeResponse>, Status> {
-        Err(Error::unimplemented("openoes.pledge.v1.PledgeService/CreatePledge").into())
+        Err(unimplemented(&request))
     }
 
     async fn release_pledge(
         &self,
-        _: Request<ReleasePledgeRequest>,
+        request: Request<ReleasePledgeRequest>,
     ) -> Result<Response<ReleasePledgeResponse>, Status> {
-        Err(Error::unimplemented("openoes.pledge.v1.PledgeService/ReleasePledge").into())
+        Err(unimplemented(&request))
     }
 
     async fn get_pledge(
         &self,
-        _: Request<GetPledgeRequest>,
+        request: Request<GetPledgeRequest>,
     ) -> Result<Response<GetPledgeResponse>, Status> {
-        Err(Error::unimplemented("openoes.pledge.v1.PledgeService/GetPledge").into())
+        Err(unimplemented(&request))
     }
 
     async fn list_pledges(
         &self,
-        _: Request<ListPledgesRequest>,
+        request: Request<ListPledgesRequest>,
     ) -> Result<Response<ListPledgesResponse>, Status> {
-        Err(Error::unimplemented("openoes.pledge.v1.PledgeService/ListPledges").into())
+        Err(unimplemented(&request))
     }
 
     type WatchPledgeEventsStream = ResponseStream<WatchPledgeEventsResponse>;
 
     async fn watch_pledge_events(
         &self,
-        _: Request<WatchPledgeEventsRequest>,
+        request: Request<WatchPledgeEventsRequest>,
     ) -> Result<Response<Self::WatchPledgeEventsStream>, Status> {
-        Err(Error::unimplemented("openoes.pledge.v1.PledgeService/WatchPledgeEvents").into())
+        Err(unimplemented(&request))
     }
 }

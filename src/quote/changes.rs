@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::{engine::QuoteEngine, store::EVENTS_KEY};
+use super::{engine::QuoteEngine, keys::EVENTS_KEY};
 use crate::streams::watch::{WatchEnd, WatchHub};
 
 /// Changes buffered for slow watchers before they are told to resync.

@@ -13,10 +13,11 @@ use std::{
 
 use ethnum::U256;
 
+pub use super::error::QuoteError;
 use super::{
     math::{self, BinReserve, HopFill, MathError, PoolParams},
     model::Pool,
-    store::{HopSnapshot, QuoteStore, StoreError},
+    store::{HopSnapshot, QuoteStore},
 };
 
 /// Most pools on a route a caller may ask for.
@@ -102,36 +103,6 @@ pub struct Quote {
     pub partial_fill: bool,
     /// The hops, in order.
     pub hops: Vec<Hop>,
-}
-
-/// Why a quote cannot be given.
-#[derive(Debug, thiserror::Error)]
-pub enum QuoteError {
-    /// No pool trades this token.
-    #[error("no pool trades {0}")]
-    UnknownToken(String),
-    /// No route of at most max_hops pools joins the tokens.
-    #[error("no route from {from} to {to} within {max_hops} pools")]
-    NoRoute {
-        /// Token sold.
-        from: String,
-        /// Token bought.
-        to: String,
-        /// The hop limit searched.
-        max_hops: u32,
-    },
-    /// Every route runs out of liquidity before filling the amount.
-    #[error("not enough liquidity on any route for {0} raw units")]
-    InsufficientLiquidity(u64),
-    /// The best output is 0.
-    #[error("amount too small: the best route gives 0")]
-    AmountTooSmall,
-    /// The swap cannot be computed (e.g. input beyond u64).
-    #[error(transparent)]
-    Math(#[from] MathError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
 }
 
 /// Pools keyed by token: what the route search walks.

@@ -1,19 +1,79 @@
-//! Quote API: exact DLMM swap quotes over pool and bin state in Redis.
+//! Quote: exact DLMM (Liquidity Book) swap quotes over pool and bin state
+//! in Redis, multi-hop routing, live re-quoting.
 //!
-//! - [`math`]: the Q64.64 swap math, pure.
+//! - [`keys`]: every key of quote data.
 //! - [`model`]: pools and bins, ingest validation.
-//! - [`store`]: Redis keys and Lua scripts (`lua/`).
+//! - [`error`]: the domain's errors and their gRPC codes.
+//! - [`convert`]: proto <-> domain, every input check.
+//! - [`store`]: reads and Lua writes (`lua/`).
+//! - [`math`]: the Q64.64 swap math, pure.
 //! - [`engine`]: route search and pricing.
+//! - [`changes`]: follows `quote:events` to invalidate routes and wake
+//!   watchers.
 //! - [`demo`]: the pools `openoes dev` loads.
-//! - [`changes`]: follows `quote:events` to invalidate routes and wake watchers.
-//! - [`service`]: the thin gRPC handler.
+//! - [`service`]: the gRPC handler.
+//!
+//! Health: the Redis holding quote data (M).
 
 pub mod changes;
+pub mod convert;
 pub mod demo;
 pub mod engine;
+pub mod error;
+pub mod keys;
 pub mod math;
 pub mod model;
 pub mod service;
 pub mod store;
 
-pub use service::QuoteApi;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tonic::{server::NamedService, service::RoutesBuilder};
+
+pub use self::service::QuoteApi;
+use self::{engine::QuoteEngine, store::QuoteStore};
+use crate::{
+    proto::quote::v1::quote_service_server::QuoteServiceServer,
+    redis::Endpoint,
+    server::{Context, Plugged},
+    streams::Pump,
+};
+
+/// The service's fully-qualified name.
+pub const SERVICE: &str = <QuoteServiceServer<QuoteApi> as NamedService>::NAME;
+
+/// Plugs QuoteService into the server, with the follower of pool changes.
+pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
+    let config = &ctx.config;
+    let store = QuoteStore::new(ctx.redis.master.clone(), &config.streams);
+    let engine = Arc::new(QuoteEngine::new(store));
+    let (changes, _) = broadcast::channel(changes::BROADCAST_CAPACITY);
+    tokio::spawn(changes::follow(
+        ctx.master_watches.clone(),
+        Arc::clone(&engine),
+        changes.clone(),
+        ctx.stop.clone(),
+    ));
+    let watchers = Pump::new(
+        "WatchQuote",
+        config.quote.max_watchers,
+        config.streams.slow_subscriber_timeout,
+        ctx.stop.clone(),
+    )
+    // Only the latest quote matters: a slow client makes us compute less
+    // often, never buffer more.
+    .with_queue(1);
+    let api = QuoteApi {
+        engine,
+        changes,
+        watchers,
+    };
+    routes.add_service(
+        QuoteServiceServer::new(api).max_decoding_message_size(ctx.max_message_bytes()),
+    );
+    Plugged {
+        name: SERVICE,
+        needs: vec![Endpoint::Master],
+    }
+}

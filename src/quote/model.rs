@@ -10,7 +10,7 @@ use ethnum::U256;
 use serde::{Deserialize, Serialize};
 
 use super::math::{self, BinReserve, PoolParams};
-use crate::error::FieldViolations;
+use crate::validate::FieldViolations;
 
 /// Highest protocol share of fees, basis points (25%).
 pub const MAX_PROTOCOL_SHARE_BPS: u32 = 2500;

@@ -1,73 +1,54 @@
-//! Pools and bins in Redis: keys, Lua scripts, reads and writes.
-//!
-//! Layout (the seed's, made exact; ids are the `[A-Za-z0-9._@-]` ids):
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `pool:<pool_id>` | string | pool configuration, JSON ([`Pool`]) |
-//! | `bin:<pool_id>:<bin_id>` | string | one non-empty bin, JSON ([`Bin`]), amounts as strings |
-//! | `pool:<pool_id>:bins` | sorted set | ids of the non-empty bins (score = id): the walk's index |
-//! | `pairs:<token_x>:<token_y>`, `tokens:<token>` | set | pool ids (seed indexes) |
-//! | `quote:pools` | set | every pool id |
-//! | `quote:pools:version` | string | +1 on every pool write: route graphs rebuild on change |
-//! | `quote:events` | stream | `pool_id`, `kind` (`pool` or `bins`) per write |
+//! Pools and bins in Redis: reads, and writes through one Lua script each
+//! (keys in [`super::keys`]).
 //!
 //! Every write of a pool is one script, and every read a quote makes of a
 //! pool is one script, so a quote never sees half a pool. The scripts touch
 //! keys of several pools' indexes at once: one Redis, not Cluster.
 
-use std::{sync::LazyLock, time::SystemTime};
-
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, Value};
 
 use super::{
+    error::StoreError,
+    keys::{self, EVENTS_KEY, POOLS_KEY, VERSION_KEY, bin_prefix, index_key, pool_key},
     math::BinReserve,
     model::{Bin, Pool, PoolSnapshot},
 };
-use crate::redis::{RedisEndpoint, RedisError, value_text};
+use crate::{
+    redis::{RedisEndpoint, RedisError, script::lua_script, value_text},
+    time,
+};
 
-/// The change stream of pools and bins.
-pub const EVENTS_KEY: &str = "quote:events";
-const POOLS_KEY: &str = "quote:pools";
-const VERSION_KEY: &str = "quote:pools:version";
-
-static UPSERT_POOL: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/upsert_pool.lua")));
-static UPSERT_BINS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/upsert_bins.lua")));
-static READ_HOP: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/read_hop.lua")));
-
-fn pool_key(id: &str) -> String {
-    format!("pool:{id}")
+lua_script! {
+    /// `lua/upsert_pool.lua`: writes a pool and its bins atomically.
+    struct UpsertPool<'a>(include_str!("lua/upsert_pool.lua")) {
+        keys {
+            pool: String, index: String, pools: &'a str, version: &'a str, events: &'a str,
+            tokens_x: String, tokens_y: String, pair: String,
+        }
+        args {
+            pool_id: &'a str, json: String, now_ms: u64, replace_bins: &'a str,
+            events_maxlen: usize, bin_prefix: String, ..bins: Vec<String>
+        }
+    }
 }
 
-fn index_key(id: &str) -> String {
-    format!("pool:{id}:bins")
+lua_script! {
+    /// `lua/upsert_bins.lua`: writes bins of an existing pool atomically.
+    struct UpsertBins<'a>(include_str!("lua/upsert_bins.lua")) {
+        keys { pool: String, index: String, events: &'a str }
+        args {
+            pool_id: &'a str, now_ms: u64, active_bin_id: String, events_maxlen: usize,
+            bin_prefix: String, ..bins: Vec<String>
+        }
+    }
 }
 
-fn bin_prefix(id: &str) -> String {
-    format!("bin:{id}:")
-}
-
-/// Errors of the quote store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Redis failed.
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    /// An upsert tried to change an existing pool's tokens.
-    #[error(
-        "pool {0:?} exists with other tokens; a pool's tokens cannot change (use a new pool_id)"
-    )]
-    TokensChanged(String),
-    /// A key holds something that is not what this store writes.
-    #[error("corrupt quote data at {key}: {reason}")]
-    Corrupt {
-        /// The key.
-        key: String,
-        /// What is wrong.
-        reason: String,
-    },
+lua_script! {
+    /// `lua/read_hop.lua`: one consistent snapshot of a pool for one swap.
+    struct ReadHop<'a>(include_str!("lua/read_hop.lua")) {
+        keys { pool: String, index: String, version: &'a str }
+        args { direction: &'a str, limit: usize, bin_prefix: String }
+    }
 }
 
 /// A consistent view of one pool for one swap direction.
@@ -111,28 +92,27 @@ impl QuoteStore {
     ) -> Result<(bool, u32), StoreError> {
         let pool = &snapshot.pool;
         let id = &pool.pool_id;
-        let json = to_json(pool)?;
-        let mut invocation = UPSERT_POOL.prepare_invoke();
-        invocation
-            .key(pool_key(id))
-            .key(index_key(id))
-            .key(POOLS_KEY)
-            .key(VERSION_KEY)
-            .key(EVENTS_KEY)
-            .key(format!("tokens:{}", pool.token_x))
-            .key(format!("tokens:{}", pool.token_y))
-            .key(format!("pairs:{}:{}", pool.token_x, pool.token_y))
-            .arg(id)
-            .arg(json)
-            .arg(now_ms())
-            .arg(if replace_bins { "1" } else { "0" })
-            .arg(self.events_maxlen)
-            .arg(bin_prefix(id));
-        push_bins(&mut invocation, &snapshot.bins)?;
+        let script = UpsertPool {
+            pool: pool_key(id),
+            index: index_key(id),
+            pools: POOLS_KEY,
+            version: VERSION_KEY,
+            events: EVENTS_KEY,
+            tokens_x: keys::tokens(&pool.token_x),
+            tokens_y: keys::tokens(&pool.token_y),
+            pair: keys::pair(&pool.token_x, &pool.token_y),
+            pool_id: id,
+            json: to_json(pool)?,
+            now_ms: time::now().ms,
+            replace_bins: if replace_bins { "1" } else { "0" },
+            events_maxlen: self.events_maxlen,
+            bin_prefix: bin_prefix(id),
+            bins: bin_args(&snapshot.bins)?,
+        };
         let mut conn = self.redis.conn().await?;
         let (created, count): (u8, u32) =
-            invocation
-                .invoke_async(&mut *conn)
+            script
+                .invoke(&mut *conn)
                 .await
                 .map_err(|e| match e.code() {
                     Some("TOKENS_CHANGED") => StoreError::TokensChanged(id.clone()),
@@ -149,19 +129,19 @@ impl QuoteStore {
         bins: &[Bin],
         active_bin_id: Option<i32>,
     ) -> Result<Option<(u32, u32)>, StoreError> {
-        let mut invocation = UPSERT_BINS.prepare_invoke();
-        invocation
-            .key(pool_key(pool_id))
-            .key(index_key(pool_id))
-            .key(EVENTS_KEY)
-            .arg(pool_id)
-            .arg(now_ms())
-            .arg(active_bin_id.map(|a| a.to_string()).unwrap_or_default())
-            .arg(self.events_maxlen)
-            .arg(bin_prefix(pool_id));
-        push_bins(&mut invocation, bins)?;
+        let script = UpsertBins {
+            pool: pool_key(pool_id),
+            index: index_key(pool_id),
+            events: EVENTS_KEY,
+            pool_id,
+            now_ms: time::now().ms,
+            active_bin_id: active_bin_id.map(|a| a.to_string()).unwrap_or_default(),
+            events_maxlen: self.events_maxlen,
+            bin_prefix: bin_prefix(pool_id),
+            bins: bin_args(bins)?,
+        };
         let mut conn = self.redis.conn().await?;
-        match invocation.invoke_async::<(u32, u32)>(&mut *conn).await {
+        match script.invoke::<(u32, u32)>(&mut *conn).await {
             Ok(counts) => Ok(Some(counts)),
             Err(e) if e.code() == Some("NOPOOL") => Ok(None),
             Err(e) => Err(self.err(e)),
@@ -177,16 +157,17 @@ impl QuoteStore {
         limit: usize,
     ) -> Result<(u64, Option<HopSnapshot>), StoreError> {
         let mut conn = self.redis.conn().await?;
-        let reply: Vec<Value> = READ_HOP
-            .key(pool_key(pool_id))
-            .key(index_key(pool_id))
-            .key(VERSION_KEY)
-            .arg(if swap_for_y { "down" } else { "up" })
-            .arg(limit)
-            .arg(bin_prefix(pool_id))
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let reply: Vec<Value> = ReadHop {
+            pool: pool_key(pool_id),
+            index: index_key(pool_id),
+            version: VERSION_KEY,
+            direction: if swap_for_y { "down" } else { "up" },
+            limit,
+            bin_prefix: bin_prefix(pool_id),
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
         let mut items = reply.into_iter();
         let version = parse_version(items.next())?;
         let Some(pool_json) = items.next() else {
@@ -234,7 +215,7 @@ impl QuoteStore {
     /// Pool ids, optionally only those trading `token`, sorted.
     pub async fn pool_ids(&self, token: Option<&str>) -> Result<Vec<String>, StoreError> {
         let mut conn = self.redis.conn().await?;
-        let key = token.map_or_else(|| POOLS_KEY.to_string(), |t| format!("tokens:{t}"));
+        let key = token.map_or_else(|| POOLS_KEY.to_string(), keys::tokens);
         let mut ids: Vec<String> = conn.smembers(key).await.map_err(|e| self.err(e))?;
         ids.sort();
         Ok(ids)
@@ -292,16 +273,18 @@ impl QuoteStore {
     }
 }
 
-fn push_bins(invocation: &mut redis::ScriptInvocation<'_>, bins: &[Bin]) -> Result<(), StoreError> {
+/// The scripts' bin pairs: id, then JSON ("" for an empty bin: remove it).
+fn bin_args(bins: &[Bin]) -> Result<Vec<String>, StoreError> {
+    let mut args = Vec::with_capacity(bins.len() * 2);
     for bin in bins {
-        invocation.arg(bin.bin_id);
-        if bin.is_empty() {
-            invocation.arg("");
+        args.push(bin.bin_id.to_string());
+        args.push(if bin.is_empty() {
+            String::new()
         } else {
-            invocation.arg(to_json(bin)?);
-        }
+            to_json(bin)?
+        });
     }
-    Ok(())
+    Ok(args)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -326,10 +309,14 @@ fn parse_version(value: Option<Value>) -> Result<u64, StoreError> {
     })
 }
 
-/// Now, in unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_match_their_headers() {
+        for shape in [UpsertPool::SHAPE, UpsertBins::SHAPE, ReadHop::SHAPE] {
+            shape.check();
+        }
+    }
 }

@@ -17,6 +17,7 @@
 //! every call wait out the pool timeout.
 
 pub mod process;
+pub mod script;
 
 use std::{
     fmt,
@@ -33,7 +34,10 @@ use redis::{
     AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, aio::MultiplexedConnection,
 };
 
-use crate::config::{RedisConfig, RedisEndpointConfig};
+use crate::{
+    config::{RedisConfig, RedisEndpointConfig},
+    error::{RpcError, reason},
+};
 
 /// Extra reply time a blocking read gets beyond its BLOCK time: covers the
 /// network round trip and a busy server, so the client never gives up on a
@@ -118,6 +122,24 @@ impl RedisError {
     /// True if the error means "cannot reach Redis" rather than "Redis said no".
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+}
+
+impl RpcError for RedisError {
+    fn code(&self) -> tonic::Code {
+        if self.is_unavailable() {
+            tonic::Code::Unavailable
+        } else {
+            tonic::Code::Internal
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        if self.is_unavailable() {
+            reason::REDIS_UNAVAILABLE
+        } else {
+            reason::REDIS_ERROR
+        }
     }
 }
 
@@ -282,7 +304,7 @@ impl RedisEndpoint {
     /// Opens a connection of its own for blocking reads of up to `block`.
     pub async fn blocking(&self, block: Duration) -> Result<BlockingConnection, RedisError> {
         let conn = self.dedicated(block + BLOCK_REPLY_MARGIN).await?;
-        Ok(BlockingConnection { conn, block })
+        Ok(BlockingConnection { conn })
     }
 
     /// Opens an unpooled connection whose replies time out after `reply_timeout`.
@@ -406,20 +428,14 @@ impl redis::aio::ConnectionLike for PoolConnection {
 
 /// A connection of its own for `XREAD`/`XREADGROUP` with `BLOCK`.
 ///
-/// Its reply timeout is fixed at creation to the BLOCK time plus
-/// [`BLOCK_REPLY_MARGIN`]; [`BlockingConnection::block`] is the longest
-/// BLOCK its user may ask for.
+/// Its reply timeout is fixed at creation to the BLOCK time it was made for
+/// ([`RedisEndpoint::blocking`]) plus [`BLOCK_REPLY_MARGIN`]: its user must
+/// not BLOCK longer than that.
 pub struct BlockingConnection {
     conn: MultiplexedConnection,
-    block: Duration,
 }
 
 impl BlockingConnection {
-    /// The longest BLOCK time this connection was made for.
-    pub fn block(&self) -> Duration {
-        self.block
-    }
-
     /// The connection, for running the blocking read.
     pub fn conn(&mut self) -> &mut MultiplexedConnection {
         &mut self.conn

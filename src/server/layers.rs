@@ -2,7 +2,9 @@
 //!
 //! - [`DeadlineLayer`] bounds the time to produce a response by the client's
 //!   `grpc-timeout` and the server's `grpc.request_timeout`, whichever is
-//!   shorter, and answers DEADLINE_EXCEEDED when it passes. It answers a
+//!   shorter, and answers DEADLINE_EXCEEDED when it passes. It also tells
+//!   the handler which RPC this is and its time limit ([`Call`], a request
+//!   extension). It answers a
 //!   moment before the client's own deadline ([`DEADLINE_MARGIN`]): the
 //!   answer then reaches the client in time, and it beats tonic's built-in
 //!   `grpc-timeout` timer, which sits outside every layer and would answer
@@ -31,6 +33,29 @@ use crate::error::{reason, status};
 /// How much earlier than the client's deadline the server gives up (at
 /// most a tenth of the deadline).
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// What the server knows of a call before its handler runs; every handler
+/// finds it in its request's extensions ([`Call::of`]).
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The fully-qualified method, e.g. `openoes.credit.v1.CreditService/RequestCredit`.
+    pub rpc: String,
+    /// The time the call has to answer: the client's deadline (less
+    /// [`DEADLINE_MARGIN`]) or `grpc.request_timeout`, whichever is shorter.
+    pub limit: Duration,
+}
+
+impl Call {
+    /// The call of `request`; a request that did not come through the
+    /// server's layers (a test calling a handler directly) gets a name of
+    /// "this RPC" and no limit.
+    pub fn of<T>(request: &tonic::Request<T>) -> Self {
+        request.extensions().get::<Self>().cloned().unwrap_or(Self {
+            rpc: "this RPC".into(),
+            limit: Duration::MAX,
+        })
+    }
+}
 
 // === impl DeadlineLayer ===
 
@@ -72,7 +97,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let limit = request
             .headers()
             .get("grpc-timeout")
@@ -80,6 +105,8 @@ where
             .and_then(parse_grpc_timeout)
             .map(|client| client - (client / 10).min(DEADLINE_MARGIN))
             .map_or(self.max, |client| client.min(self.max));
+        let rpc = request.uri().path().trim_start_matches('/').to_string();
+        request.extensions_mut().insert(Call { rpc, limit });
         let response = self.inner.call(request);
         Box::pin(async move {
             match tokio::time::timeout(limit, response).await {

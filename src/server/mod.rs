@@ -11,6 +11,7 @@
 //! 4. in-flight unary calls get `shutdown.grace_period` to finish; then the
 //!    process exits anyway.
 
+pub mod context;
 pub mod health;
 pub mod layers;
 
@@ -18,28 +19,17 @@ use std::{net::SocketAddr, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{server::NamedService, transport::server::TcpIncoming};
+use tonic::{service::RoutesBuilder, transport::server::TcpIncoming};
 
+pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot, unimplemented};
 use self::{
     health::{HealthMonitor, ServiceNeeds},
     layers::{DeadlineLayer, DrainLayer},
 };
 use crate::{
-    attestation::AttestationApi,
-    config::{Config, Role},
-    credit::CreditApi,
-    pledge::PledgeApi,
-    proto::{
-        self, attestation::v1::attestation_service_server::AttestationServiceServer,
-        credit::v1::credit_service_server::CreditServiceServer,
-        pledge::v1::pledge_service_server::PledgeServiceServer,
-        quote::v1::quote_service_server::QuoteServiceServer,
-        settlement::v1::settlement_service_server::SettlementServiceServer,
-    },
-    quote::QuoteApi,
-    redis::{Endpoint, Redis, RedisError},
-    settlement::SettlementApi,
-    streams::watch::WatchHub,
+    config::Config,
+    proto,
+    redis::{Redis, RedisError},
 };
 
 /// Why the server could not start or stopped on its own.
@@ -59,77 +49,52 @@ pub enum ServerError {
     Listener(#[from] std::io::Error),
 }
 
-/// The names of the five OpenOES services, as health and reflection know them.
-pub const SERVICE_NAMES: [&str; 5] = [
-    <CreditServiceServer<CreditApi> as NamedService>::NAME,
-    <PledgeServiceServer<PledgeApi> as NamedService>::NAME,
-    <SettlementServiceServer<SettlementApi> as NamedService>::NAME,
-    <QuoteServiceServer<QuoteApi> as NamedService>::NAME,
-    <AttestationServiceServer<AttestationApi> as NamedService>::NAME,
-];
-
-/// Which Redis endpoints each service (and the server as a whole, "")
-/// needs, given the roles served. The WSP role works on M and reads the
-/// exchange's responses on R; the exchange role works on R only, so an
-/// exchange-only gateway stays SERVING without reaching the WSP's master.
-/// Pledge, quote and attestation data live on M.
-pub fn service_needs(config: &Config) -> Vec<ServiceNeeds> {
-    use Endpoint::{Master, Replica};
-    let mut link = Vec::new();
-    if config.serves(Role::Wsp) {
-        link.extend([Master, Replica]);
-    }
-    if config.serves(Role::Exchange) && !link.contains(&Replica) {
-        link.push(Replica);
-    }
-    let [credit, pledge, settlement, quote, attestation] = SERVICE_NAMES;
-    vec![
-        ServiceNeeds {
-            service: "",
-            endpoints: link.clone(),
-        },
-        ServiceNeeds {
-            service: credit,
-            endpoints: link.clone(),
-        },
-        ServiceNeeds {
-            service: settlement,
-            endpoints: link,
-        },
-        ServiceNeeds {
-            service: pledge,
-            endpoints: vec![Master],
-        },
-        ServiceNeeds {
-            service: quote,
-            endpoints: vec![Master],
-        },
-        ServiceNeeds {
-            service: attestation,
-            endpoints: vec![Master],
-        },
-    ]
-}
-
-/// Serves on `listener` until `stop_signal` resolves, then drains (see the
-/// module docs) and returns. Starts even while Redis is down: health says
-/// NOT_SERVING until it is reachable.
+/// Serves `services` on `listener` until `stop_signal` resolves, then
+/// drains (see the module docs) and returns. Starts even while Redis is
+/// down: health says NOT_SERVING until it is reachable.
+///
+/// Each entry of `services` is one domain's [`PlugIn`]: it adds its gRPC
+/// service to the routes and says which Redis endpoints its health needs;
+/// the server as a whole (health service "") needs the link's.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     stop_signal: impl Future<Output = ()>,
+    services: &[PlugIn],
 ) -> Result<(), ServerError> {
     let addr: SocketAddr = listener.local_addr()?;
     let redis = Redis::new(&config.redis)?;
+    // Closes the listener, ends open streams (DrainLayer), stops background
+    // readers and starts the grace period.
+    let stop = CancellationToken::new();
+    let ctx = Context::new(config, redis, stop.clone());
+    let config = &ctx.config;
+
+    let mut routes = RoutesBuilder::default();
+    let mut needs: Vec<ServiceNeeds> = services
+        .iter()
+        .map(|plug_in| {
+            let plugged = plug_in(&ctx, &mut routes);
+            ServiceNeeds {
+                service: plugged.name,
+                endpoints: plugged.needs,
+            }
+        })
+        .collect();
+    // The server as a whole ("") is the OpenOES link of the roles served:
+    // an exchange-only gateway is SERVING without the WSP's master, even
+    // though services whose data lives on M are not.
+    needs.insert(
+        0,
+        ServiceNeeds {
+            service: "",
+            endpoints: ctx.link_endpoints(),
+        },
+    );
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let monitor = HealthMonitor::new(
-        reporter,
-        redis.clone(),
-        service_needs(&config),
-        config.health.clone(),
-    )
-    .await;
+    let monitor =
+        HealthMonitor::new(reporter, ctx.redis.clone(), needs, config.health.clone()).await;
     let draining = CancellationToken::new();
     let monitor_task = tokio::spawn(monitor.run(draining.clone()));
 
@@ -140,19 +105,10 @@ pub async fn run(
             // google.rpc.ErrorInfo / BadRequest, so grpcurl can print error details.
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    let max = config.grpc.max_message_bytes;
-    // Closes the listener, ends open streams (DrainLayer), stops background
-    // readers and starts the grace period.
-    let stop = CancellationToken::new();
-    // One fan-out per Redis for every Watch* stream on it.
-    let master_watches = WatchHub::new(redis.master.clone(), config.streams.clone(), stop.clone());
-    let credit = CreditApi::start(&config, &redis, &master_watches, &stop);
-    let quote = QuoteApi::start(
-        redis.master.clone(),
-        &config.streams,
-        master_watches,
-        stop.clone(),
-    );
+    routes
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.grpc.keepalive_interval));
@@ -164,14 +120,7 @@ pub async fn run(
         .layer(DeadlineLayer {
             max: config.grpc.request_timeout,
         })
-        .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?)
-        .add_service(CreditServiceServer::new(credit).max_decoding_message_size(max))
-        .add_service(PledgeServiceServer::new(PledgeApi).max_decoding_message_size(max))
-        .add_service(SettlementServiceServer::new(SettlementApi).max_decoding_message_size(max))
-        .add_service(QuoteServiceServer::new(quote).max_decoding_message_size(max))
-        .add_service(AttestationServiceServer::new(AttestationApi).max_decoding_message_size(max))
+        .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     tokio::pin!(serve);
     tracing::info!(%addr, roles = ?config.roles, "serving gRPC");
@@ -200,7 +149,6 @@ pub async fn run(
     stop.cancel();
     finish(serve, config.shutdown.grace_period).await
 }
-
 async fn finish(
     serve: impl Future<Output = Result<(), tonic::transport::Error>>,
     grace: Duration,

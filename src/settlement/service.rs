@@ -6,7 +6,6 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
-    error::Error,
     proto::settlement::v1::{
         ConfirmSettlementRequest, ConfirmSettlementResponse, DisputeSettlementRequest,
         DisputeSettlementResponse, GetSettlementReportRequest, GetSettlementReportResponse,
@@ -14,6 +13,7 @@ use crate::{
         SubmitSettlementReportResponse, WatchSettlementsRequest, WatchSettlementsResponse,
         settlement_service_server::SettlementService,
     },
+    server::unimplemented,
     streams::ResponseStream,
 };
 
@@ -25,60 +25,45 @@ pub struct SettlementApi;
 impl SettlementService for SettlementApi {
     async fn submit_settlement_report(
         &self,
-        _: Request<SubmitSettlementReportRequest>,
+        request: Request<SubmitSettlementReportRequest>,
     ) -> Result<Response<SubmitSettlementReportResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.settlement.v1.SettlementService/SubmitSettlementReport")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn confirm_settlement(
         &self,
-        _: Request<ConfirmSettlementRequest>,
+        request: Request<ConfirmSettlementRequest>,
     ) -> Result<Response<ConfirmSettlementResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.settlement.v1.SettlementService/ConfirmSettlement")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn dispute_settlement(
         &self,
-        _: Request<DisputeSettlementRequest>,
+        request: Request<DisputeSettlementRequest>,
     ) -> Result<Response<DisputeSettlementResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.settlement.v1.SettlementService/DisputeSettlement")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn get_settlement_report(
         &self,
-        _: Request<GetSettlementReportRequest>,
+        request: Request<GetSettlementReportRequest>,
     ) -> Result<Response<GetSettlementReportResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.settlement.v1.SettlementService/GetSettlementReport")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     async fn list_settlement_reports(
         &self,
-        _: Request<ListSettlementReportsRequest>,
+        request: Request<ListSettlementReportsRequest>,
     ) -> Result<Response<ListSettlementReportsResponse>, Status> {
-        Err(
-            Error::unimplemented("openoes.settlement.v1.SettlementService/ListSettlementReports")
-                .into(),
-        )
+        Err(unimplemented(&request))
     }
 
     type WatchSettlementsStream = ResponseStream<WatchSettlementsResponse>;
 
     async fn watch_settlements(
         &self,
-        _: Request<WatchSettlementsRequest>,
+        request: Request<WatchSettlementsRequest>,
     ) -> Result<Response<Self::WatchSettlementsStream>, Status> {
-        Err(Error::unimplemented("openoes.settlement.v1.SettlementService/WatchSettlements").into())
+        Err(unimplemented(&request))
     }
 }

@@ -25,18 +25,19 @@
 //!   once, freeing its queue;
 //! - Redis goes away: the reader backs off and reconnects by itself, from
 //!   the last id it handled; if the stream was reset meanwhile (its last id
-//!   went backwards) it starts again from `0-0` so new entries are not lost;
-//!   if entries it had not read were trimmed meanwhile, every watch ends
-//!   with [`WatchEnd::Trimmed`] (OUT_OF_RANGE) rather than skip them;
+//!   went backwards: Redis restarted empty, or an AOF restart lost its last
+//!   second) every watch ends with [`WatchEnd::Reset`] (OUT_OF_RANGE,
+//!   CURSOR_AHEAD) rather than replay the new log under old cursors, and the
+//!   reader goes on from the new end; if entries it had not read were
+//!   trimmed meanwhile, every watch ends with [`WatchEnd::Trimmed`]
+//!   (OUT_OF_RANGE) rather than skip them;
 //! - shutdown: readers stop and every subscription ends with
 //!   [`WatchEnd::Shutdown`].
 
 use std::{
     cmp::Ordering,
     collections::HashMap,
-    fmt,
     pin::Pin,
-    str::FromStr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering as AtomicOrdering},
@@ -45,84 +46,40 @@ use std::{
 };
 
 use futures_util::Stream;
-use redis::{
-    Script, Value,
-    streams::{StreamRangeReply, StreamReadOptions, StreamReadReply},
-};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use redis::Value;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
 
-use super::Backoff;
-
-static CATCH_UP: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("lua/catch_up.lua")));
+use super::{
+    Backoff,
+    entry::{Entry, StreamId},
+    reply::{self, Parsed, StreamInfo},
+};
 use crate::{
     config::StreamsConfig,
-    redis::{RedisEndpoint, RedisError, value_text},
+    error::{RpcError, reason},
+    redis::{RedisEndpoint, RedisError, script::lua_script},
+    validate::{FieldViolation, echo},
 };
 
-/// A Redis stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct StreamId {
-    /// Milliseconds part.
-    pub ms: u64,
-    /// Sequence part.
-    pub seq: u64,
-}
-
-impl FromStr for StreamId {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let (ms, seq) = s.split_once('-').ok_or(())?;
-        Ok(Self {
-            ms: ms.parse().map_err(drop)?,
-            seq: seq.parse().map_err(drop)?,
-        })
-    }
-}
-
-impl fmt::Display for StreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-/// One stream entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamEvent {
-    /// Its id: the `event_id` clients resume after.
-    pub id: StreamId,
-    /// Its fields, as strings.
-    pub fields: HashMap<String, String>,
-}
-
-impl StreamEvent {
-    /// The value of `field`, or "".
-    pub fn field(&self, field: &str) -> &str {
-        self.fields.get(field).map_or("", String::as_str)
-    }
-
-    fn from_redis(id: &str, map: &HashMap<String, Value>) -> Option<Self> {
-        let fields = map
-            .iter()
-            .map(|(k, v)| (k.clone(), value_text(v)))
-            .collect();
-        Some(Self {
-            id: id.parse().ok()?,
-            fields,
-        })
+lua_script! {
+    /// `lua/catch_up.lua`: a batch of history and the stream's facts at
+    /// the same instant.
+    struct CatchUp<'a>(include_str!("lua/catch_up.lua")) {
+        keys { stream: &'a str }
+        args { after: String, count: usize }
     }
 }
 
 /// Decides which entries a subscriber wants (e.g. one user's events).
-pub type Filter = Arc<dyn Fn(&StreamEvent) -> bool + Send + Sync>;
+pub type Filter = Arc<dyn Fn(&Entry) -> bool + Send + Sync>;
 
 /// Why a watch could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The cursor is not a stream entry id.
-    #[error("start_after_event_id {0:?} is not an event id (<ms>-<seq>)")]
+    #[error("start_after_event_id {} is not an event id (<ms>-<seq>)", echo(.0))]
     InvalidCursor(String),
     /// Events after the cursor may have been trimmed away.
     #[error(
@@ -144,12 +101,6 @@ pub enum WatchError {
         /// The stream's last id.
         last: StreamId,
     },
-    /// The per-process subscriber limit is reached.
-    #[error("{limit} watch subscribers already")]
-    TooManySubscribers {
-        /// The limit.
-        limit: usize,
-    },
     /// Redis failed.
     #[error(transparent)]
     Redis(#[from] RedisError),
@@ -165,6 +116,72 @@ pub enum WatchEnd {
     /// Entries were trimmed before the reader could read them (a long
     /// outage): resuming by cursor tells exactly what is gone.
     Trimmed,
+    /// The stream was reset under the reader (its last id went backwards):
+    /// events may be missing; resume from now.
+    Reset,
+}
+
+impl RpcError for WatchError {
+    fn code(&self) -> Code {
+        match self {
+            Self::InvalidCursor(_) => Code::InvalidArgument,
+            Self::CursorTrimmed { .. } | Self::CursorAhead { .. } => Code::OutOfRange,
+            Self::Redis(e) => e.code(),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidCursor(_) => reason::INVALID_ARGUMENT,
+            Self::CursorTrimmed { .. } => reason::CURSOR_TRIMMED,
+            Self::CursorAhead { .. } => reason::CURSOR_AHEAD,
+            Self::Redis(e) => e.reason(),
+        }
+    }
+
+    fn violations(&self) -> Vec<FieldViolation> {
+        match self {
+            Self::InvalidCursor(_) => vec![FieldViolation {
+                field: "start_after_event_id".into(),
+                description: self.to_string(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Display for WatchEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TooSlow => "subscriber too slow: its queue filled up; resume by cursor",
+            Self::Shutdown => "server is shutting down; reconnect (streams resume by cursor)",
+            Self::Trimmed => {
+                "events were trimmed before this server could read them; resume by cursor to learn which"
+            }
+            Self::Reset => "the event log was reset under this server; events may be missing: resume from now",
+        })
+    }
+}
+
+impl std::error::Error for WatchEnd {}
+
+impl RpcError for WatchEnd {
+    fn code(&self) -> Code {
+        match self {
+            Self::TooSlow => Code::ResourceExhausted,
+            Self::Shutdown => Code::Unavailable,
+            Self::Trimmed | Self::Reset => Code::OutOfRange,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::TooSlow => reason::SUBSCRIBER_TOO_SLOW,
+            Self::Shutdown => reason::SHUTTING_DOWN,
+            Self::Trimmed => reason::CURSOR_TRIMMED,
+            Self::Reset => reason::CURSOR_AHEAD,
+        }
+    }
 }
 
 /// Watches of every stream of one Redis, for the whole process.
@@ -177,9 +194,10 @@ struct HubInner {
     redis: RedisEndpoint,
     config: StreamsConfig,
     fanouts: tokio::sync::Mutex<HashMap<String, Arc<Fanout>>>,
-    permits: Arc<Semaphore>,
     stop: CancellationToken,
     next_id: AtomicU64,
+    /// Subscriptions alive (attached or catching up), for gauges and tests.
+    live: Arc<AtomicU64>,
 }
 
 /// The subscribers of one stream, and how far its reader got.
@@ -199,7 +217,7 @@ struct FanoutState {
 
 struct Subscriber {
     /// Events are shared, not copied, between subscribers.
-    tx: mpsc::Sender<Arc<StreamEvent>>,
+    tx: mpsc::Sender<Arc<Entry>>,
     /// Entries up to this id were already delivered (by the catch-up).
     after: StreamId,
     filter: Filter,
@@ -215,17 +233,19 @@ impl Subscriber {
 }
 
 impl WatchHub {
-    /// A hub over `redis`; its readers stop when `stop` is cancelled.
+    /// A hub over `redis`; its readers stop when `stop` is cancelled. It
+    /// sets no limit of its own on subscribers: client streams are limited
+    /// by their [`Pump`](super::pump::Pump), and the gateway's internal
+    /// followers must never be refused.
     pub fn new(redis: RedisEndpoint, config: StreamsConfig, stop: CancellationToken) -> Self {
-        let permits = Arc::new(Semaphore::new(config.max_watch_subscribers));
         Self {
             inner: Arc::new(HubInner {
                 redis,
                 config,
                 fanouts: tokio::sync::Mutex::new(HashMap::new()),
-                permits,
                 stop,
                 next_id: AtomicU64::new(0),
+                live: Arc::default(),
             }),
         }
     }
@@ -239,10 +259,6 @@ impl WatchHub {
         filter: Filter,
     ) -> Result<Subscription, WatchError> {
         let hub = &self.inner;
-        let limit = hub.config.max_watch_subscribers;
-        let permit = Arc::clone(&hub.permits)
-            .try_acquire_owned()
-            .map_err(|_| WatchError::TooManySubscribers { limit })?;
         let cursor = if start_after.is_empty() {
             None
         } else {
@@ -281,7 +297,7 @@ impl WatchHub {
             fanout,
             id,
             ended: false,
-            _permit: permit,
+            _live: LiveCount::new(&hub.live),
         })
     }
 
@@ -313,6 +329,11 @@ impl WatchHub {
         Ok(fanout)
     }
 
+    /// Subscriptions alive (attached or catching up), over all streams.
+    pub fn subscriber_count(&self) -> u64 {
+        self.inner.live.load(AtomicOrdering::Relaxed)
+    }
+
     /// Subscribers attached to live fan-outs (past their catch-up), over
     /// all streams.
     pub async fn attached_subscribers(&self) -> usize {
@@ -322,26 +343,38 @@ impl WatchHub {
             .map(|f| f.state.lock().map(|s| s.subscribers.len()).unwrap_or(0))
             .sum()
     }
-
-    /// Subscribers currently attached or catching up, over all streams.
-    pub fn subscriber_count(&self) -> usize {
-        self.inner.config.max_watch_subscribers - self.inner.permits.available_permits()
-    }
 }
 
 /// A live watch: a stream of entries that ends with `Err(WatchEnd)` when
 /// the server ends it. Dropping it unsubscribes at once.
 pub struct Subscription {
-    rx: mpsc::Receiver<Arc<StreamEvent>>,
+    rx: mpsc::Receiver<Arc<Entry>>,
     end: Arc<Mutex<Option<WatchEnd>>>,
     fanout: Arc<Fanout>,
     id: u64,
     ended: bool,
-    _permit: OwnedSemaphorePermit,
+    _live: LiveCount,
+}
+
+/// One count in a hub's number of live subscriptions, for as long as it
+/// lives.
+struct LiveCount(Arc<AtomicU64>);
+
+impl LiveCount {
+    fn new(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, AtomicOrdering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for LiveCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AtomicOrdering::Relaxed);
+    }
 }
 
 impl Stream for Subscription {
-    type Item = Result<Arc<StreamEvent>, WatchEnd>;
+    type Item = Result<Arc<Entry>, WatchEnd>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.ended {
@@ -474,30 +507,30 @@ async fn read_until_error(
 ) -> Result<(), RedisError> {
     let mut conn = hub.redis.blocking(hub.config.block).await?;
     let endpoint = hub.redis.name();
-    // While we were away, Redis may have restarted empty (the stream's last
-    // id went backwards: watch the new stream from its start), or trimmed
-    // entries we had not read (end every watch: they resume by cursor and
-    // learn exactly what is gone, instead of skipping it unknowingly).
+    // While we were away, Redis may have restarted empty or lost its last
+    // writes (the stream's last id went backwards), or trimmed entries we
+    // had not read. Either way the watches cannot go on as if nothing
+    // happened: they end, and their clients resume by cursor and learn
+    // exactly what is gone (CURSOR_TRIMMED, or CURSOR_AHEAD: from now).
     let info = stream_info(&hub.redis, &fanout.key).await?;
     if let Ok(mut state) = fanout.state.lock() {
-        match cursor_status(state.position, info.as_ref()) {
-            Ok(()) => {}
+        let end = match cursor_status(state.position, info.as_ref()) {
+            Ok(()) => None,
             Err(WatchError::CursorAhead { .. }) => {
-                tracing::warn!(key = %fanout.key, "stream was reset; watching it from its start");
-                state.epoch += 1;
-                state.position = StreamId::default();
-                for subscriber in state.subscribers.values_mut() {
-                    subscriber.after = StreamId::default();
-                }
+                tracing::warn!(key = %fanout.key, "stream was reset under the reader; ending watches");
+                Some(WatchEnd::Reset)
             }
             Err(_) => {
                 tracing::warn!(key = %fanout.key, "entries were trimmed while the reader was away; ending watches");
-                state.epoch += 1;
-                for (_, subscriber) in state.subscribers.drain() {
-                    subscriber.end(WatchEnd::Trimmed);
-                }
-                state.position = info.as_ref().map(|i| i.last_generated).unwrap_or_default();
+                Some(WatchEnd::Trimmed)
             }
+        };
+        if let Some(end) = end {
+            state.epoch += 1;
+            for (_, subscriber) in state.subscribers.drain() {
+                subscriber.end(end);
+            }
+            state.position = info.as_ref().map(|i| i.last_generated).unwrap_or_default();
         }
     }
     backoff.reset();
@@ -505,39 +538,42 @@ async fn read_until_error(
     // queue holds, or a burst would cut off subscribers that keep up fine.
     // "Too slow" then means: had not drained the previous read.
     let batch = hub.config.read_batch.min(hub.config.watch_queue_capacity);
-    let options = StreamReadOptions::default()
-        .block(hub.config.block.as_millis() as usize)
-        .count(batch);
     loop {
         let position = fanout.state.lock().map(|s| s.position).unwrap_or_default();
-        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
-            .arg(&options)
+        let read: Value = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(batch)
+            .arg("BLOCK")
+            .arg(hub.config.block.as_millis() as u64)
             .arg("STREAMS")
             .arg(&fanout.key)
             .arg(position.to_string())
             .query_async(conn.conn())
             .await
             .map_err(|e| RedisError::from_redis(endpoint, e))?;
-        let events: Vec<StreamEvent> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .filter_map(|e| StreamEvent::from_redis(&e.id, &e.map))
-            .collect();
-        if events.is_empty() {
+        let parsed = reply::read_entries(read);
+        let Some(last) = parsed.iter().filter_map(Parsed::id).max() else {
             continue;
-        }
+        };
+        let events = parsed.into_iter().filter_map(|p| match p {
+            Parsed::Entry(e) => Some(e),
+            other => {
+                tracing::warn!(key = %fanout.key, entry = ?other, "unreadable stream entry skipped");
+                None
+            }
+        });
         let Ok(mut state) = fanout.state.lock() else {
             return Ok(());
         };
         broadcast(&mut state, events);
+        state.position = state.position.max(last);
     }
 }
 
 /// Pushes `events` to every attached subscriber; cuts off those whose queue
 /// is full and forgets those that left.
-fn broadcast(state: &mut FanoutState, events: Vec<StreamEvent>) {
-    for event in events.into_iter().map(Arc::new) {
+fn broadcast(state: &mut FanoutState, events: impl Iterator<Item = Entry>) {
+    for event in events.map(Arc::new) {
         state.subscribers.retain(|_, s| {
             if event.id <= s.after || !(s.filter)(&event) {
                 return true;
@@ -562,32 +598,26 @@ async fn history_after(
     key: &str,
     after: StreamId,
     count: usize,
-) -> Result<(Vec<StreamEvent>, Option<StreamInfo>), RedisError> {
+) -> Result<(Vec<Entry>, Option<StreamInfo>), RedisError> {
     let mut conn = redis.conn().await?;
-    let (entries, info): (StreamRangeReply, Value) = CATCH_UP
-        .key(key)
-        .arg(after.to_string())
-        .arg(count)
-        .invoke_async(&mut *conn)
-        .await
-        .map_err(|e| RedisError::from_redis(redis.name(), e))?;
+    let (entries, info): (Value, Value) = CatchUp {
+        stream: key,
+        after: after.to_string(),
+        count,
+    }
+    .invoke(&mut *conn)
+    .await
+    .map_err(|e| RedisError::from_redis(redis.name(), e))?;
     let info = match info {
-        Value::Array(flat) => {
-            let map: HashMap<String, Value> = flat
-                .chunks(2)
-                .filter_map(|kv| match kv {
-                    [k, v] => Some((value_text(k), v.clone())),
-                    _ => None,
-                })
-                .collect();
-            Some(StreamInfo::from_map(&map))
-        }
+        Value::Array(_) | Value::Map(_) => Some(StreamInfo::parse(info)),
         _ => None,
     };
-    let events = entries
-        .ids
-        .iter()
-        .filter_map(|e| StreamEvent::from_redis(&e.id, &e.map))
+    let events = reply::entries(entries)
+        .into_iter()
+        .filter_map(|p| match p {
+            Parsed::Entry(e) => Some(e),
+            _ => None,
+        })
         .collect();
     Ok((events, info))
 }
@@ -600,53 +630,21 @@ async fn newest_id(redis: &RedisEndpoint, key: &str) -> Result<StreamId, RedisEr
         .unwrap_or_default())
 }
 
-struct StreamInfo {
-    last_generated: StreamId,
-    /// Newest id removed by XDEL (Redis 7.0 does not count trimming here).
-    max_deleted: StreamId,
-    /// Oldest id still in the stream.
-    first: StreamId,
-    /// Entries now in the stream.
-    length: u64,
-    /// Entries ever added.
-    entries_added: u64,
-}
-
-/// `XINFO STREAM`'s ids; `None` if the stream does not exist.
-async fn stream_info(redis: &RedisEndpoint, key: &str) -> Result<Option<StreamInfo>, RedisError> {
+/// `XINFO STREAM` of `key`; `None` if the stream does not exist.
+pub async fn stream_info(
+    redis: &RedisEndpoint,
+    key: &str,
+) -> Result<Option<StreamInfo>, RedisError> {
     let mut conn = redis.conn().await?;
-    let reply: redis::RedisResult<HashMap<String, Value>> = redis::cmd("XINFO")
+    let reply: redis::RedisResult<Value> = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(key)
         .query_async(&mut *conn)
         .await;
-    let info = match reply {
-        Ok(info) => info,
-        Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(RedisError::from_redis(redis.name(), e)),
-    };
-    Ok(Some(StreamInfo::from_map(&info)))
-}
-
-impl StreamInfo {
-    fn from_map(info: &HashMap<String, Value>) -> Self {
-        let id = |field: &str| {
-            info.get(field)
-                .map(value_text)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or_default()
-        };
-        let count = |field: &str| match info.get(field) {
-            Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
-            _ => 0,
-        };
-        Self {
-            last_generated: id("last-generated-id"),
-            max_deleted: id("max-deleted-entry-id"),
-            first: id("recorded-first-entry-id"),
-            length: count("length"),
-            entries_added: count("entries-added"),
-        }
+    match reply {
+        Ok(info) => Ok(Some(StreamInfo::parse(info))),
+        Err(e) if e.to_string().contains("no such key") => Ok(None),
+        Err(e) => Err(RedisError::from_redis(redis.name(), e)),
     }
 }
 
@@ -698,21 +696,4 @@ fn cursor_status(cursor: StreamId, info: Option<&StreamInfo>) -> Result<(), Watc
         });
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stream_ids_parse_and_order_like_redis() {
-        let a: StreamId = "1700000000000-5".parse().expect("id");
-        let b: StreamId = "1700000000000-10".parse().expect("id");
-        let c: StreamId = "1700000000001-0".parse().expect("id");
-        assert!(a < b && b < c, "numeric, not lexical");
-        assert_eq!(a.to_string(), "1700000000000-5");
-        assert!("17".parse::<StreamId>().is_err());
-        assert!("a-1".parse::<StreamId>().is_err());
-        assert!("1-".parse::<StreamId>().is_err());
-    }
 }

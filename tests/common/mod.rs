@@ -124,7 +124,7 @@ impl Gateway {
         let listener = TcpListener::bind(config.grpc.listen).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(config, listener, async move {
+        let task = tokio::spawn(openoes::services::run(config, listener, async move {
             let _ = stopped.await;
         }));
         Self {
@@ -201,4 +201,16 @@ pub async fn xrange(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> 
             (e.id, fields)
         })
         .collect()
+}
+
+/// This process's resident set size, KiB (0 if unknown).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -19,10 +19,10 @@
 -- ARGV[13] approximate MAXLEN of the request stream
 -- ARGV[14] approximate MAXLEN of the event log
 --
--- Returns {"created", <record as field, value, ...>}, {"existing", <record>}
--- (same id, same payload: nothing written), or {"stale"} (CI changed since
--- the caller read it: nothing written). The record comes back so the caller
--- needs no second round trip. Errors: REQUEST_ID_REUSED (same id, other payload),
+-- Returns {"created", <record as {field, value, ...}>}, {"existing",
+-- <record>} (same id, same payload: nothing written), or {"stale", {}} (CI
+-- changed since the caller read it: nothing written). The record comes back
+-- so the caller needs no second round trip. Errors: REQUEST_ID_REUSED (same id, other payload),
 -- CREDIT_REQUEST_IN_FLIGHT <id> (this user and asset have one pending).
 -- Invariant: at most one pending request per (uid, asset), so the `ci` a
 -- request carries stays well defined until it is decided.
@@ -31,9 +31,7 @@ local record = redis.call('HMGET', KEYS[1], 'uid', 'asset', 'c_change', 'chain',
 if record[1] then
   if record[1] == ARGV[2] and record[2] == ARGV[3] and record[3] == ARGV[4]
       and record[4] == ARGV[6] and record[5] == ARGV[7] then
-    local existing = redis.call('HGETALL', KEYS[1])
-    table.insert(existing, 1, 'existing')
-    return existing
+    return {'existing', redis.call('HGETALL', KEYS[1])}
   end
   return redis.error_reply('REQUEST_ID_REUSED request_id was used for another request')
 end
@@ -43,7 +41,7 @@ if pending then
 end
 local ci = redis.call('HMGET', KEYS[2], 'version', 'amount')
 if (ci[1] or '0') ~= ARGV[9] or (ci[2] or '') ~= ARGV[10] then
-  return {'stale'}
+  return {'stale', {}}
 end
 
 redis.call('HSET', KEYS[1],
@@ -59,6 +57,4 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[13], '*',
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[14], '*',
   'type', 'requested', 'request_id', ARGV[1], 'uid', ARGV[2], 'asset', ARGV[3],
   'c_change', ARGV[4], 'ci', ARGV[5], 'reason', '', 'at_ms', ARGV[12])
-local created = redis.call('HGETALL', KEYS[1])
-table.insert(created, 1, 'created')
-return created
+return {'created', redis.call('HGETALL', KEYS[1])}

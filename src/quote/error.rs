@@ -1,0 +1,103 @@
+//! Every way a quote or a quote-data write can fail, and how each looks on
+//! the wire.
+
+use tonic::Code;
+
+use super::math::MathError;
+use crate::{
+    error::{RpcError, reason},
+    redis::RedisError,
+};
+
+/// Why a quote cannot be given.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteError {
+    /// No pool trades this token.
+    #[error("no pool trades {0}")]
+    UnknownToken(String),
+    /// No route of at most max_hops pools joins the tokens.
+    #[error("no route from {from} to {to} within {max_hops} pools")]
+    NoRoute {
+        /// Token sold.
+        from: String,
+        /// Token bought.
+        to: String,
+        /// The hop limit searched.
+        max_hops: u32,
+    },
+    /// Every route runs out of liquidity before filling the amount.
+    #[error("not enough liquidity on any route for {0} raw units")]
+    InsufficientLiquidity(u64),
+    /// The best output is 0.
+    #[error("amount too small: the best route gives 0")]
+    AmountTooSmall,
+    /// The swap cannot be computed (e.g. input beyond u64).
+    #[error(transparent)]
+    Math(#[from] MathError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Errors of the quote store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// An upsert tried to change an existing pool's tokens.
+    #[error(
+        "pool {0:?} exists with other tokens; a pool's tokens cannot change (use a new pool_id)"
+    )]
+    TokensChanged(String),
+    /// A key holds something that is not what this store writes.
+    #[error("corrupt quote data at {key}: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl RpcError for QuoteError {
+    fn code(&self) -> Code {
+        match self {
+            Self::UnknownToken(_) => Code::NotFound,
+            Self::NoRoute { .. } | Self::InsufficientLiquidity(_) => Code::FailedPrecondition,
+            Self::AmountTooSmall | Self::Math(MathError::InputOverflow) => Code::InvalidArgument,
+            Self::Math(MathError::PriceOutOfRange { .. }) => Code::Internal,
+            Self::Store(e) => e.code(),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownToken(_) => reason::UNKNOWN_TOKEN,
+            Self::NoRoute { .. } => reason::NO_ROUTE,
+            Self::InsufficientLiquidity(_) => reason::INSUFFICIENT_LIQUIDITY,
+            Self::AmountTooSmall => reason::AMOUNT_TOO_SMALL,
+            Self::Math(MathError::InputOverflow) => reason::AMOUNT_TOO_LARGE,
+            Self::Math(MathError::PriceOutOfRange { .. }) => reason::DATA_CORRUPT,
+            Self::Store(e) => e.reason(),
+        }
+    }
+}
+
+impl RpcError for StoreError {
+    fn code(&self) -> Code {
+        match self {
+            Self::Redis(e) => e.code(),
+            Self::Corrupt { .. } => Code::Internal,
+            Self::TokensChanged(_) => Code::InvalidArgument,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Redis(e) => e.reason(),
+            Self::Corrupt { .. } => reason::DATA_CORRUPT,
+            Self::TokensChanged(_) => reason::POOL_TOKENS_CHANGED,
+        }
+    }
+}
