@@ -139,6 +139,45 @@ pub struct RedisConfig {
     /// their own, longer timeout derived from their BLOCK time.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// How durable a money-moving write on M must be before its RPC
+    /// answers (credit requests, pledges, settlements).
+    pub durability: DurabilityConfig,
+}
+
+/// What a money-moving write waits for before it is acknowledged. By
+/// default nothing beyond M's memory: with `appendfsync everysec`, a crash
+/// of M can lose the last second of acknowledged writes. Each wait costs
+/// latency (measured by `openoes bench credit`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DurabilityConfig {
+    /// Replicas of M (R is one) that must have the write (`WAIT`); 0: none.
+    pub replicas: u32,
+    /// M's own AOF must have fsynced the write (`WAITAOF 1 0`, Redis 7.2+ or
+    /// Valkey 8; refused at first use on older servers, saying so).
+    pub aof: bool,
+    /// Longest wait; a write not durable by then answers UNAVAILABLE
+    /// (DURABILITY_TIMEOUT): it did happen on M, and a retry with the same
+    /// request_id returns it once it is durable.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 0,
+            aof: false,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl DurabilityConfig {
+    /// True if writes wait for anything.
+    pub fn waits(&self) -> bool {
+        self.replicas > 0 || self.aof
+    }
 }
 
 impl Default for RedisConfig {
@@ -151,6 +190,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(1),
             pool_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_secs(2),
+            durability: DurabilityConfig::default(),
         }
     }
 }
@@ -319,11 +359,31 @@ pub struct CreditConfig {
     /// RequestCredit calls waiting for a decision at once, per process;
     /// more answer RESOURCE_EXHAUSTED before anything is written.
     pub max_waiters: usize,
-    /// Exchange role: how long its record of a delivered request and of
-    /// its answer (`mirror:credit:answer:<id>` on R) is kept. A repeated
-    /// RespondToCreditRequest within this time returns the first answer.
+    /// Exchange role: how long its record of an answer
+    /// (`mirror:credit:answer:<id>` on R) is kept after the answer. A
+    /// repeated RespondToCreditRequest within this time returns the first
+    /// answer. The record of a delivered request that is not answered yet
+    /// is kept until it is.
     #[serde(with = "humantime_serde")]
     pub answer_retention: Duration,
+    /// WSP role: how long the record of a decided request
+    /// (`mirror:credit:req:<id>` on M) is kept: the idempotency window of
+    /// RequestCredit. A retry after it creates a new request. Undecided
+    /// requests are kept until decided.
+    #[serde(with = "humantime_serde")]
+    pub request_retention: Duration,
+    /// Exchange role: the consumer groups SubscribeCreditRequests may join.
+    /// A new group starts from the beginning of the request stream, so an
+    /// unknown name is refused rather than created.
+    pub consumer_groups: Vec<String>,
+    /// WSP role: how often the sweeper checks that every undecided request
+    /// still has its entry in the request stream (publishing it again if a
+    /// foreign trim removed it) and whether a response gap is resolved.
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// WSP role: a response entry on R larger than this (all names and
+    /// values) is not applied: it is recorded as an anomaly and skipped.
+    pub max_response_bytes: usize,
 }
 
 impl Default for CreditConfig {
@@ -334,6 +394,10 @@ impl Default for CreditConfig {
             max_wait: Duration::from_secs(30),
             max_waiters: 10_000,
             answer_retention: Duration::from_secs(7 * 24 * 3600),
+            request_retention: Duration::from_secs(30 * 24 * 3600),
+            consumer_groups: vec!["credit-request-processor".into()],
+            sweep_interval: Duration::from_secs(30),
+            max_response_bytes: 64 * 1024,
         }
     }
 }
@@ -487,6 +551,9 @@ impl Config {
             ),
             ("health.interval", self.health.interval),
             ("credit.answer_retention", self.credit.answer_retention),
+            ("credit.request_retention", self.credit.request_retention),
+            ("credit.sweep_interval", self.credit.sweep_interval),
+            ("redis.durability.timeout", self.redis.durability.timeout),
             ("health.probe_timeout", self.health.probe_timeout),
             ("shutdown.grace_period", self.shutdown.grace_period),
         ];
@@ -537,6 +604,28 @@ impl Config {
         }
         if self.credit.max_waiters == 0 {
             return Err(invalid("credit.max_waiters", "must be at least 1"));
+        }
+        if self.streams.max_deliveries < 2 {
+            // The delivery that reaches the limit is rejected; with 1, every
+            // request would be rejected on its first delivery.
+            return Err(invalid(
+                "streams.max_deliveries",
+                "must be at least 2 (the delivery that reaches it is rejected)",
+            ));
+        }
+        if self.credit.max_response_bytes < 1024 {
+            return Err(invalid(
+                "credit.max_response_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.credit.consumer_groups.is_empty()
+            || !self.credit.consumer_groups.iter().all(|g| is_valid_id(g))
+        {
+            return Err(invalid(
+                "credit.consumer_groups",
+                format!("must name at least one group; each {ID_RULE}"),
+            ));
         }
         if !is_valid_id(&self.credit.custodian) {
             return Err(invalid("credit.custodian", ID_RULE));

@@ -64,6 +64,9 @@ reasons! {
     REDIS_UNAVAILABLE,
     /// Redis refused a command (e.g. an ACL denial): a deployment problem.
     REDIS_ERROR,
+    /// A money-moving write happened on M but did not become as durable as
+    /// configured (`redis.durability`) in time; retry with the same request_id.
+    DURABILITY_TIMEOUT,
     /// The RPC is part of the contract but not built yet.
     NOT_IMPLEMENTED,
     /// The RPC belongs to an OpenOES role (wsp, exchange) this gateway does
@@ -97,6 +100,11 @@ reasons! {
     ALREADY_ANSWERED,
     /// Too many calls wait for decisions on this server.
     TOO_MANY_WAITERS,
+    /// ResolveCreditAnomaly: the request is not pending (decided already).
+    NOT_PENDING,
+    /// SubscribeCreditRequests: the consumer name is in use by a live
+    /// subscription on this gateway.
+    CONSUMER_IN_USE,
     // --- quote ---
     /// No pool trades the token.
     UNKNOWN_TOKEN,

@@ -266,6 +266,10 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["ZRANGE", "mirror:credit:assets:alice", "-", "+", "BYLEX"],
         &["HSET", "mirror:credit:answer:r1", "status", "accepted"],
         &["PEXPIRE", "mirror:credit:answer:r1", "60000"],
+        &["PERSIST", "mirror:credit:answer:r1"],
+        &["XLEN", "mirror:credit:response"],
+        // The WSP's cursor (replicated from M): trimming stays below it.
+        &["GET", "mirror:cursor:mirror:credit:response"],
         // A script may read CI and write the exchange's own keys ...
         &[
             "EVAL",
@@ -311,6 +315,9 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["KEYS", "*"],
         &["EVAL", "return 1", "1", "other:key"],
         &["HSET", "mirror:credit:assets:alice", "a", "1"],
+        &["SET", "mirror:cursor:mirror:credit:response", "9999999999999-0"],
+        &["DEL", "mirror:credit:response"],
+        &["XDEL", "mirror:credit:response", "0-1"],
     ] {
         denied(&mut ex, who, args).await;
     }
@@ -345,6 +352,12 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
     )
     .await;
     denied(&mut reader, "wsp-reader", &["HGETALL", "CI:alice:BTC"]).await;
+    allowed(
+        &mut reader,
+        "wsp-reader",
+        &["XINFO", "STREAM", "mirror:credit:response"],
+    )
+    .await;
 
     // wsp on M: the OpenOES keys, nothing dangerous.
     let mut wsp = login(m, "wsp", "wsp-pw").await.expect("wsp on M");

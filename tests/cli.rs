@@ -116,6 +116,15 @@ fn bad_config_fails_with_a_message_naming_the_field() {
         (&[("OPENOES__ROLES", "[broker]")], "roles"),
         (&[("OPENOES__LOG__FILTER", "openoes=[")], "log.filter"),
         (&[("OPENOES__GRPC__TYPO", "1")], "typo"),
+        // With 1, every credit request would be rejected at its first delivery.
+        (
+            &[("OPENOES__STREAMS__MAX_DELIVERIES", "1")],
+            "streams.max_deliveries",
+        ),
+        (
+            &[("OPENOES__CREDIT__CONSUMER_GROUPS", "[]")],
+            "credit.consumer_groups",
+        ),
     ];
     for (env, field) in cases {
         let out = openoes(&["config"], env);

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use openoes::{
     amount,
-    config::StreamsConfig,
     credit::{
         error::CreditError,
         model::{NewCreditRequest, RequestStatus},
@@ -26,11 +25,9 @@ async fn setup() -> (
     let redis = RedisProcess::start(dir.path(), &RedisOptions::default())
         .await
         .expect("redis");
-    let store = CreditStore::new(
-        common::endpoint_on(&redis),
-        "wsp-1",
-        &StreamsConfig::default(),
-    );
+    let mut config = openoes::config::Config::default();
+    config.credit.custodian = "wsp-1".into();
+    let store = CreditStore::new(common::endpoint_on(&redis), &config);
     let conn = redis::Client::open(redis.url())
         .expect("client")
         .get_multiplexed_async_connection()
@@ -90,13 +87,14 @@ async fn a_request_is_recorded_and_sent_in_the_standard_wire_format() {
             "chain",
             "ci",
             "ci_version",
+            "created_ms",
             "custodian",
             "request_id",
             "timestamp",
             "uid",
             "v"
         ],
-        "std fields plus ci_version and v (ext)"
+        "std fields plus ci_version, created_ms and v (ext)"
     );
     assert_eq!(
         (
@@ -122,6 +120,11 @@ async fn a_request_is_recorded_and_sent_in_the_standard_wire_format() {
     assert!(
         (1_700_000_000..10_000_000_000).contains(&ts),
         "unix seconds, not ms: {ts}"
+    );
+    let ms: u64 = r["created_ms"].parse().expect("created_ms");
+    assert!(
+        ms / 1000 == ts || ms / 1000 == ts + 1,
+        "our own time keeps ms: {ms} vs {ts}"
     );
 
     let events = stream(&mut conn, "mirror:credit:events").await;
@@ -244,6 +247,7 @@ fn response(
         request_id: request_id.into(),
         uid: uid.into(),
         asset: asset.into(),
+        custodian: "wsp-1".into(),
         status: status.into(),
         ci: ci.into(),
         reject_reason: reason.into(),
@@ -480,4 +484,11 @@ async fn a_change_whose_sum_would_round_is_refused_and_writes_nothing() {
     );
     assert_eq!(stream(&mut conn, "mirror:credit:request").await.len(), 1);
     assert!(store.record("r-2").await.expect("read").is_none());
+    // A retry of the accepted request would now sum beyond exact range too,
+    // but it is a retry: it returns the record, as any retry does.
+    let retry = store
+        .request(&request("r-1", "sam", "SHIB", big))
+        .await
+        .expect("idempotent retry");
+    assert!(matches!(retry, RequestOutcome::Existing(_)), "{retry:?}");
 }

@@ -409,7 +409,7 @@ async fn shutdown_ends_every_watch() {
 
 // === consumer groups ===
 
-use openoes::streams::group::{Delivery, GroupHub, GroupSubscription, dlq_key};
+use openoes::streams::group::{Delivery, GroupHub, GroupSubscription, OnLimit, dlq_key};
 
 const GROUP: &str = "workers";
 
@@ -451,8 +451,12 @@ async fn pending_count(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
 async fn competing_consumers_split_the_work_and_each_entry_is_handled_once() {
     let mut s = setup(fast_config()).await;
     let hub = group_hub(&s, group_config());
-    let mut a = hub.subscribe(KEY, GROUP, None);
-    let mut b = hub.subscribe(KEY, GROUP, None);
+    let mut a = hub
+        .subscribe(KEY, GROUP, None, OnLimit::DeadLetter)
+        .expect("join");
+    let mut b = hub
+        .subscribe(KEY, GROUP, None, OnLimit::DeadLetter)
+        .expect("join");
     assert_ne!(a.consumer(), b.consumer(), "generated names are unique");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 200, "u").await;
@@ -482,7 +486,9 @@ async fn deliveries_of_a_dead_subscriber_reach_another_after_min_idle_and_are_an
             ..group_config()
         },
     );
-    let mut dying = hub.subscribe(KEY, GROUP, Some("dying"));
+    let mut dying = hub
+        .subscribe(KEY, GROUP, Some("dying"), OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 5, "u").await;
     let mut held = Vec::new();
@@ -491,7 +497,9 @@ async fn deliveries_of_a_dead_subscriber_reach_another_after_min_idle_and_are_an
     }
     drop(dying); // dies holding five unanswered deliveries
 
-    let mut survivor = hub.subscribe(KEY, GROUP, Some("survivor"));
+    let mut survivor = hub
+        .subscribe(KEY, GROUP, Some("survivor"), OnLimit::DeadLetter)
+        .expect("join");
     let mut answered = Vec::new();
     while answered.len() < 5 {
         let d = next_delivery(&mut survivor, SOON)
@@ -523,7 +531,9 @@ async fn a_poison_entry_ends_in_the_dead_letter_stream_after_n_deliveries() {
     // The entry kills every subscriber that takes it: each dies holding it,
     // and the next reclaims it after min-idle.
     for (victim, count) in [("first", 1), ("second", 2)] {
-        let mut sub = hub.subscribe(KEY, GROUP, Some(victim));
+        let mut sub = hub
+            .subscribe(KEY, GROUP, Some(victim), OnLimit::DeadLetter)
+            .expect("join");
         let d = next_delivery(&mut sub, SOON).await.expect("delivery");
         assert_eq!(
             (d.id.to_string(), d.delivery_count),
@@ -532,7 +542,9 @@ async fn a_poison_entry_ends_in_the_dead_letter_stream_after_n_deliveries() {
         drop(sub);
     }
     // Delivered twice (max_deliveries): the third would be one too many.
-    let mut third = hub.subscribe(KEY, GROUP, Some("third"));
+    let mut third = hub
+        .subscribe(KEY, GROUP, Some("third"), OnLimit::DeadLetter)
+        .expect("join");
     assert!(
         next_delivery(&mut third, Duration::from_secs(3))
             .await
@@ -563,7 +575,9 @@ async fn a_restarted_consumer_first_receives_its_own_pending_entries() {
             ..group_config()
         },
     );
-    let mut first = hub.subscribe(KEY, GROUP, Some("stable"));
+    let mut first = hub
+        .subscribe(KEY, GROUP, Some("stable"), OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 3, "u").await;
     for _ in 0..3 {
@@ -572,7 +586,9 @@ async fn a_restarted_consumer_first_receives_its_own_pending_entries() {
     drop(first);
     publish(&mut s.conn, 3, 2, "u").await;
 
-    let mut again = hub.subscribe(KEY, GROUP, Some("stable"));
+    let mut again = hub
+        .subscribe(KEY, GROUP, Some("stable"), OnLimit::DeadLetter)
+        .expect("join");
     let mut got = Vec::new();
     for _ in 0..5 {
         let d = next_delivery(&mut again, SOON).await.expect("delivery");
@@ -604,7 +620,9 @@ async fn entries_trimmed_while_pending_are_acknowledged_not_looped_on() {
             ..group_config()
         },
     );
-    let mut holder = hub.subscribe(KEY, GROUP, Some("holder"));
+    let mut holder = hub
+        .subscribe(KEY, GROUP, Some("holder"), OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 3, "u").await;
     for _ in 0..3 {
@@ -618,7 +636,9 @@ async fn entries_trimmed_while_pending_are_acknowledged_not_looped_on() {
         .query_async(&mut s.conn)
         .await
         .expect("trim");
-    let mut other = hub.subscribe(KEY, GROUP, Some("other"));
+    let mut other = hub
+        .subscribe(KEY, GROUP, Some("other"), OnLimit::DeadLetter)
+        .expect("join");
     assert!(
         next_delivery(&mut other, Duration::from_secs(2))
             .await
@@ -636,7 +656,9 @@ async fn entries_trimmed_while_pending_are_acknowledged_not_looped_on() {
 async fn groups_are_recreated_after_redis_restarts_without_persistence() {
     let mut s = setup(fast_config()).await;
     let hub = group_hub(&s, group_config());
-    let mut sub = hub.subscribe(KEY, GROUP, None);
+    let mut sub = hub
+        .subscribe(KEY, GROUP, None, OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 2, "u").await;
     for _ in 0..2 {
@@ -740,8 +762,12 @@ async fn idle_consumers_are_deleted_only_when_they_hold_nothing() {
         ..group_config()
     };
     let hub = group_hub(&s, config);
-    let mut ghost = hub.subscribe(KEY, GROUP, Some("ghost"));
-    let mut holder = hub.subscribe(KEY, GROUP, Some("holder"));
+    let mut ghost = hub
+        .subscribe(KEY, GROUP, Some("ghost"), OnLimit::DeadLetter)
+        .expect("join");
+    let mut holder = hub
+        .subscribe(KEY, GROUP, Some("holder"), OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 2, "u").await;
     for sub in [&mut ghost, &mut holder] {
@@ -757,7 +783,9 @@ async fn idle_consumers_are_deleted_only_when_they_hold_nothing() {
         [("ghost".into(), 0), ("holder".into(), 1)]
     );
 
-    let _janitor = hub.subscribe(KEY, GROUP, Some("janitor"));
+    let _janitor = hub
+        .subscribe(KEY, GROUP, Some("janitor"), OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let left = consumers(&mut s.conn).await;
     assert!(
@@ -774,7 +802,9 @@ async fn idle_consumers_are_deleted_only_when_they_hold_nothing() {
 async fn shutdown_ends_consumer_group_subscriptions() {
     let s = setup(fast_config()).await;
     let hub = group_hub(&s, group_config());
-    let mut sub = hub.subscribe(KEY, GROUP, None);
+    let mut sub = hub
+        .subscribe(KEY, GROUP, None, OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.stop.cancel();
     let end = tokio::time::timeout(SOON, sub.next()).await.expect("ends");
@@ -785,7 +815,9 @@ async fn shutdown_ends_consumer_group_subscriptions() {
 async fn a_live_subscriber_is_never_resent_what_it_holds_not_even_after_a_reconnect() {
     let mut s = setup(fast_config()).await;
     let hub = group_hub(&s, group_config()); // claim_min_idle 600 ms
-    let mut sub = hub.subscribe(KEY, GROUP, Some("busy"));
+    let mut sub = hub
+        .subscribe(KEY, GROUP, Some("busy"), OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 2, "u").await;
     for _ in 0..2 {
@@ -816,7 +848,9 @@ async fn a_live_subscriber_is_never_resent_what_it_holds_not_even_after_a_reconn
 async fn an_entry_read_for_a_live_subscriber_whose_reply_was_lost_reaches_it_after_a_reconnect() {
     let mut s = setup(fast_config()).await;
     let hub = group_hub(&s, group_config());
-    let mut sub = hub.subscribe(KEY, GROUP, Some("c"));
+    let mut sub = hub
+        .subscribe(KEY, GROUP, Some("c"), OnLimit::DeadLetter)
+        .expect("join");
     tokio::time::sleep(Duration::from_millis(300)).await;
     publish(&mut s.conn, 0, 1, "u").await;
     let held = next_delivery(&mut sub, SOON).await.expect("delivery");
@@ -943,11 +977,15 @@ async fn an_entry_that_cannot_be_dead_lettered_stays_pending_and_others_flow() {
         .expect("set");
     publish(&mut s.conn, 0, 1, "poison").await;
     for victim in ["first", "second"] {
-        let mut sub = hub.subscribe(KEY, GROUP, Some(victim));
+        let mut sub = hub
+            .subscribe(KEY, GROUP, Some(victim), OnLimit::DeadLetter)
+            .expect("join");
         next_delivery(&mut sub, SOON).await.expect("delivery");
         drop(sub);
     }
-    let mut third = hub.subscribe(KEY, GROUP, Some("third"));
+    let mut third = hub
+        .subscribe(KEY, GROUP, Some("third"), OnLimit::DeadLetter)
+        .expect("join");
     assert!(
         next_delivery(&mut third, Duration::from_secs(2))
             .await

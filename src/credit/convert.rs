@@ -54,11 +54,13 @@ pub fn new_request(
     if r.address.len() > MAX_TEXT_LEN
         || r.address
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
+            .any(|c| c.is_whitespace() || crate::validate::has_invisible(&c.to_string()))
     {
         v.add(
             "address",
-            format!("must be at most {MAX_TEXT_LEN} bytes, without spaces or control characters"),
+            format!(
+                "must be at most {MAX_TEXT_LEN} bytes, without spaces, control or invisible formatting characters"
+            ),
         );
     }
     let request_id = if r.request_id.is_empty() {
@@ -106,9 +108,12 @@ pub fn inventory_page(r: &pb::ListCreditInventoryRequest) -> Result<usize, Field
     Ok(size)
 }
 
-/// A SubscribeCreditRequests call: (group, consumer if named).
+/// A SubscribeCreditRequests call: (group, consumer if named). The group
+/// must be one of `allowed` (a new group would start from the beginning of
+/// the request stream, taking every other group's requests).
 pub fn subscription(
     r: pb::SubscribeCreditRequestsRequest,
+    allowed: &[String],
 ) -> Result<(String, Option<String>), FieldViolations> {
     let mut v = FieldViolations::default();
     let group = if r.group.is_empty() {
@@ -117,6 +122,15 @@ pub fn subscription(
         v.check_id("group", &r.group);
         r.group
     };
+    if v.is_empty() && !allowed.contains(&group) {
+        v.add(
+            "group",
+            format!(
+                "must be one of the configured groups ({})",
+                allowed.join(", ")
+            ),
+        );
+    }
     v.check_optional_id("consumer", &r.consumer);
     v.into_result()?;
     Ok((group, (!r.consumer.is_empty()).then_some(r.consumer)))
@@ -149,6 +163,48 @@ pub fn answer(
     };
     v.into_result()?;
     Ok((r.request_id, decision, r.reject_reason))
+}
+
+/// What an operator decided for a pending request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// Send it to the exchange again.
+    Redeliver,
+    /// Reject it with this reason.
+    Reject(String),
+}
+
+/// A ResolveCreditAnomaly call: (request id, resolution, reason for the
+/// record).
+pub fn resolution(
+    r: pb::ResolveCreditAnomalyRequest,
+) -> Result<(String, Resolution, String), FieldViolations> {
+    let mut v = FieldViolations::default();
+    v.check_id("request_id", &r.request_id);
+    let reject = match pb::CreditAnomalyResolution::try_from(r.resolution) {
+        Ok(pb::CreditAnomalyResolution::Redeliver) => {
+            v.check_text("reason", &r.reason, MAX_TEXT_LEN, false);
+            false
+        }
+        Ok(pb::CreditAnomalyResolution::Reject) => {
+            v.check_text("reason", &r.reason, MAX_TEXT_LEN, true);
+            true
+        }
+        _ => {
+            v.add(
+                "resolution",
+                "must be CREDIT_ANOMALY_RESOLUTION_REDELIVER or CREDIT_ANOMALY_RESOLUTION_REJECT",
+            );
+            false
+        }
+    };
+    v.into_result()?;
+    let resolution = if reject {
+        Resolution::Reject(format!("RESOLVED: {}", r.reason))
+    } else {
+        Resolution::Redeliver
+    };
+    Ok((r.request_id, resolution, r.reason))
 }
 
 /// A WatchCreditEvents call: (resume cursor, filter).
@@ -212,6 +268,7 @@ pub fn event_to_proto(e: &CreditEvent) -> pb::CreditEvent {
             CreditEventKind::Accepted => T::Accepted,
             CreditEventKind::Rejected => T::Rejected,
             CreditEventKind::Anomaly => T::Anomaly,
+            CreditEventKind::Redelivered => T::Redelivered,
             CreditEventKind::Unknown => T::Unspecified,
         } as i32,
         request_id: e.request_id.clone(),

@@ -52,6 +52,14 @@ pub enum CreditError {
         /// The recorded status, `accepted` or `rejected`.
         status: String,
     },
+    /// ResolveCreditAnomaly on a request that is not pending.
+    #[error("credit request {request_id:?} is not pending (status {status:?}); nothing to resolve")]
+    NotPending {
+        /// The request.
+        request_id: String,
+        /// Its status.
+        status: String,
+    },
     /// Too many RequestCredit calls are waiting for decisions.
     #[error(
         "{limit} calls already wait for credit decisions on this server; retry later, or without wait"
@@ -78,9 +86,9 @@ impl RpcError for CreditError {
         match self {
             Self::RequestIdReused(_) => Code::AlreadyExists,
             Self::InFlight { .. } | Self::Contention => Code::Aborted,
-            Self::InsufficientCredit { .. } | Self::AlreadyAnswered { .. } => {
-                Code::FailedPrecondition
-            }
+            Self::InsufficientCredit { .. }
+            | Self::AlreadyAnswered { .. }
+            | Self::NotPending { .. } => Code::FailedPrecondition,
             Self::TooLarge { .. } => Code::InvalidArgument,
             Self::UnknownRequest(_) => Code::NotFound,
             Self::TooManyWaiters { .. } => Code::ResourceExhausted,
@@ -98,6 +106,7 @@ impl RpcError for CreditError {
             Self::Contention => reason::CONTENTION,
             Self::UnknownRequest(_) => reason::NOT_FOUND,
             Self::AlreadyAnswered { .. } => reason::ALREADY_ANSWERED,
+            Self::NotPending { .. } => reason::NOT_PENDING,
             Self::TooManyWaiters { .. } => reason::TOO_MANY_WAITERS,
             Self::Corrupt { .. } => reason::DATA_CORRUPT,
             Self::Redis(e) => e.reason(),

@@ -25,7 +25,7 @@ use crate::{
     amount,
     config::{CreditConfig, StreamsConfig},
     redis::{RedisEndpoint, RedisError, script::lua_script},
-    streams::group::{Delivery, GroupHub, GroupSubscription},
+    streams::group::{ConsumerInUse, Delivery, GroupHub, GroupSubscription, OnLimit},
     time,
     validate::is_valid_id,
 };
@@ -33,9 +33,9 @@ use crate::{
 lua_script! {
     /// `lua/deliver.lua`: screens a delivery and records it on R.
     struct Deliver<'a>(include_str!("lua/deliver.lua")) {
-        keys { record: String, answer: String, ci: String, requests: &'a str }
+        keys { record: String, answer: String, ci: String, requests: &'a str, responses: &'a str }
         args {
-            group: &'a str, entry_id: String, retention_ms: u64, uid: &'a str, asset: &'a str,
+            group: &'a str, entry_id: String, uid: &'a str, asset: &'a str,
             change: &'a str, ci_after: &'a str, custodian: &'a str,
         }
     }
@@ -44,7 +44,7 @@ lua_script! {
 lua_script! {
     /// `lua/respond.lua`: records an answer on R.
     struct Respond<'a>(include_str!("lua/respond.lua")) {
-        keys { answer: String, responses: &'a str, requests: &'a str }
+        keys { answer: String, responses: &'a str, requests: &'a str, cursor: &'a str }
         args {
             request_id: &'a str, status: &'a str, reject_reason: &'a str, now_s: u64,
             now_ms: u64, responses_maxlen: usize, retention_ms: u64,
@@ -83,6 +83,7 @@ pub struct Exchange {
     /// ([`reject::DELIVERY_LIMIT`]).
     max_deliveries: u64,
     response_maxlen: usize,
+    consumer_groups: Vec<String>,
 }
 
 impl Exchange {
@@ -100,6 +101,7 @@ impl Exchange {
             retention_ms: credit.answer_retention.as_millis() as u64,
             max_deliveries: streams.max_deliveries,
             response_maxlen: streams.maxlen_for(keys::RESPONSE_STREAM),
+            consumer_groups: credit.consumer_groups.clone(),
         }
     }
 
@@ -108,8 +110,22 @@ impl Exchange {
     }
 
     /// Joins `group` on the request stream.
-    pub fn subscribe(&self, group: &str, consumer: Option<&str>) -> GroupSubscription {
-        self.groups.subscribe(keys::REQUEST_STREAM, group, consumer)
+    ///
+    /// Deliveries past `streams.max_deliveries` still come through
+    /// ([`OnLimit::Deliver`]): [`Exchange::screen`] rejects them with
+    /// DELIVERY_LIMIT, so every request ends with an answer.
+    pub fn subscribe(
+        &self,
+        group: &str,
+        consumer: Option<&str>,
+    ) -> Result<GroupSubscription, ConsumerInUse> {
+        self.groups
+            .subscribe(keys::REQUEST_STREAM, group, consumer, OnLimit::Deliver)
+    }
+
+    /// The consumer groups subscribers may join (`credit.consumer_groups`).
+    pub fn groups(&self) -> &[String] {
+        &self.consumer_groups
     }
 
     /// Screens one delivery of `group`: `Some` request for the backend, or
@@ -139,9 +155,9 @@ impl Exchange {
             answer: keys::answer(request_id),
             ci: keys::ci(uid, asset),
             requests: keys::REQUEST_STREAM,
+            responses: keys::RESPONSE_STREAM,
             group,
             entry_id: delivery.id.to_string(),
-            retention_ms: self.retention_ms,
             uid,
             asset,
             change: delivery.field("c_change"),
@@ -243,6 +259,7 @@ impl Exchange {
             answer: keys::answer(request_id),
             responses: keys::RESPONSE_STREAM,
             requests: keys::REQUEST_STREAM,
+            cursor: keys::RESPONSE_CURSOR,
             request_id,
             status: decision.status(),
             reject_reason,

@@ -12,6 +12,8 @@
 //! | `mirror:credit:events` (ext) | stream | M | the credit event log |
 //! | `mirror:credit:assets:<uid>` (ext) | sorted set | M | assets the user has CI in |
 //! | `mirror:cursor:mirror:credit:response` (ext) | string | M | last response id on R applied |
+//! | `mirror:credit:undecided` (ext) | sorted set | M | undecided request ids, score = ms of their stream entry: what trimming keeps |
+//! | `mirror:credit:response-gap` (ext) | hash | M | an open gap: responses trimmed on R before they were applied |
 //! | `mirror:credit:answer:<request_id>` (ext) | hash | R | the exchange's record of a delivery and its answer |
 
 /// Requests to the exchange (std), on M and replicated to R.
@@ -24,6 +26,12 @@ pub const EVENTS_STREAM: &str = "mirror:credit:events";
 pub const REQUEST_GROUP: &str = "credit-request-processor";
 /// The WSP's cursor over the response stream on R (ext), on M.
 pub const RESPONSE_CURSOR: &str = "mirror:cursor:mirror:credit:response";
+
+/// Undecided requests (ext), on M: sorted set of request ids, score = the
+/// milliseconds of their stream entry.
+pub const UNDECIDED: &str = "mirror:credit:undecided";
+/// An open response gap (ext), on M.
+pub const RESPONSE_GAP: &str = "mirror:credit:response-gap";
 
 /// `CI:<uid>:<asset>` (std): Credit Inventory.
 pub fn ci(uid: &str, asset: &str) -> String {

@@ -44,20 +44,26 @@ use crate::{
 pub const SERVICE: &str = <CreditServiceServer<CreditApi> as NamedService>::NAME;
 
 /// Plugs CreditService into the server: the roles' state and background
-/// work (the WSP's response reader and decision follower), which end with
-/// the server.
+/// work (the WSP's response reader, sweeper and decision follower), which
+/// end with the server.
 pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     let config = &ctx.config;
     let wsp = ctx.role(Role::Wsp, || {
-        let store = CreditStore::new(
-            ctx.redis.master.clone(),
-            &config.credit.custodian,
-            &config.streams,
-        );
+        let store = CreditStore::new(ctx.redis.master.clone(), config);
         tokio::spawn(wsp::apply_responses(
             store.clone(),
             ctx.redis.replica_reader.clone(),
-            config.streams.clone(),
+            wsp::ReaderConfig {
+                streams: config.streams.clone(),
+                max_response_bytes: config.credit.max_response_bytes,
+            },
+            ctx.stop.clone(),
+        ));
+        tokio::spawn(wsp::sweep(
+            store.clone(),
+            config.credit.sweep_interval,
+            config.streams.read_batch,
+            ctx.health_flags.clone(),
             ctx.stop.clone(),
         ));
         WspRole {

@@ -145,8 +145,11 @@ pub enum CreditEventKind {
     Accepted,
     /// Rejected.
     Rejected,
-    /// A response disagreed with its request: not applied.
+    /// A response disagreed with its request, was malformed, or was lost:
+    /// not applied.
     Anomaly,
+    /// Sent to the exchange again.
+    Redelivered,
     /// A type this version does not know.
     Unknown,
 }
@@ -183,6 +186,7 @@ impl CreditEvent {
             "accepted" => CreditEventKind::Accepted,
             "rejected" => CreditEventKind::Rejected,
             "anomaly" => CreditEventKind::Anomaly,
+            "redelivered" => CreditEventKind::Redelivered,
             _ => CreditEventKind::Unknown,
         };
         Self {
@@ -221,39 +225,114 @@ pub struct NewCreditRequest {
     pub address: String,
 }
 
-/// An exchange response as read from `mirror:credit:response` on R.
+/// An exchange response as read from `mirror:credit:response` on R, with
+/// every field checked and bounded: the exchange is another company, and
+/// what it writes is hostile until proven otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditResponse {
     /// Its stream entry id on R.
     pub entry_id: String,
-    /// The request answered.
+    /// The request answered (a valid id).
     pub request_id: String,
-    /// The `uid` field: must be the request's.
+    /// The `uid` field (a valid id): must be the request's.
     pub uid: String,
-    /// The `asset` field: must be the request's.
+    /// The `asset` field (a valid id): must be the request's.
     pub asset: String,
-    /// The `status` field as sent: `accepted` or `rejected` (anything
-    /// else is recorded as an anomaly).
+    /// The `custodian` field (a valid id): must be this WSP's.
+    pub custodian: String,
+    /// The `status` field as sent if it is `accepted` or `rejected`, else
+    /// `invalid` (recorded as an anomaly of its request).
     pub status: String,
-    /// The `ci` field as sent.
+    /// The `ci` field in canonical form, "" if it is not an amount.
     pub ci: String,
-    /// The `reject_reason` field ("" on accept).
+    /// The `reject_reason` field, cut to [`MAX_REASON_BYTES`] with a marker.
     pub reject_reason: String,
 }
 
+/// Most bytes of an exchange's reject reason copied to M; longer ones are
+/// cut, with a marker saying how long they were.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// Most bytes of a bad entry copied into its anomaly record.
+pub const MAX_ANOMALY_COPY: usize = 256;
+
+/// A response entry that cannot be applied to any request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedResponse {
+    /// The request it names, if that is a valid id ("" otherwise).
+    pub request_id: String,
+    /// What is wrong, and a bounded copy of what was seen.
+    pub reason: String,
+}
+
 impl CreditResponse {
-    /// Reads a response entry's standard fields, leniently.
-    pub fn parse(entry: &Entry) -> Self {
+    /// Checks a response entry field by field. `max_bytes` bounds the whole
+    /// entry.
+    pub fn parse(entry: &Entry, max_bytes: usize) -> Result<Self, MalformedResponse> {
         let f = &entry.fields;
-        Self {
-            entry_id: entry.id.to_string(),
-            request_id: f.text("request_id").into(),
-            uid: f.text("uid").into(),
-            asset: f.text("asset").into(),
-            status: f.text("status").into(),
-            ci: f.text("ci").into(),
-            reject_reason: f.text("reject_reason").into(),
+        let seen = || f.describe(MAX_ANOMALY_COPY);
+        let request_id = f
+            .get("request_id")
+            .filter(|id| crate::validate::is_valid_id(id));
+        let malformed = |what: String| MalformedResponse {
+            request_id: request_id.unwrap_or_default().to_string(),
+            reason: format!("malformed response: {what}; seen: {}", seen()),
+        };
+        let size = f.byte_len();
+        if size > max_bytes {
+            return Err(MalformedResponse {
+                request_id: request_id.unwrap_or_default().to_string(),
+                reason: format!(
+                    "malformed response: {size} bytes (limit {max_bytes}); seen: {}",
+                    seen()
+                ),
+            });
         }
+        if let Some((name, _)) = f
+            .pairs()
+            .find(|(k, v)| std::str::from_utf8(k).is_err() || std::str::from_utf8(v).is_err())
+        {
+            let name =
+                String::from_utf8_lossy(&name.escape_ascii().collect::<Vec<u8>>()).into_owned();
+            return Err(malformed(format!("field {name} is not UTF-8 text")));
+        }
+        let Some(request_id) = request_id else {
+            return Err(malformed("request_id is missing or not a valid id".into()));
+        };
+        let id = |name: &str| {
+            f.get(name)
+                .filter(|v| crate::validate::is_valid_id(v))
+                .map(str::to_string)
+                .ok_or_else(|| malformed(format!("{name} is missing or not a valid id")))
+        };
+        let (uid, asset, custodian) = (id("uid")?, id("asset")?, id("custodian")?);
+        let status = match f.text("status") {
+            s @ ("accepted" | "rejected") => s.to_string(),
+            _ => "invalid".to_string(),
+        };
+        let ci = crate::amount::parse(f.text("ci"))
+            .map(crate::amount::format)
+            .unwrap_or_default();
+        let reason = f.text("reject_reason");
+        let reject_reason = if reason.len() > MAX_REASON_BYTES {
+            format!(
+                "{} [cut: {} bytes]",
+                crate::validate::cut(reason, MAX_REASON_BYTES),
+                reason.len()
+            )
+        } else {
+            reason.to_string()
+        };
+        Ok(Self {
+            entry_id: entry.id.to_string(),
+            request_id: request_id.to_string(),
+            uid,
+            asset,
+            custodian,
+            status,
+            ci,
+            reject_reason,
+        })
     }
 }
 

@@ -13,7 +13,8 @@ use futures_util::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{
-    convert,
+    convert::{self, Resolution},
+    error::CreditError,
     exchange::Exchange,
     keys,
     model::CreditEvent,
@@ -150,9 +151,9 @@ impl CreditService for CreditApi {
     ) -> Result<Response<Self::SubscribeCreditRequestsStream>, Status> {
         rpc(async move {
             let exchange = self.exchange.get(&request)?.clone();
-            let (group, consumer) = convert::subscription(request.into_inner())?;
+            let (group, consumer) = convert::subscription(request.into_inner(), exchange.groups())?;
             let slot = self.group_pump.reserve()?;
-            let deliveries = exchange.subscribe(&group, consumer.as_deref());
+            let deliveries = exchange.subscribe(&group, consumer.as_deref())?;
             // Each delivery is screened first; what passes goes to the
             // backend. A screening error ends the stream: the delivery stays
             // pending on this consumer (a reconnect with the same name gets
@@ -209,6 +210,41 @@ impl CreditService for CreditApi {
                 })
             });
             Ok(slot.serve(source))
+        })
+        .await
+    }
+
+    async fn resolve_credit_anomaly(
+        &self,
+        request: Request<pb::ResolveCreditAnomalyRequest>,
+    ) -> Result<Response<pb::ResolveCreditAnomalyResponse>, Status> {
+        rpc(async move {
+            let wsp = self.wsp.get(&request)?;
+            let (id, resolution, why) = convert::resolution(request.into_inner())?;
+            let record = wsp.store.record(&id).await?;
+            let record = record.ok_or_else(|| NotFound::new("credit request", &id))?;
+            let not_pending = |status: String| CreditError::NotPending {
+                request_id: id.clone(),
+                status,
+            };
+            let delivery_id = match &resolution {
+                Resolution::Redeliver => {
+                    let why = if why.is_empty() { "resolved by an operator" } else { &why };
+                    let entry = wsp.store.republish(&id, why).await?.map_err(not_pending)?;
+                    tracing::warn!(request_id = %id, %entry, %why, "credit request redelivered by an operator");
+                    entry.to_string()
+                }
+                Resolution::Reject(reason) => {
+                    wsp.store.reject_pending(&record, reason).await?.map_err(not_pending)?;
+                    tracing::warn!(request_id = %id, %reason, "credit request rejected by an operator");
+                    String::new()
+                }
+            };
+            let now = wsp.store.record(&id).await?.unwrap_or(record);
+            Ok(pb::ResolveCreditAnomalyResponse {
+                credit_request: Some(convert::request_to_proto(&now)),
+                delivery_id,
+            })
         })
         .await
     }

@@ -10,12 +10,14 @@ use rust_decimal::Decimal;
 use super::{
     error::CreditError,
     keys,
-    model::{CreditInventory, CreditRequestRecord, CreditResponse, NewCreditRequest},
+    model::{
+        CreditInventory, CreditRequestRecord, CreditResponse, MalformedResponse, NewCreditRequest,
+    },
 };
 use crate::{
     amount,
-    config::StreamsConfig,
-    redis::{RedisEndpoint, RedisError, script::lua_script},
+    config::Config,
+    redis::{Durability, RedisEndpoint, RedisError, script::lua_script},
     streams::{Fields, StreamId},
     time,
 };
@@ -28,12 +30,14 @@ const MAX_STALE_RETRIES: usize = 8;
 lua_script! {
     /// `lua/request.lua`: records a new request and sends it, atomically.
     struct Request<'a>(include_str!("lua/request.lua")) {
-        keys { record: String, ci: String, inflight: String, requests: &'a str, events: &'a str }
+        keys {
+            record: String, ci: String, inflight: String, requests: &'a str, events: &'a str,
+            undecided: &'a str,
+        }
         args {
             request_id: &'a str, uid: &'a str, asset: &'a str, change: &'a str, ci_after: String,
             chain: &'a str, address: &'a str, custodian: &'a str, ci_version: &'a str,
-            ci_amount: &'a str, now_s: u64, now_ms: u64, requests_maxlen: usize,
-            events_maxlen: usize,
+            ci_amount: &'a str, now_s: u64, now_ms: u64, events_maxlen: usize,
         }
     }
 }
@@ -41,11 +45,23 @@ lua_script! {
 lua_script! {
     /// `lua/apply_response.lua`: applies one response on M exactly once.
     struct ApplyResponse<'a>(include_str!("lua/apply_response.lua")) {
-        keys { record: String, inventory: String, inflight: String, events: &'a str, cursor: &'a str, assets: String }
+        keys {
+            record: String, inventory: String, inflight: String, events: &'a str, cursor: &'a str,
+            assets: String, undecided: &'a str,
+        }
         args {
             entry_id: &'a str, request_id: &'a str, status: &'a str, reject_reason: &'a str,
-            ci: String, now_ms: u64, events_maxlen: usize, uid: &'a str, asset: &'a str,
+            ci: &'a str, now_ms: u64, events_maxlen: usize, uid: &'a str, asset: &'a str,
+            response_custodian: &'a str, custodian: &'a str, retention_ms: u64,
         }
+    }
+}
+
+lua_script! {
+    /// `lua/skip_response.lua`: records a malformed response and moves past it.
+    struct SkipResponse<'a>(include_str!("lua/skip_response.lua")) {
+        keys { cursor: &'a str, events: &'a str }
+        args { entry_id: &'a str, request_id: &'a str, reason: &'a str, now_ms: u64, events_maxlen: usize }
     }
 }
 
@@ -54,6 +70,30 @@ lua_script! {
     struct RewindCursor<'a>(include_str!("lua/rewind_cursor.lua")) {
         keys { cursor: &'a str }
         args { seen: String }
+    }
+}
+
+lua_script! {
+    /// `lua/record_gap.lua`: records lost responses and goes on after them.
+    struct RecordGap<'a>(include_str!("lua/record_gap.lua")) {
+        keys { cursor: &'a str, gap: &'a str, events: &'a str }
+        args { seen: String, resume: String, description: &'a str, now_ms: u64, events_maxlen: usize }
+    }
+}
+
+lua_script! {
+    /// `lua/republish.lua`: sends an undecided request again.
+    struct Republish<'a>(include_str!("lua/republish.lua")) {
+        keys { record: String, requests: &'a str, undecided: &'a str, events: &'a str }
+        args { request_id: &'a str, why: &'a str, now_ms: u64, events_maxlen: usize }
+    }
+}
+
+lua_script! {
+    /// `lua/reject_pending.lua`: an operator's rejection of a pending request.
+    struct RejectPending<'a>(include_str!("lua/reject_pending.lua")) {
+        keys { record: String, ci: String, inflight: String, events: &'a str, undecided: &'a str }
+        args { request_id: &'a str, reason: &'a str, now_ms: u64, events_maxlen: usize, retention_ms: u64 }
     }
 }
 
@@ -98,16 +138,30 @@ pub struct CreditStore {
     custodian: String,
     request_maxlen: usize,
     events_maxlen: usize,
+    retention_ms: u64,
+    durability: Durability,
+}
+
+/// An open response gap (see `lua/record_gap.lua`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseGap {
+    /// When it was first seen, unix ms: requests undecided then may have
+    /// lost their decision.
+    pub detected_ms: u64,
+    /// What was lost.
+    pub description: String,
 }
 
 impl CreditStore {
     /// A store on M for `custodian` (the WSP's id in the protocol).
-    pub fn new(redis: RedisEndpoint, custodian: &str, streams: &StreamsConfig) -> Self {
+    pub fn new(redis: RedisEndpoint, config: &Config) -> Self {
         Self {
+            durability: Durability::new(redis.clone(), &config.redis.durability),
             redis,
-            custodian: custodian.to_string(),
-            request_maxlen: streams.maxlen_for(keys::REQUEST_STREAM),
-            events_maxlen: streams.maxlen_for(keys::EVENTS_STREAM),
+            custodian: config.credit.custodian.clone(),
+            request_maxlen: config.streams.maxlen_for(keys::REQUEST_STREAM),
+            events_maxlen: config.streams.maxlen_for(keys::EVENTS_STREAM),
+            retention_ms: config.credit.request_retention.as_millis() as u64,
         }
     }
 
@@ -136,10 +190,20 @@ impl CreditStore {
                 })?,
                 None => Decimal::ZERO,
             };
-            let ci = amount::add(current, request.change).map_err(|_| CreditError::TooLarge {
-                current: amount::format(current),
-                change: change.clone(),
-            })?;
+            let ci = match amount::add(current, request.change) {
+                Ok(ci) => ci,
+                // As below: a retry of a request made when the sum fitted
+                // returns that request.
+                Err(_) => {
+                    if let Some(record) = self.record(&request.request_id).await? {
+                        return same_or_reused(request, record, &change);
+                    }
+                    return Err(CreditError::TooLarge {
+                        current: amount::format(current),
+                        change,
+                    });
+                }
+            };
             if ci < Decimal::ZERO {
                 // An existing record for this id wins over the CI check:
                 // a retry of an accepted decrease must still be idempotent.
@@ -152,12 +216,13 @@ impl CreditStore {
                 });
             }
             let now = time::now();
-            let reply: redis::RedisResult<(String, Fields)> = Request {
+            let reply: redis::RedisResult<(String, Fields, usize)> = Request {
                 record: keys::request(&request.request_id),
                 ci: ci_key.clone(),
                 inflight: keys::inflight(&request.uid, &request.asset),
                 requests: keys::REQUEST_STREAM,
                 events: keys::EVENTS_STREAM,
+                undecided: keys::UNDECIDED,
                 request_id: &request.request_id,
                 uid: &request.uid,
                 asset: &request.asset,
@@ -170,12 +235,11 @@ impl CreditStore {
                 ci_amount: stored.as_deref().unwrap_or(""),
                 now_s: now.s,
                 now_ms: now.ms,
-                requests_maxlen: self.request_maxlen,
                 events_maxlen: self.events_maxlen,
             }
             .invoke(&mut *conn)
             .await;
-            let (verdict, fields) = match reply {
+            let (verdict, fields, length) = match reply {
                 Ok(reply) => reply,
                 Err(e) if e.code() == Some("REQUEST_ID_REUSED") => {
                     return Err(CreditError::RequestIdReused(request.request_id.clone()));
@@ -187,11 +251,21 @@ impl CreditStore {
                 Err(e) => return Err(self.err(e)),
             };
             let record = CreditRequestRecord::parse(&fields);
-            match verdict.as_str() {
-                "created" => return Ok(RequestOutcome::Created(record)),
-                "existing" => return Ok(RequestOutcome::Existing(record)),
+            let outcome = match verdict.as_str() {
+                "created" => RequestOutcome::Created(record),
+                "existing" => RequestOutcome::Existing(record),
                 _ => continue, // stale: the CI changed; read it again
+            };
+            // A retry waits too: what it returns must be as durable as a
+            // first answer would have been.
+            self.durability.wait(&mut *conn).await?;
+            drop(conn);
+            if length > self.request_maxlen
+                && let Err(e) = self.trim_requests().await
+            {
+                tracing::warn!(error = %crate::error::ErrorChain(&e), "cannot trim the request stream; will try again");
             }
+            return Ok(outcome);
         }
         Err(CreditError::Contention)
     }
@@ -211,19 +285,23 @@ impl CreditStore {
             events: keys::EVENTS_STREAM,
             cursor: keys::RESPONSE_CURSOR,
             assets: keys::assets(uid),
+            undecided: keys::UNDECIDED,
             entry_id: &response.entry_id,
             request_id: &response.request_id,
             status: &response.status,
             reject_reason: &response.reject_reason,
             // Canonical, so the script's string comparison is exact: "10.50"
             // and "10.5" agree.
-            ci: amount::parse(&response.ci)
+            ci: &amount::parse(&response.ci)
                 .map(amount::format)
                 .unwrap_or_default(),
             now_ms: time::now().ms,
             events_maxlen: self.events_maxlen,
             uid,
             asset,
+            response_custodian: &response.custodian,
+            custodian: &self.custodian,
+            retention_ms: self.retention_ms,
         }
         .invoke(&mut *conn)
         .await
@@ -247,6 +325,29 @@ impl CreditStore {
             .await
     }
 
+    /// Records an entry of the response stream that is not a response
+    /// (see `lua/skip_response.lua`); false if another gateway handled it.
+    pub async fn skip_response(
+        &self,
+        entry_id: StreamId,
+        malformed: &MalformedResponse,
+    ) -> Result<bool, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let outcome: String = SkipResponse {
+            cursor: keys::RESPONSE_CURSOR,
+            events: keys::EVENTS_STREAM,
+            entry_id: &entry_id.to_string(),
+            request_id: &malformed.request_id,
+            reason: &malformed.reason,
+            now_ms: time::now().ms,
+            events_maxlen: self.events_maxlen,
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(outcome == "recorded")
+    }
+
     /// Where the WSP's reading of the response stream on R stands.
     pub async fn response_cursor(&self) -> Result<StreamId, CreditError> {
         let mut conn = self.redis.conn().await?;
@@ -258,7 +359,7 @@ impl CreditStore {
             None => Ok(StreamId::default()),
             Some(text) => text.parse().map_err(|()| CreditError::Corrupt {
                 key: keys::RESPONSE_CURSOR.into(),
-                reason: format!("{text:?} is not a stream id"),
+                reason: format!("{} is not a stream id", crate::validate::echo(&text)),
             }),
         }
     }
@@ -275,6 +376,219 @@ impl CreditStore {
         .await
         .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Records responses lost on R and goes on from `resume` (see
+    /// `lua/record_gap.lua`).
+    pub async fn record_gap(
+        &self,
+        seen: StreamId,
+        resume: StreamId,
+        description: &str,
+    ) -> Result<bool, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let recorded: u64 = RecordGap {
+            cursor: keys::RESPONSE_CURSOR,
+            gap: keys::RESPONSE_GAP,
+            events: keys::EVENTS_STREAM,
+            seen: seen.to_string(),
+            resume: resume.to_string(),
+            description,
+            now_ms: time::now().ms,
+            events_maxlen: self.events_maxlen,
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(recorded == 1)
+    }
+
+    /// The open response gap, if any.
+    pub async fn response_gap(&self) -> Result<Option<ResponseGap>, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let (detected, description): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(keys::RESPONSE_GAP)
+            .arg("detected_ms")
+            .arg("description")
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(detected.map(|detected_ms| ResponseGap {
+            detected_ms,
+            description: description.unwrap_or_default(),
+        }))
+    }
+
+    /// Closes the open gap if no request undecided when it was detected is
+    /// undecided still; true if there is no gap any more.
+    pub async fn close_gap_if_resolved(&self, gap: &ResponseGap) -> Result<bool, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let waiting: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys::UNDECIDED)
+            .arg("-inf")
+            .arg(gap.detected_ms)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(1)
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if !waiting.is_empty() {
+            return Ok(false);
+        }
+        let () = conn
+            .del(keys::RESPONSE_GAP)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Trims the request stream, never past the oldest undecided request:
+    /// entries before it are all decided (answered by the exchange), so
+    /// nothing the exchange still needs goes. With nothing undecided, to
+    /// about `streams.maxlen`.
+    pub async fn trim_requests(&self) -> Result<(), CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let oldest: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(keys::UNDECIDED)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut trim = redis::cmd("XTRIM");
+        trim.arg(keys::REQUEST_STREAM);
+        match oldest.first() {
+            // Keeps every entry of the oldest undecided request's millisecond.
+            Some((_, ms)) => trim.arg("MINID").arg("~").arg(format!("{}-0", *ms as u64)),
+            None => trim.arg("MAXLEN").arg("~").arg(self.request_maxlen),
+        };
+        let _: u64 = trim
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Up to `limit` undecided requests from position `start` (oldest
+    /// first), with the stream entry each is carried by. Positions shift as
+    /// requests are decided: a scan by position may miss one in a round,
+    /// never for good.
+    pub async fn undecided(
+        &self,
+        start: usize,
+        limit: usize,
+    ) -> Result<Vec<(String, Option<StreamId>)>, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(keys::UNDECIDED)
+            .arg(start)
+            .arg(start + limit.max(1) - 1)
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(keys::request(id), "entry_id");
+        }
+        let entries: Vec<Option<String>> = pipe
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(ids
+            .into_iter()
+            .zip(entries)
+            .map(|(id, entry)| (id, entry.and_then(|e| e.parse().ok())))
+            .collect())
+    }
+
+    /// Which of `ids` are still entries of the request stream.
+    pub async fn entries_exist(&self, ids: &[StreamId]) -> Result<Vec<bool>, CreditError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.redis.conn().await?;
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("XRANGE")
+                .arg(keys::REQUEST_STREAM)
+                .arg(id.to_string())
+                .arg(id.to_string())
+                .arg("COUNT")
+                .arg(1);
+        }
+        let found: Vec<redis::Value> = pipe
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(found
+            .into_iter()
+            .map(|v| matches!(v, redis::Value::Array(a) if !a.is_empty()))
+            .collect())
+    }
+
+    /// Sends an undecided request again (see `lua/republish.lua`): its new
+    /// entry, or `Err(status)` if it is not pending ("" if unknown).
+    pub async fn republish(
+        &self,
+        request_id: &str,
+        why: &str,
+    ) -> Result<Result<StreamId, String>, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let (verdict, detail): (String, String) = Republish {
+            record: keys::request(request_id),
+            requests: keys::REQUEST_STREAM,
+            undecided: keys::UNDECIDED,
+            events: keys::EVENTS_STREAM,
+            request_id,
+            why,
+            now_ms: time::now().ms,
+            events_maxlen: self.events_maxlen,
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        self.durability.wait(&mut *conn).await?;
+        Ok(match verdict.as_str() {
+            "republished" => Ok(detail.parse().unwrap_or_default()),
+            _ => Err(detail),
+        })
+    }
+
+    /// Rejects a pending request as an operator's decision (see
+    /// `lua/reject_pending.lua`); `Err(status)` if it is not pending.
+    pub async fn reject_pending(
+        &self,
+        record: &CreditRequestRecord,
+        reason: &str,
+    ) -> Result<Result<(), String>, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let reply: Vec<String> = RejectPending {
+            record: keys::request(&record.request_id),
+            ci: keys::ci(&record.uid, &record.asset),
+            inflight: keys::inflight(&record.uid, &record.asset),
+            events: keys::EVENTS_STREAM,
+            undecided: keys::UNDECIDED,
+            request_id: &record.request_id,
+            reason,
+            now_ms: time::now().ms,
+            events_maxlen: self.events_maxlen,
+            retention_ms: self.retention_ms,
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        self.durability.wait(&mut *conn).await?;
+        Ok(match reply.as_slice() {
+            [verdict] if verdict == "rejected" => Ok(()),
+            [_, status] => Err(status.clone()),
+            _ => Err(String::new()),
+        })
     }
 }
 
@@ -391,7 +705,15 @@ mod tests {
 
     #[test]
     fn scripts_match_their_headers() {
-        for shape in [Request::SHAPE, ApplyResponse::SHAPE, RewindCursor::SHAPE] {
+        for shape in [
+            Request::SHAPE,
+            ApplyResponse::SHAPE,
+            SkipResponse::SHAPE,
+            RewindCursor::SHAPE,
+            RecordGap::SHAPE,
+            Republish::SHAPE,
+            RejectPending::SHAPE,
+        ] {
             shape.check();
         }
     }

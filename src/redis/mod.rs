@@ -99,6 +99,19 @@ pub enum RedisError {
     /// The endpoint's configuration cannot be turned into a connection.
     #[error("bad redis endpoint configuration")]
     Config(#[source] redis::RedisError),
+    /// A write happened on the endpoint but did not become as durable as
+    /// `redis.durability` asks within its timeout.
+    #[error(
+        "redis {endpoint} has the write, but {what} within {timeout:?}; retry with the same request_id"
+    )]
+    NotDurable {
+        /// Which endpoint.
+        endpoint: Endpoint,
+        /// What was missing.
+        what: String,
+        /// The configured timeout.
+        timeout: Duration,
+    },
 }
 
 impl RedisError {
@@ -127,18 +140,17 @@ impl RedisError {
 
 impl RpcError for RedisError {
     fn code(&self) -> tonic::Code {
-        if self.is_unavailable() {
-            tonic::Code::Unavailable
-        } else {
-            tonic::Code::Internal
+        match self {
+            Self::Unavailable { .. } | Self::NotDurable { .. } => tonic::Code::Unavailable,
+            _ => tonic::Code::Internal,
         }
     }
 
     fn reason(&self) -> &'static str {
-        if self.is_unavailable() {
-            reason::REDIS_UNAVAILABLE
-        } else {
-            reason::REDIS_ERROR
+        match self {
+            Self::Unavailable { .. } => reason::REDIS_UNAVAILABLE,
+            Self::NotDurable { .. } => reason::DURABILITY_TIMEOUT,
+            _ => reason::REDIS_ERROR,
         }
     }
 }
@@ -439,6 +451,76 @@ impl BlockingConnection {
     /// The connection, for running the blocking read.
     pub fn conn(&mut self) -> &mut MultiplexedConnection {
         &mut self.conn
+    }
+}
+
+/// Waits, after a money-moving write, until it is as durable as
+/// `redis.durability` asks: on R (`WAIT`) and/or in M's AOF (`WAITAOF`).
+/// Run on the connection that made the write: both commands wait for that
+/// connection's last write.
+#[derive(Clone)]
+pub struct Durability {
+    endpoint: Endpoint,
+    config: crate::config::DurabilityConfig,
+}
+
+impl Durability {
+    /// Waits as `config` says, for writes on `endpoint`.
+    pub fn new(endpoint: RedisEndpoint, config: &crate::config::DurabilityConfig) -> Self {
+        Self {
+            endpoint: endpoint.name(),
+            config: config.clone(),
+        }
+    }
+
+    /// Waits for the last write made on `conn`.
+    pub async fn wait(
+        &self,
+        conn: &mut (impl redis::aio::ConnectionLike + Send),
+    ) -> Result<(), RedisError> {
+        let c = &self.config;
+        let timeout_ms = c.timeout.as_millis() as u64;
+        let not_durable = |what: String| RedisError::NotDurable {
+            endpoint: self.endpoint,
+            what,
+            timeout: c.timeout,
+        };
+        if c.replicas > 0 {
+            let acked: u32 = redis::cmd("WAIT")
+                .arg(c.replicas)
+                .arg(timeout_ms)
+                .query_async(conn)
+                .await
+                .map_err(|e| RedisError::from_redis(self.endpoint, e))?;
+            if acked < c.replicas {
+                return Err(not_durable(format!(
+                    "only {acked} of {} replicas acknowledged it",
+                    c.replicas
+                )));
+            }
+        }
+        if c.aof {
+            let reply: redis::RedisResult<(u32, u32)> = redis::cmd("WAITAOF")
+                .arg(1)
+                .arg(0)
+                .arg(timeout_ms)
+                .query_async(conn)
+                .await;
+            let (local, _) = reply.map_err(|e| {
+                if e.to_string().to_lowercase().contains("unknown command") {
+                    not_durable(
+                        "this server has no WAITAOF (it needs Redis 7.2+ or Valkey 8; set redis.durability.aof = false or upgrade)"
+                            .into(),
+                    )
+                } else {
+                    RedisError::from_redis(self.endpoint, e)
+                }
+            })?;
+            if local < 1 {
+                return Err(not_durable("its AOF did not fsync it".into()));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, service::RoutesBuilder};
 
-use super::layers::Call;
+use super::{health::HealthFlags, layers::Call};
 use crate::{
     config::{Config, Role},
     error::{Error, RpcError, Unimplemented, reason},
@@ -32,6 +32,8 @@ pub struct Context {
     /// Client `Subscribe*` streams (consumer groups), limited together to
     /// `streams.max_group_subscribers`.
     pub group_pump: Pump,
+    /// Services a domain holds NOT_SERVING, with the reason.
+    pub health_flags: HealthFlags,
     /// Cancelled when the server stops: every background task ends with it.
     pub stop: CancellationToken,
 }
@@ -48,6 +50,7 @@ impl Context {
             watch_pump: pump("watch", streams.max_watch_subscribers),
             group_pump: pump("consumer-group", streams.max_group_subscribers),
             redis,
+            health_flags: HealthFlags::default(),
             stop,
             config: Arc::new(config),
         }

@@ -7,12 +7,18 @@
 //! - each gRPC service's status: SERVING iff every endpoint it needs is up
 //!   (the overall status, service name "", is one entry of that table).
 //!
+//! A service may also be held NOT_SERVING by its own domain, with a reason
+//! ([`HealthFlags`]): e.g. credit while responses were lost on R.
+//!
 //! A failed or slow PING marks the endpoint down at once (money moves here:
 //! better to refuse calls than to let them hang), and the first good PING
 //! marks it up again. Outage detection therefore takes at most
 //! `interval + probe_timeout`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
 
 use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
@@ -33,12 +39,43 @@ pub struct ServiceNeeds {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// Reasons a domain holds its service NOT_SERVING, by service name.
+#[derive(Clone, Default)]
+pub struct HealthFlags(Arc<Mutex<HashMap<&'static str, String>>>);
+
+impl HealthFlags {
+    /// Holds `service` NOT_SERVING for `reason` (logged once per change).
+    pub fn set(&self, service: &'static str, reason: &str) {
+        if let Ok(mut flags) = self.0.lock()
+            && flags.get(service).is_none_or(|r| r != reason)
+        {
+            tracing::error!(service, reason, "service held NOT_SERVING");
+            flags.insert(service, reason.to_string());
+        }
+    }
+
+    /// Releases `service`.
+    pub fn clear(&self, service: &'static str) {
+        if let Ok(mut flags) = self.0.lock()
+            && flags.remove(service).is_some()
+        {
+            tracing::info!(service, "service no longer held NOT_SERVING");
+        }
+    }
+
+    /// Why `service` is held NOT_SERVING, if it is.
+    pub fn reason(&self, service: &str) -> Option<String> {
+        self.0.lock().ok().and_then(|f| f.get(service).cloned())
+    }
+}
+
 /// Keeps health statuses in step with Redis; see the module docs.
 pub struct HealthMonitor {
     reporter: HealthReporter,
     redis: Redis,
     services: Vec<ServiceNeeds>,
     config: HealthConfig,
+    flags: HealthFlags,
 }
 
 impl HealthMonitor {
@@ -48,12 +85,14 @@ impl HealthMonitor {
         redis: Redis,
         services: Vec<ServiceNeeds>,
         config: HealthConfig,
+        flags: HealthFlags,
     ) -> Self {
         let monitor = Self {
             reporter,
             redis,
             services,
             config,
+            flags,
         };
         monitor.set_all(ServingStatus::NotServing).await;
         monitor
@@ -98,7 +137,8 @@ impl HealthMonitor {
                 target.set_up(result.is_ok());
             }
             for s in &self.services {
-                let up = s.endpoints.iter().all(|e| self.redis.endpoint(*e).is_up());
+                let up = s.endpoints.iter().all(|e| self.redis.endpoint(*e).is_up())
+                    && self.flags.reason(s.service).is_none();
                 let status = if up {
                     ServingStatus::Serving
                 } else {

@@ -93,8 +93,14 @@ pub async fn run(
     );
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let monitor =
-        HealthMonitor::new(reporter, ctx.redis.clone(), needs, config.health.clone()).await;
+    let monitor = HealthMonitor::new(
+        reporter,
+        ctx.redis.clone(),
+        needs,
+        config.health.clone(),
+        ctx.health_flags.clone(),
+    )
+    .await;
     let draining = CancellationToken::new();
     let monitor_task = tokio::spawn(monitor.run(draining.clone()));
 

@@ -20,6 +20,15 @@ pub struct StreamId {
 }
 
 impl StreamId {
+    /// The id right before this one (`None` for `0-0`): reading after it
+    /// starts at this one.
+    pub fn prev(self) -> Option<Self> {
+        match self.seq.checked_sub(1) {
+            Some(seq) => Some(Self { ms: self.ms, seq }),
+            None => self.ms.checked_sub(1).map(|ms| Self { ms, seq: u64::MAX }),
+        }
+    }
+
     /// The id right after this one (`XRANGE`'s exclusive start).
     pub fn next(self) -> Option<Self> {
         match self.seq.checked_add(1) {

@@ -10,16 +10,24 @@ use redis::{Value, aio::MultiplexedConnection};
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{Delivery, dead_letter};
+use super::{Delivery, OnLimit, dead_letter};
 use crate::{
     config::StreamsConfig,
     redis::{RedisEndpoint, RedisError, script::lua_script},
     streams::{
         Backoff,
         entry::{Fields, StreamId},
-        reply::{self, Parsed, PendingRow},
+        reply::{self, Parsed},
     },
 };
+
+lua_script! {
+    /// `lua/delete_consumer.lua`: deletes one consumer if it holds nothing.
+    struct DeleteConsumer<'a>(include_str!("../lua/delete_consumer.lua")) {
+        keys { stream: &'a str }
+        args { group: &'a str, consumer: &'a str }
+    }
+}
 
 lua_script! {
     /// `lua/delete_idle_consumers.lua`: deletes idle consumers that hold nothing.
@@ -36,6 +44,7 @@ pub(super) struct Member {
     pub(super) key: String,
     pub(super) group: String,
     pub(super) consumer: String,
+    pub(super) on_limit: OnLimit,
     pub(super) tx: mpsc::Sender<Delivery>,
     pub(super) stop: CancellationToken,
 }
@@ -77,19 +86,49 @@ impl Member {
         let mut held = Held::default();
         loop {
             let result = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = self.tx.closed() => return,
+                _ = self.stop.cancelled() => break,
+                _ = self.tx.closed() => break,
                 result = self.serve(&mut backoff, &mut held) => result,
             };
             match result {
-                Stop::Done => return,
+                Stop::Done => break,
                 Stop::Redis(e) => tracing::warn!(
                     key = %self.key, group = %self.group, consumer = %self.consumer,
                     error = %e, delay = ?backoff.delay(), "group subscriber reconnecting"
                 ),
             }
             if !backoff.wait(&self.stop).await {
-                return;
+                break;
+            }
+        }
+        self.leave().await;
+    }
+
+    /// Deletes this member's consumer from the group if it holds nothing,
+    /// so subscriptions that come and go leave no consumers behind (one
+    /// that holds entries stays, for a reconnect with its name or for a
+    /// reclaim).
+    async fn leave(&self) {
+        let left: redis::RedisResult<u64> = async {
+            let mut conn = self.redis.conn().await.map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "connect", e.to_string()))
+            })?;
+            DeleteConsumer {
+                stream: &self.key,
+                group: &self.group,
+                consumer: &self.consumer,
+            }
+            .invoke(&mut *conn)
+            .await
+        }
+        .await;
+        match left {
+            Ok(1) => {
+                tracing::debug!(consumer = %self.consumer, "consumer deleted as its subscription ended")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(consumer = %self.consumer, error = %e, "consumer not deleted; the idle cleanup will")
             }
         }
     }
@@ -188,36 +227,54 @@ impl Member {
 
     /// Delivers our own pending entries after `after` that the client does
     /// not hold already; `None` once done.
+    ///
+    /// Listed with XPENDING and handed over with XCLAIM to ourselves, only
+    /// those the client does not hold: `XREADGROUP ... 0` would raise the
+    /// delivery count of every pending entry, held ones too, so a few
+    /// reconnects would push an entry a live client still works on past
+    /// `max_deliveries` without any delivery having failed.
     async fn read_own(
         &self,
         conn: &mut MultiplexedConnection,
         after: StreamId,
         held: &mut Held,
     ) -> Result<Option<StreamId>, Stop> {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(self.config.read_batch)
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(after.to_string())
-            .query_async(conn)
-            .await?;
-        let entries = reply::read_entries(reply);
-        let Some(last) = entries.iter().filter_map(Parsed::id).max() else {
+        let rows = reply::pending_rows(
+            redis::cmd("XPENDING")
+                .arg(&self.key)
+                .arg(&self.group)
+                .arg(range_after(after))
+                .arg("+")
+                .arg(self.config.read_batch)
+                .arg(&self.consumer)
+                .query_async(&mut *conn)
+                .await?,
+        );
+        let Some(last) = rows.last().map(|r| r.id) else {
             return Ok(None);
         };
-        for parsed in entries {
-            let Some(id) = parsed.id() else {
-                continue;
-            };
-            if held.0.contains(&id) {
-                continue;
+        // In id order: a restarted subscriber gets what it held in order.
+        let unheld: Vec<_> = rows.iter().filter(|r| !held.0.contains(&r.id)).collect();
+        let counts: HashMap<StreamId, u64> = unheld.iter().map(|r| (r.id, r.deliveries)).collect();
+        if !unheld.is_empty() {
+            let mut claim = redis::cmd("XCLAIM");
+            claim
+                .arg(&self.key)
+                .arg(&self.group)
+                .arg(&self.consumer)
+                .arg(0);
+            for row in &unheld {
+                claim.arg(row.id.to_string());
             }
-            let count = self.delivery_count(conn, id).await?;
-            self.handle(conn, parsed, count, held).await?;
+            // Entries trimmed away meanwhile are not returned (and leave the
+            // pending list): nothing to deliver.
+            for parsed in reply::entries(claim.query_async(&mut *conn).await?) {
+                let count = parsed
+                    .id()
+                    .and_then(|id| counts.get(&id))
+                    .map_or(1, |c| c + 1);
+                self.handle(conn, parsed, count, held).await?;
+            }
         }
         Ok(Some(last))
     }
@@ -334,7 +391,8 @@ impl Member {
                 .await?;
             return Ok(());
         };
-        if count > self.config.max_deliveries || unreadable.is_some() {
+        let over_limit = count > self.config.max_deliveries && self.on_limit == OnLimit::DeadLetter;
+        if over_limit || unreadable.is_some() {
             let reason = match unreadable {
                 Some(why) => format!("unreadable entry: {why}"),
                 None => format!(
@@ -415,24 +473,6 @@ impl Member {
         }
         held.0.retain(|id| pending.contains(id));
         Ok(())
-    }
-
-    async fn delivery_count(
-        &self,
-        conn: &mut MultiplexedConnection,
-        id: StreamId,
-    ) -> Result<u64, Stop> {
-        let rows: Vec<PendingRow> = reply::pending_rows(
-            redis::cmd("XPENDING")
-                .arg(&self.key)
-                .arg(&self.group)
-                .arg(id.to_string())
-                .arg(id.to_string())
-                .arg(1)
-                .query_async(conn)
-                .await?,
-        );
-        Ok(rows.first().map_or(1, |r| r.deliveries))
     }
 
     async fn delete_idle_consumers(&self, conn: &mut MultiplexedConnection) -> Result<(), Stop> {

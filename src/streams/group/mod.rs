@@ -41,9 +41,10 @@
 mod member;
 
 use std::{
+    collections::HashSet,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -94,6 +95,42 @@ impl Delivery {
     }
 }
 
+/// What a member does with an entry delivered more than
+/// `streams.max_deliveries` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLimit {
+    /// Move it to the dead-letter stream (a poison entry nobody can handle).
+    DeadLetter,
+    /// Deliver it anyway, with its count: the subscriber must end it (credit
+    /// requests are rejected with DELIVERY_LIMIT: a request must always be
+    /// answered, never parked in a DLQ with its (user, asset) blocked).
+    Deliver,
+}
+
+/// A consumer name already used by a live subscription of this process.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "consumer {consumer:?} of group {group:?} is in use by a live subscription on this gateway; use another name, or retry once that one has ended"
+)]
+pub struct ConsumerInUse {
+    /// The group.
+    pub group: String,
+    /// The name.
+    pub consumer: String,
+}
+
+impl crate::error::RpcError for ConsumerInUse {
+    fn code(&self) -> tonic::Code {
+        tonic::Code::AlreadyExists
+    }
+    fn reason(&self) -> &'static str {
+        crate::error::reason::CONSUMER_IN_USE
+    }
+}
+
+/// Live (stream, group, consumer) names of this process.
+type LiveNames = Arc<Mutex<HashSet<(String, String, String)>>>;
+
 /// Consumer groups on one Redis, for the whole process.
 #[derive(Clone)]
 pub struct GroupHub {
@@ -102,6 +139,9 @@ pub struct GroupHub {
     /// Makes generated consumer names unique to this process.
     instance: String,
     next: Arc<AtomicU64>,
+    /// Consumer names in use, so two subscriptions never share one (they
+    /// would take each other's deliveries without either reclaiming them).
+    live: LiveNames,
     stop: CancellationToken,
 }
 
@@ -117,14 +157,23 @@ impl GroupHub {
             config,
             instance,
             next: Arc::new(AtomicU64::new(0)),
+            live: LiveNames::default(),
             stop,
         }
     }
 
     /// Joins `group` on `key` as `consumer` (generated, unique to this
     /// process, if `None`). Deliveries start with the consumer's own
-    /// pending entries.
-    pub fn subscribe(&self, key: &str, group: &str, consumer: Option<&str>) -> GroupSubscription {
+    /// pending entries. A name in use by a live subscription of this
+    /// process is refused; names must also be unique across gateways (the
+    /// generated ones are).
+    pub fn subscribe(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: Option<&str>,
+        on_limit: OnLimit,
+    ) -> Result<GroupSubscription, ConsumerInUse> {
         let consumer = consumer.map_or_else(
             || {
                 format!(
@@ -135,6 +184,18 @@ impl GroupHub {
             },
             str::to_string,
         );
+        let name = (key.to_string(), group.to_string(), consumer.clone());
+        let fresh = self
+            .live
+            .lock()
+            .map(|mut l| l.insert(name.clone()))
+            .unwrap_or(false);
+        if !fresh {
+            return Err(ConsumerInUse {
+                group: group.to_string(),
+                consumer,
+            });
+        }
         let (tx, rx) = mpsc::channel(self.config.group_queue_capacity);
         let member = Member {
             redis: self.redis.clone(),
@@ -142,15 +203,17 @@ impl GroupHub {
             key: key.to_string(),
             group: group.to_string(),
             consumer: consumer.clone(),
+            on_limit,
             tx,
             stop: self.stop.clone(),
         };
         tokio::spawn(member.run());
-        GroupSubscription {
+        Ok(GroupSubscription {
             rx,
             consumer,
             ended: false,
-        }
+            name: Some((Arc::clone(&self.live), name)),
+        })
     }
 
     /// Acknowledges a delivery: it will not be delivered again. Returns
@@ -197,17 +260,29 @@ impl GroupHub {
 }
 
 /// A group membership: a stream of deliveries, ending with
-/// `Err(WatchEnd::Shutdown)` when the server stops.
+/// `Err(WatchEnd::Shutdown)` when the server stops. Dropping it ends the
+/// member (and frees its consumer name at once).
 pub struct GroupSubscription {
     rx: mpsc::Receiver<Delivery>,
     consumer: String,
     ended: bool,
+    name: Option<(LiveNames, (String, String, String))>,
 }
 
 impl GroupSubscription {
     /// The consumer name in the group.
     pub fn consumer(&self) -> &str {
         &self.consumer
+    }
+}
+
+impl Drop for GroupSubscription {
+    fn drop(&mut self) {
+        if let Some((live, name)) = self.name.take()
+            && let Ok(mut live) = live.lock()
+        {
+            live.remove(&name);
+        }
     }
 }
 
