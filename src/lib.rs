@@ -15,6 +15,10 @@
 //!   then `OPENOES__*` environment variables.
 //! - [`amount`]: money as the protocol writes it: exact decimal strings in
 //!   and out, `rust_decimal` inside, never a float.
+//! - [`crypto`]: offline, standard signatures others verify with their own
+//!   tools: RFC 9162 Merkle trees, C2SP signed notes, checkpoints and tlog
+//!   proofs, W3C Data Integrity `eddsa-jcs-2022` with `did:key`, Bitstring
+//!   Status Lists, and the server's Ed25519 key file.
 //! - [`error`]: the one table from errors to gRPC status codes, with
 //!   `google.rpc.ErrorInfo` reasons and `BadRequest` field violations.
 //! - [`redis`]: connections to M and R: a pool for short commands, dedicated
@@ -51,6 +55,7 @@ pub mod attestation;
 pub mod bench;
 pub mod config;
 pub mod credit;
+pub mod crypto;
 pub mod dev;
 pub mod error;
 pub mod pledge;
