@@ -10,12 +10,21 @@
 //!   seed never shows in `Debug`.
 //! - [`merkle`]: RFC 9162 (RFC 6962) Merkle trees over SHA-256: roots and
 //!   inclusion proofs, the tree transparency logs use.
+//! - [`note`]: C2SP signed notes: the key text forms (`PRIVATE+KEY+...`,
+//!   vkeys), sign, cosign, open against a set of trusted keys.
+//! - [`checkpoint`]: C2SP tlog-checkpoint, the note body that commits to a
+//!   tree head (origin, size, root).
+//! - [`tlog_proof`]: C2SP tlog-proof, an offline proof that an entry is in a
+//!   signed checkpoint.
 //!
 //! Each file has its known-answer tests, with the official vectors in
 //! `src/crypto/testdata/` (its README says where each one comes from).
 
+pub mod checkpoint;
 pub mod ed25519;
 pub mod merkle;
+pub mod note;
+pub mod tlog_proof;
 
 use ring::digest;
 
