@@ -16,12 +16,18 @@
 //!   tree head (origin, size, root).
 //! - [`tlog_proof`]: C2SP tlog-proof, an offline proof that an entry is in a
 //!   signed checkpoint.
+//! - [`jcs`]: RFC 8785 JSON canonicalization, the bytes that
+//!   `eddsa-jcs-2022` hashes.
+//! - [`data_integrity`]: W3C Data Integrity proofs with `eddsa-jcs-2022`,
+//!   and `did:key` for Ed25519 keys.
 //!
 //! Each file has its known-answer tests, with the official vectors in
 //! `src/crypto/testdata/` (its README says where each one comes from).
 
 pub mod checkpoint;
+pub mod data_integrity;
 pub mod ed25519;
+pub mod jcs;
 pub mod merkle;
 pub mod note;
 pub mod tlog_proof;
