@@ -20,6 +20,8 @@
 //!   `eddsa-jcs-2022` hashes.
 //! - [`data_integrity`]: W3C Data Integrity proofs with `eddsa-jcs-2022`,
 //!   and `did:key` for Ed25519 keys.
+//! - [`status_list`]: W3C Bitstring Status List, how a verifier learns that
+//!   a credential was revoked.
 //!
 //! Each file has its known-answer tests, with the official vectors in
 //! `src/crypto/testdata/` (its README says where each one comes from).
@@ -30,6 +32,7 @@ pub mod ed25519;
 pub mod jcs;
 pub mod merkle;
 pub mod note;
+pub mod status_list;
 pub mod tlog_proof;
 
 use ring::digest;
