@@ -22,6 +22,8 @@
 //!   and `did:key` for Ed25519 keys.
 //! - [`status_list`]: W3C Bitstring Status List, how a verifier learns that
 //!   a credential was revoked.
+//! - [`keys`]: the server's key file: one `PRIVATE+KEY+...` line, mode 0600,
+//!   the same key for notes and Data Integrity.
 //!
 //! Each file has its known-answer tests, with the official vectors in
 //! `src/crypto/testdata/` (its README says where each one comes from).
@@ -30,6 +32,7 @@ pub mod checkpoint;
 pub mod data_integrity;
 pub mod ed25519;
 pub mod jcs;
+pub mod keys;
 pub mod merkle;
 pub mod note;
 pub mod status_list;
