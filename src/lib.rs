@@ -22,6 +22,10 @@
 //! - [`amount`]: money as the protocol writes it: exact decimal strings in
 //!   and out, `rust_decimal` inside, never a float.
 //! - [`time`]: unix seconds, milliseconds and protobuf timestamps.
+//! - [`crypto`]: offline, standard signatures others verify with their own
+//!   tools: RFC 9162 Merkle trees, C2SP signed notes, checkpoints and tlog
+//!   proofs, W3C Data Integrity `eddsa-jcs-2022` with `did:key`, Bitstring
+//!   Status Lists, and the server's Ed25519 key file. A leaf.
 //! - [`redis`]: connections to M and R: a pool for short commands, dedicated
 //!   connections (a separate type) for blocking stream reads,
 //!   [`redis::script`] (one struct per Lua script), and [`redis::process`]
@@ -58,6 +62,7 @@ pub mod amount;
 pub mod attestation;
 pub mod config;
 pub mod credit;
+pub mod crypto;
 pub mod dev;
 pub mod error;
 pub mod pledge;
@@ -83,8 +88,9 @@ mod layout_tests {
     };
 
     const DOMAINS: [&str; 5] = ["credit", "pledge", "settlement", "quote", "attestation"];
-    const SHARED: [&str; 9] = [
-        "validate", "error", "config", "amount", "time", "redis", "streams", "server", "shutdown",
+    const SHARED: [&str; 10] = [
+        "validate", "error", "config", "amount", "time", "crypto", "redis", "streams", "server",
+        "shutdown",
     ];
 
     /// The top-level modules named by `crate::` paths in code (not in
