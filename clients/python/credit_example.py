@@ -85,8 +85,13 @@ class Exchange:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def ready(self) -> None:
-        """Waits for the server's headers: the subscription is set up."""
-        self.stream.initial_metadata()
+        """Waits for the server's headers: the subscription is set up. Waits
+        no longer than for a unary call, not for the stream's deadline."""
+        headers = threading.Event()
+        threading.Thread(target=lambda: (self.stream.initial_metadata(), headers.set()), daemon=True).start()
+        if not headers.wait(CALL_TIMEOUT):
+            self.stream.cancel()
+            raise StepFailed(f"no response headers within {CALL_TIMEOUT}s")
         if self.stream.done():  # ended instead: UNAVAILABLE, PERMISSION_DENIED, ...
             raise StepFailed(f"{self.stream.code().name}: {self.stream.details()}")
         self.thread.start()
@@ -262,7 +267,12 @@ def request_credit(stub, exchange: Exchange, request: pb.RequestCreditRequest, w
     request.wait.CopyFrom(duration_pb2.Duration(seconds=CREDIT_WAIT))
     rec = stub.RequestCredit(request, timeout=CREDIT_WAIT + CALL_TIMEOUT).credit_request
     if rec.status != pb.CREDIT_REQUEST_STATUS_ACCEPTED:
-        why = f"; the exchange's subscription failed: {exchange.error}" if exchange.error else ""
+        if exchange.error:
+            why = f"; the exchange's subscription failed: {exchange.error}"
+        elif rec.status == pb.CREDIT_REQUEST_STATUS_PENDING:
+            why = " (not answered: does another subscriber of the group hold it?)"
+        else:
+            why = ""
         raise StepFailed(f"want ACCEPTED within the wait, got {status_name(rec.status)}{why}")
     if rec.expected_ci != want_ci:
         raise StepFailed(f"want expected CI {want_ci}, got {rec.expected_ci}")

@@ -132,10 +132,25 @@ class Exchange {
     })().then((err) => (this.failure = err));
   }
 
-  /** Waits for the headers; fails with the task's error if it ends first. */
+  /**
+   * Waits for the headers, no longer than for a unary call (not for the
+   * stream's deadline); fails with the task's error if it ends first.
+   */
   async ready(): Promise<void> {
-    const err = await Promise.race([this.subscribed.then(() => undefined), this.ended.then((e) => e ?? new Error("ended"))]);
-    if (err) throw err;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<Error>((resolve) => {
+      timer = setTimeout(() => resolve(new Error(`no response headers within ${CALL_TIMEOUT_MS}ms`)), CALL_TIMEOUT_MS);
+    });
+    try {
+      const err = await Promise.race([
+        this.subscribed.then(() => undefined),
+        this.ended.then((e) => e ?? new Error("the subscription ended")),
+        timeout,
+      ]);
+      if (err) throw err;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async stop(): Promise<Error | undefined> {
@@ -262,7 +277,11 @@ async function requestCredit(
     { timeoutMs: CREDIT_WAIT_S * 1000 + CALL_TIMEOUT_MS },
   );
   if (rec?.status !== CreditRequestStatus.ACCEPTED) {
-    const why = exchange.failure ? `; the exchange's subscription failed: ${exchange.failure.message}` : "";
+    const why = exchange.failure
+      ? `; the exchange's subscription failed: ${exchange.failure.message}`
+      : rec?.status === CreditRequestStatus.PENDING
+        ? " (not answered: does another subscriber of the group hold it?)"
+        : "";
     throw new Error(`want ACCEPTED within the wait, got ${rec ? CreditRequestStatus[rec.status] : "no record"}${why}`);
   }
   if (rec.expectedCi !== wantCi) throw new Error(`want expected CI ${wantCi}, got ${rec.expectedCi}`);

@@ -237,9 +237,11 @@ func requestCredit(client creditv1.CreditServiceClient, ex *exchange, req *credi
 	}
 	rec := res.GetCreditRequest()
 	if rec.GetStatus() != creditv1.CreditRequestStatus_CREDIT_REQUEST_STATUS_ACCEPTED {
-		msg := fmt.Sprintf("want ACCEPTED within the wait, got %v", rec.GetStatus())
+		msg := fmt.Sprintf("want ACCEPTED within the wait, got %s", statusName(rec.GetStatus()))
 		if err := ex.failure(); err != nil {
 			msg += "; the exchange's subscription failed: " + err.Error()
+		} else if rec.GetStatus() == creditv1.CreditRequestStatus_CREDIT_REQUEST_STATUS_PENDING {
+			msg += " (not answered: does another subscriber of the group hold it?)"
 		}
 		return "", errors.New(msg)
 	}
@@ -263,15 +265,31 @@ type exchange struct {
 
 func subscribe(client creditv1.CreditServiceClient, consumer string) (*exchange, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), subTimeout)
-	stream, err := client.SubscribeCreditRequests(ctx, &creditv1.SubscribeCreditRequestsRequest{Consumer: consumer})
-	if err != nil {
-		cancel()
-		return nil, err
+	// The server sends its headers once the subscription is set up. Wait for
+	// them no longer than for a unary call, not for the stream's deadline.
+	type opened struct {
+		stream creditv1.CreditService_SubscribeCreditRequestsClient
+		err    error
 	}
-	// The server sends its headers once the subscription is set up.
-	if _, err := stream.Header(); err != nil {
+	ready := make(chan opened, 1)
+	go func() {
+		stream, err := client.SubscribeCreditRequests(ctx, &creditv1.SubscribeCreditRequestsRequest{Consumer: consumer})
+		if err == nil {
+			_, err = stream.Header()
+		}
+		ready <- opened{stream, err}
+	}()
+	var stream creditv1.CreditService_SubscribeCreditRequestsClient
+	select {
+	case o := <-ready:
+		if o.err != nil {
+			cancel()
+			return nil, o.err
+		}
+		stream = o.stream
+	case <-time.After(callTimeout):
 		cancel()
-		return nil, err
+		return nil, fmt.Errorf("no response headers within %v", callTimeout)
 	}
 	ex := &exchange{cancel: cancel, answered: make(chan string, 64), done: make(chan error, 1)}
 	go func() {
