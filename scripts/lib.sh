@@ -84,6 +84,8 @@ ensure_go_client() {
   for deb in $GO_CLIENT_DEBS; do
     dpkg-query -W -f '${db:Status-Status}' "$deb" 2>/dev/null | grep -qx installed || missing="$missing $deb"
   done
+  # go needs a build cache; without HOME (some CI shells) keep it in .tools.
+  [ -n "${GOCACHE:-}${XDG_CACHE_HOME:-}${HOME:-}" ] || export GOCACHE="$TOOLS/go-build"
   [ -z "$missing" ] && return
   say "installing the Go client's toolchain and libraries (apt):$missing"
   local start=$SECONDS

@@ -60,8 +60,10 @@ class Steps:
             detail = fn()
         except grpc.RpcError as e:
             raise StepFailed(f"step {self.n} ({name}): {e.code().name}: {e.details()}") from None
-        except Exception as e:  # noqa: BLE001 - any failure names its step
+        except StepFailed as e:
             raise StepFailed(f"step {self.n} ({name}): {e}") from None
+        except Exception as e:  # noqa: BLE001 - any failure names its step
+            raise StepFailed(f"step {self.n} ({name}): {type(e).__name__}: {e}") from None
         ms = round((time.monotonic() - t) * 1000)
         print(f"ok   {self.n:2} {name:<50} {ms:5}ms  {detail}", flush=True)
 
@@ -88,7 +90,12 @@ class Exchange:
         """Waits for the server's headers: the subscription is set up. Waits
         no longer than for a unary call, not for the stream's deadline."""
         headers = threading.Event()
-        threading.Thread(target=lambda: (self.stream.initial_metadata(), headers.set()), daemon=True).start()
+
+        def wait_for_headers():
+            self.stream.initial_metadata()  # returns on headers, or when the call ends
+            headers.set()
+
+        threading.Thread(target=wait_for_headers, daemon=True).start()
         if not headers.wait(CALL_TIMEOUT):
             self.stream.cancel()
             raise StepFailed(f"no response headers within {CALL_TIMEOUT}s")
