@@ -171,10 +171,12 @@ fi
 if ! command -v go >/dev/null || ! command -v protoc-gen-go-grpc >/dev/null; then
   fail "go client: go or protoc-gen-go-grpc missing (scripts/lib.sh ensure_go_client)"
 else
+  # -trimpath: no checkout path in the build, so Go's build cache is shared
+  # by every checkout (CI's fresh clone too): 3-4 s instead of 18-34 s cold.
   client go \
     generate './generate.sh' \
     vendor './vendor-debian.sh' \
-    build 'GOFLAGS=-mod=vendor GOPROXY=off go build -o "$WORK/credit-example-go" ./cmd/credit-example' \
+    build 'GOFLAGS=-mod=vendor GOPROXY=off go build -trimpath -o "$WORK/credit-example-go" ./cmd/credit-example' \
     run 'timeout 60 "$WORK/credit-example-go" --addr "$ADDR"'
 fi
 
