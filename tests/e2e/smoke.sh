@@ -172,7 +172,7 @@ if ! command -v go >/dev/null || ! command -v protoc-gen-go-grpc >/dev/null; the
   fail "go client: go or protoc-gen-go-grpc missing (scripts/lib.sh ensure_go_client)"
 else
   # -trimpath: no checkout path in the build, so Go's build cache is shared
-  # by every checkout (CI's fresh clone too): 3-4 s instead of 18-34 s cold.
+  # by every checkout (CI's fresh clone too): 2.5-4 s instead of 18-34 s.
   client go \
     generate './generate.sh' \
     vendor './vendor-debian.sh' \
