@@ -50,3 +50,47 @@ ensure_python_client() {
   "$venv/bin/pip" install -q -r "$req"
   cp "$req" "$venv/.python-client-requirements"
 }
+
+# The TypeScript client example's dependencies (clients/typescript/
+# package-lock.json: buf, protoc-gen-es, Connect, TypeScript) into
+# clients/typescript/node_modules with `npm ci`, reinstalled when the lock
+# file changes. Needs Node.js 20 or later (apt's nodejs where it is missing).
+ensure_ts_client() {
+  local dir=clients/typescript
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    say "installing Node.js and npm (apt)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+    echo "error: the TypeScript client needs Node.js 20 or later, this is $(node --version)" >&2
+    exit 1
+  fi
+  cmp -s "$dir/package-lock.json" "$dir/node_modules/.openoes-package-lock.json" && return
+  say "installing the TypeScript client's dependencies (npm ci) into $dir/node_modules"
+  local start=$SECONDS
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dir/package-lock.json" "$dir/node_modules/.openoes-package-lock.json"
+  say "TypeScript client's dependencies installed in $((SECONDS - start))s"
+}
+
+# What the Go client example builds with, offline, from Debian's packages
+# (there is no Go module proxy here): the Go toolchain, gRPC, protobuf (APIv2
+# and the v1.5 shim gRPC imports), protoc and its Go plugins. The Go sources
+# land in /usr/share/gocode; clients/go/vendor-debian.sh vendors them.
+GO_CLIENT_DEBS="golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev protobuf-compiler protoc-gen-go protoc-gen-go-grpc"
+ensure_go_client() {
+  local missing=
+  for deb in $GO_CLIENT_DEBS; do
+    dpkg-query -W -f '${db:Status-Status}' "$deb" 2>/dev/null | grep -qx installed || missing="$missing $deb"
+  done
+  # go needs a build cache; without HOME (some CI shells) keep it in .tools.
+  [ -n "${GOCACHE:-}${XDG_CACHE_HOME:-}${HOME:-}" ] || export GOCACHE="$TOOLS/go-build"
+  [ -z "$missing" ] && return
+  say "installing the Go client's toolchain and libraries (apt):$missing"
+  local start=$SECONDS
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # shellcheck disable=SC2086
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $GO_CLIENT_DEBS >/dev/null
+  say "Go client's toolchain and libraries installed in $((SECONDS - start))s"
+}

@@ -1,4 +1,6 @@
-"""Generates Python stubs for every openoes proto into ./gen (gitignored).
+"""Generates Python stubs for every openoes proto into ./gen (gitignored,
+never committed), replacing whatever was there, so nothing generated from an
+older proto survives.
 
     python generate.py            # then: PYTHONPATH=gen python credit_example.py
 
@@ -7,6 +9,7 @@ Uses grpcio-tools' bundled protoc and its copy of the well-known types
 """
 
 import pathlib
+import shutil
 import sys
 
 import grpc_tools
@@ -18,7 +21,8 @@ OUT = HERE / "gen"
 
 
 def main() -> int:
-    OUT.mkdir(exist_ok=True)
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir()
     files = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
     well_known = pathlib.Path(grpc_tools.__file__).parent / "_proto"
     code = protoc.main(
