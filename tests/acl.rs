@@ -315,7 +315,11 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["KEYS", "*"],
         &["EVAL", "return 1", "1", "other:key"],
         &["HSET", "mirror:credit:assets:alice", "a", "1"],
-        &["SET", "mirror:cursor:mirror:credit:response", "9999999999999-0"],
+        &[
+            "SET",
+            "mirror:cursor:mirror:credit:response",
+            "9999999999999-0",
+        ],
         &["DEL", "mirror:credit:response"],
         &["XDEL", "mirror:credit:response", "0-1"],
     ] {
