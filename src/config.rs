@@ -33,6 +33,8 @@ pub struct Config {
     pub streams: StreamsConfig,
     /// The credit flow (CreditService).
     pub credit: CreditConfig,
+    /// The custody vault and pledges (PledgeService).
+    pub pledge: PledgeConfig,
     /// Swap quotes (QuoteService).
     pub quote: QuoteConfig,
     /// How health follows Redis.
@@ -53,6 +55,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             streams: StreamsConfig::default(),
             credit: CreditConfig::default(),
+            pledge: PledgeConfig::default(),
             quote: QuoteConfig::default(),
             health: HealthConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -398,6 +401,26 @@ impl Default for CreditConfig {
             consumer_groups: vec!["credit-request-processor".into()],
             sweep_interval: Duration::from_secs(30),
             max_response_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The custody vault and pledges.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PledgeConfig {
+    /// Refuse CreditService.RequestCredit for a (user, asset) that has a
+    /// vault (CREDIT_MANAGED_BY_PLEDGES): its credit then moves only through
+    /// pledges and releases, so the vault invariant (locked = CI + pending
+    /// pledges) cannot be broken by a direct change. Off only where credit
+    /// and custody are reconciled elsewhere.
+    pub exclusive_credit: bool,
+}
+
+impl Default for PledgeConfig {
+    fn default() -> Self {
+        Self {
+            exclusive_credit: true,
         }
     }
 }

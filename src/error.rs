@@ -105,6 +105,14 @@ reasons! {
     /// SubscribeCreditRequests: the consumer name is in use by a live
     /// subscription on this gateway.
     CONSUMER_IN_USE,
+    // --- pledge ---
+    /// A pledge or withdrawal asks for more than the vault has available.
+    INSUFFICIENT_AVAILABLE_BALANCE,
+    /// A release asks for more than is pledged.
+    INSUFFICIENT_PLEDGED,
+    /// RequestCredit for a (user, asset) whose credit moves only through
+    /// PledgeService.
+    CREDIT_MANAGED_BY_PLEDGES,
     // --- quote ---
     /// No pool trades the token.
     UNKNOWN_TOKEN,

@@ -6,12 +6,12 @@ mod common;
 
 use std::{collections::HashMap, time::Duration};
 
-use common::{Link, credit::*, wait_for_health, xrange};
+use common::{GatewayProcess, Link, credit::*, wait_for_health, xrange};
 use futures_util::StreamExt;
 use openoes::proto::credit::v1::{
     self as pb, credit_service_client::CreditServiceClient as Client,
 };
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
 
@@ -912,51 +912,6 @@ async fn a_full_resync_of_r_mid_flow_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(xrange(&mut r, "mirror:credit:response").await.len(), 10);
 }
 
-/// The gateway as a child process, to SIGKILL it.
-struct Process {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-impl Process {
-    fn start(config: &openoes::config::Config, dir: &std::path::Path) -> Self {
-        let path = dir.join("wsp.toml");
-        std::fs::write(&path, toml::to_string(config).expect("toml")).expect("write config");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_openoes"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn openoes serve");
-        Self {
-            child,
-            addr: config.grpc.listen,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        for _ in 0..200 {
-            if let Ok(channel) = Channel::from_shared(format!("http://{}", self.addr))
-                .expect("uri")
-                .connect()
-                .await
-            {
-                return channel;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("gateway process never listened on {}", self.addr);
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
     let link = Link::start_secured().await;
@@ -972,7 +927,7 @@ async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
         .local_addr()
         .expect("addr");
     wsp_config.grpc.listen = port;
-    let mut wsp = Process::start(&wsp_config, dir.path());
+    let mut wsp = GatewayProcess::start(&wsp_config, dir.path());
     let mut client = Client::new(wsp.channel().await);
     credit_health(&wsp.channel().await, ServingStatus::Serving).await;
     let ids: Vec<String> = (0..10).map(|n| format!("wr-{n}")).collect();
@@ -1002,7 +957,7 @@ async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
     assert_eq!(still, "pending", "nobody applied it while the WSP was down");
 
     // Back up: it applies all ten from the cursor, then serves on.
-    wsp = Process::start(&wsp_config, dir.path());
+    wsp = GatewayProcess::start(&wsp_config, dir.path());
     let mut client = Client::new(wsp.channel().await);
     for id in &ids {
         assert_eq!(
@@ -1028,30 +983,7 @@ async fn a_killed_wsp_gateway_resumes_applying_responses_from_its_cursor() {
 async fn with_m_down_calls_fail_fast_and_everything_recovers_when_it_returns() {
     let mut link = Link::start_secured().await;
     // M persists every write (as a WSP's master must); R resyncs from it.
-    let mut m = admin(link.topology.master.port()).await;
-    for (k, v) in [("appendfsync", "always"), ("appendonly", "yes")] {
-        let _: () = redis::cmd("CONFIG")
-            .arg(&["SET", k, v])
-            .query_async(&mut m)
-            .await
-            .expect("config");
-    }
-    for _ in 0..100 {
-        let info: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query_async(&mut m)
-            .await
-            .expect("info");
-        if info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _: () = redis::cmd("CONFIG")
-        .arg("REWRITE")
-        .query_async(&mut m)
-        .await
-        .expect("rewrite");
+    link.make_master_durable().await;
     let (_gateway, channel) = serving(link.secured_config()).await;
     let mut client = Client::new(channel.clone());
     let _backend = backend(channel.clone(), "ex", |_| None);

@@ -44,6 +44,7 @@ fn request(id: &str, uid: &str, asset: &str, change: &str) -> NewCreditRequest {
         change: amount::parse_change(change).expect("change"),
         chain: "bitcoin".into(),
         address: "bc1qxyz".into(),
+        purpose: openoes::credit::model::Purpose::Plain,
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     keys::REQUEST_GROUP,
     model::{
         Answer, CreditEvent, CreditEventKind, CreditInventory, CreditRequestRecord, Decision,
-        NewCreditRequest, RequestStatus,
+        NewCreditRequest, Purpose, RequestStatus,
     },
 };
 use crate::{
@@ -85,6 +85,7 @@ pub fn new_request(
             change,
             chain: r.chain,
             address: r.address,
+            purpose: Purpose::Plain,
         },
         wait,
     ))

@@ -60,6 +60,33 @@ pub enum CreditError {
         /// Its status.
         status: String,
     },
+    /// A pledge asks for more than the vault has available.
+    #[error("the vault has {available} available; cannot lock {amount}")]
+    InsufficientAvailableBalance {
+        /// Available now.
+        available: String,
+        /// Asked for.
+        amount: String,
+    },
+    /// A release asks for more than is pledged.
+    #[error("{pledged} is pledged; cannot release {amount}")]
+    InsufficientPledged {
+        /// Pledged now (remaining of active pledges).
+        pledged: String,
+        /// Asked for.
+        amount: String,
+    },
+    /// A plain credit request for a (user, asset) whose credit moves only
+    /// through pledges (`pledge.exclusive_credit`).
+    #[error(
+        "{uid} has a vault in {asset}: its credit moves through PledgeService (CreatePledge, ReleasePledge)"
+    )]
+    ManagedByPledges {
+        /// The user.
+        uid: String,
+        /// The asset.
+        asset: String,
+    },
     /// Too many RequestCredit calls are waiting for decisions.
     #[error(
         "{limit} calls already wait for credit decisions on this server; retry later, or without wait"
@@ -88,7 +115,10 @@ impl RpcError for CreditError {
             Self::InFlight { .. } | Self::Contention => Code::Aborted,
             Self::InsufficientCredit { .. }
             | Self::AlreadyAnswered { .. }
-            | Self::NotPending { .. } => Code::FailedPrecondition,
+            | Self::NotPending { .. }
+            | Self::InsufficientAvailableBalance { .. }
+            | Self::InsufficientPledged { .. }
+            | Self::ManagedByPledges { .. } => Code::FailedPrecondition,
             Self::TooLarge { .. } => Code::InvalidArgument,
             Self::UnknownRequest(_) => Code::NotFound,
             Self::TooManyWaiters { .. } => Code::ResourceExhausted,
@@ -107,6 +137,9 @@ impl RpcError for CreditError {
             Self::UnknownRequest(_) => reason::NOT_FOUND,
             Self::AlreadyAnswered { .. } => reason::ALREADY_ANSWERED,
             Self::NotPending { .. } => reason::NOT_PENDING,
+            Self::InsufficientAvailableBalance { .. } => reason::INSUFFICIENT_AVAILABLE_BALANCE,
+            Self::InsufficientPledged { .. } => reason::INSUFFICIENT_PLEDGED,
+            Self::ManagedByPledges { .. } => reason::CREDIT_MANAGED_BY_PLEDGES,
             Self::TooManyWaiters { .. } => reason::TOO_MANY_WAITERS,
             Self::Corrupt { .. } => reason::DATA_CORRUPT,
             Self::Redis(e) => e.reason(),
@@ -120,6 +153,12 @@ impl RpcError for CreditError {
                 field: "change".into(),
                 description: self.to_string(),
             }],
+            Self::InsufficientAvailableBalance { .. } | Self::InsufficientPledged { .. } => {
+                vec![FieldViolation {
+                    field: "amount".into(),
+                    description: self.to_string(),
+                }]
+            }
             _ => Vec::new(),
         }
     }

@@ -15,6 +15,21 @@
 //! | `mirror:credit:undecided` (ext) | sorted set | M | undecided request ids, score = ms of their stream entry: what trimming keeps |
 //! | `mirror:credit:response-gap` (ext) | hash | M | an open gap: responses trimmed on R before they were applied |
 //! | `mirror:credit:answer:<request_id>` (ext) | hash | R | the exchange's record of a delivery and its answer |
+//!
+//! Custody (ext, on M only; the exchange reads none of it): a pledge
+//! travels as a credit increase, a release as a credit decrease, and the
+//! decision's custody effect is applied in the same step as the decision,
+//! so these keys are the credit flow's as much as PledgeService's.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `mirror:vault:<uid>:<asset>` | hash | `total`, `locked`, `pledged` (remaining of active pledges), `version`, `updated_ms`; available = total - locked |
+//! | `mirror:pledge:<pledge_id>` | hash | a pledge: amount, remaining, status, credit_request_id (= pledge_id) |
+//! | `mirror:release:<release_id>` | hash | a release: amount, status, unlocks (JSON) |
+//! | `mirror:pledges-active:<uid>:<asset>` | sorted set | ACTIVE pledges with something left, oldest first |
+//! | `mirror:pledges:<uid>` | sorted set | every pledge of a user, score = creation ms |
+//! | `mirror:vault-op:<request_id>` | hash | a deposit's or withdrawal's record (idempotency) |
+//! | `mirror:vault-events` | stream | the vault event log |
 
 /// Requests to the exchange (std), on M and replicated to R.
 pub const REQUEST_STREAM: &str = "mirror:credit:request";
@@ -59,3 +74,36 @@ pub fn assets(uid: &str) -> String {
 pub fn answer(request_id: &str) -> String {
     format!("mirror:credit:answer:{request_id}")
 }
+
+/// `mirror:vault:<uid>:<asset>` (ext): a user's custody in one asset.
+pub fn vault(uid: &str, asset: &str) -> String {
+    format!("mirror:vault:{uid}:{asset}")
+}
+
+/// `mirror:pledge:<id>` (ext): a pledge (its credit request has the same id).
+pub fn pledge(pledge_id: &str) -> String {
+    format!("mirror:pledge:{pledge_id}")
+}
+
+/// `mirror:release:<id>` (ext): a release (its credit request has the same id).
+pub fn release(release_id: &str) -> String {
+    format!("mirror:release:{release_id}")
+}
+
+/// `mirror:pledges-active:<uid>:<asset>` (ext): active pledges, oldest first.
+pub fn active_pledges(uid: &str, asset: &str) -> String {
+    format!("mirror:pledges-active:{uid}:{asset}")
+}
+
+/// `mirror:pledges:<uid>` (ext): every pledge of a user, by creation time.
+pub fn user_pledges(uid: &str) -> String {
+    format!("mirror:pledges:{uid}")
+}
+
+/// `mirror:vault-op:<request_id>` (ext): a deposit's or withdrawal's record.
+pub fn vault_op(request_id: &str) -> String {
+    format!("mirror:vault-op:{request_id}")
+}
+
+/// The vault event log (ext), on M.
+pub const VAULT_EVENTS: &str = "mirror:vault-events";

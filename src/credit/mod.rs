@@ -3,6 +3,8 @@
 //!
 //! - [`keys`]: every key and stream, (std) or (ext).
 //! - [`model`]: typed records (requests, inventory, events, responses).
+//! - [`custody`]: the custody effect of a decision on a pledge or a release
+//!   (the vault, the pledges), computed exactly for the apply script.
 //! - [`error`]: the domain's errors and their gRPC codes.
 //! - [`convert`]: proto <-> domain, every input check.
 //! - [`store`]: the WSP's writes on M (`lua/request.lua`,
@@ -17,6 +19,7 @@
 //! Health: the OpenOES link of the roles served (WSP: M and R; exchange: R).
 
 pub mod convert;
+pub mod custody;
 pub mod error;
 pub mod exchange;
 pub mod keys;

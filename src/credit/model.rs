@@ -44,6 +44,37 @@ impl RequestStatus {
     }
 }
 
+/// What a credit request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A plain credit change (CreditService.RequestCredit).
+    Plain,
+    /// A pledge: an increase backed by vault balance it locks.
+    Pledge,
+    /// A release: a decrease that unlocks pledged balance once accepted.
+    Release,
+}
+
+impl Purpose {
+    /// The record's `purpose` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "",
+            Self::Pledge => "pledge",
+            Self::Release => "release",
+        }
+    }
+
+    /// From the record's `purpose` field ("" or missing: plain).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "pledge" => Self::Pledge,
+            "release" => Self::Release,
+            _ => Self::Plain,
+        }
+    }
+}
+
 /// A credit request, from the WSP's record on M (`mirror:credit:req:<id>`)
 /// or from its standard stream entry: both use the same field names. An
 /// entry has no `status`: it is pending.
@@ -75,6 +106,8 @@ pub struct CreditRequestRecord {
     pub created_ms: Option<i64>,
     /// Unix ms of the decision applied on M (ext).
     pub decided_ms: Option<i64>,
+    /// What it is for (ext; plain if absent).
+    pub purpose: Purpose,
 }
 
 impl CreditRequestRecord {
@@ -100,6 +133,7 @@ impl CreditRequestRecord {
             reject_reason: f.text("reject_reason").into(),
             created_ms,
             decided_ms: f.text("decided_ms").parse().ok(),
+            purpose: Purpose::parse(f.text("purpose")),
         }
     }
 }
@@ -223,6 +257,8 @@ pub struct NewCreditRequest {
     pub chain: String,
     /// Custody address (increases).
     pub address: String,
+    /// What it is for: a plain change, or a pledge's or release's.
+    pub purpose: Purpose,
 }
 
 /// An exchange response as read from `mirror:credit:response` on R, with

@@ -8,10 +8,12 @@ use redis::AsyncCommands;
 use rust_decimal::Decimal;
 
 use super::{
+    custody::{self, Vault},
     error::CreditError,
     keys,
     model::{
         CreditInventory, CreditRequestRecord, CreditResponse, MalformedResponse, NewCreditRequest,
+        Purpose,
     },
 };
 use crate::{
@@ -28,31 +30,38 @@ use crate::{
 const MAX_STALE_RETRIES: usize = 8;
 
 lua_script! {
-    /// `lua/request.lua`: records a new request and sends it, atomically.
+    /// `lua/request.lua`: records a new request and sends it, atomically,
+    /// with its custody plan (pledge, release).
     struct Request<'a>(include_str!("lua/request.lua")) {
         keys {
             record: String, ci: String, inflight: String, requests: &'a str, events: &'a str,
-            undecided: &'a str,
+            undecided: &'a str, vault: String, effect: String, vault_events: &'a str,
+            user_pledges: String,
         }
         args {
             request_id: &'a str, uid: &'a str, asset: &'a str, change: &'a str, ci_after: String,
             chain: &'a str, address: &'a str, custodian: &'a str, ci_version: &'a str,
             ci_amount: &'a str, now_s: u64, now_ms: u64, events_maxlen: usize,
+            purpose: &'a str, vault_version: u64, vault_total: String, plan_base: String,
+            plan_accept: String, plan_reject: String, plan_unlocks: String,
+            plan_remaining: String, exclusive: &'a str,
         }
     }
 }
 
 lua_script! {
-    /// `lua/apply_response.lua`: applies one response on M exactly once.
+    /// `lua/apply_response.lua`: applies one decision on M exactly once,
+    /// with its custody plan.
     struct ApplyResponse<'a>(include_str!("lua/apply_response.lua")) {
         keys {
             record: String, inventory: String, inflight: String, events: &'a str, cursor: &'a str,
-            assets: String, undecided: &'a str,
+            assets: String, undecided: &'a str, vault: String, pledge: String, release: String,
+            active: String, vault_events: &'a str,
         }
         args {
             entry_id: &'a str, request_id: &'a str, status: &'a str, reject_reason: &'a str,
             ci: &'a str, now_ms: u64, events_maxlen: usize, uid: &'a str, asset: &'a str,
-            response_custodian: &'a str, custodian: &'a str, retention_ms: u64,
+            response_custodian: &'a str, custodian: &'a str, retention_ms: u64, mode: &'a str,
         }
     }
 }
@@ -86,14 +95,6 @@ lua_script! {
     struct Republish<'a>(include_str!("lua/republish.lua")) {
         keys { record: String, requests: &'a str, undecided: &'a str, events: &'a str }
         args { request_id: &'a str, why: &'a str, now_ms: u64, events_maxlen: usize }
-    }
-}
-
-lua_script! {
-    /// `lua/reject_pending.lua`: an operator's rejection of a pending request.
-    struct RejectPending<'a>(include_str!("lua/reject_pending.lua")) {
-        keys { record: String, ci: String, inflight: String, events: &'a str, undecided: &'a str }
-        args { request_id: &'a str, reason: &'a str, now_ms: u64, events_maxlen: usize, retention_ms: u64 }
     }
 }
 
@@ -140,6 +141,9 @@ pub struct CreditStore {
     events_maxlen: usize,
     retention_ms: u64,
     durability: Durability,
+    /// `pledge.exclusive_credit`: plain requests are refused for a (user,
+    /// asset) that has a vault.
+    exclusive_credit: bool,
 }
 
 /// An open response gap (see `lua/record_gap.lua`).
@@ -162,6 +166,7 @@ impl CreditStore {
             request_maxlen: config.streams.maxlen_for(keys::REQUEST_STREAM),
             events_maxlen: config.streams.maxlen_for(keys::EVENTS_STREAM),
             retention_ms: config.credit.request_retention.as_millis() as u64,
+            exclusive_credit: config.pledge.exclusive_credit,
         }
     }
 
@@ -172,17 +177,39 @@ impl CreditStore {
     /// Records `request` and sends it to the exchange, or returns the
     /// existing record if the same request was made before.
     pub async fn request(&self, request: &NewCreditRequest) -> Result<RequestOutcome, CreditError> {
-        let ci_key = keys::ci(&request.uid, &request.asset);
+        let (uid, asset) = (&request.uid, &request.asset);
+        let ci_key = keys::ci(uid, asset);
+        let vault_key = keys::vault(uid, asset);
         let change = amount::format_change(request.change);
+        let effect_key = match request.purpose {
+            Purpose::Release => keys::release(&request.request_id),
+            Purpose::Plain | Purpose::Pledge => keys::pledge(&request.request_id),
+        };
         for _ in 0..MAX_STALE_RETRIES {
             let mut conn = self.redis.conn().await?;
-            let (version, stored): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            let ((ci_version, stored), vault, inflight): (
+                (Option<String>, Option<String>),
+                Fields,
+                Option<String>,
+            ) = redis::pipe()
+                .cmd("HMGET")
                 .arg(&ci_key)
                 .arg("version")
                 .arg("amount")
+                .hgetall(&vault_key)
+                .get(keys::inflight(uid, asset))
                 .query_async(&mut *conn)
                 .await
                 .map_err(|e| self.err(e))?;
+            // Another request in flight for the pair wins over the checks
+            // below (its decision may change what they see), but not over
+            // this request's own record (a retry returns it).
+            if let Some(pending) = inflight.filter(|p| *p != request.request_id) {
+                if let Some(record) = self.record(&request.request_id).await? {
+                    return same_or_reused(request, record, &change);
+                }
+                return Err(CreditError::InFlight { pending });
+            }
             let current = match &stored {
                 Some(text) => amount::parse(text).map_err(|e| CreditError::Corrupt {
                     key: ci_key.clone(),
@@ -190,52 +217,75 @@ impl CreditStore {
                 })?,
                 None => Decimal::ZERO,
             };
-            let ci = match amount::add(current, request.change) {
-                Ok(ci) => ci,
-                // As below: a retry of a request made when the sum fitted
-                // returns that request.
-                Err(_) => {
-                    if let Some(record) = self.record(&request.request_id).await? {
-                        return same_or_reused(request, record, &change);
-                    }
-                    return Err(CreditError::TooLarge {
-                        current: amount::format(current),
-                        change,
-                    });
+            let vault = Vault::parse(&vault_key, &vault)?;
+            // Refusals by state: an existing record for this id wins over
+            // them, so a retry of a request that was fine when made (an
+            // accepted decrease, a pledge that locked what was available)
+            // still returns it.
+            let refused = match self.check(request, current, &vault, &change) {
+                Ok(checked) => Ok(checked),
+                Err(e) => match self.record(&request.request_id).await? {
+                    Some(record) => return same_or_reused(request, record, &change),
+                    None => Err(e),
+                },
+            };
+            let ci = refused?;
+            let plan = match request.purpose {
+                Purpose::Plain => None,
+                purpose => {
+                    let active = match purpose {
+                        Purpose::Release => self.active_pledges(uid, asset).await?,
+                        _ => Vec::new(),
+                    };
+                    custody::plan(purpose, request.change.abs(), &vault, &active)?
                 }
             };
-            if ci < Decimal::ZERO {
-                // An existing record for this id wins over the CI check:
-                // a retry of an accepted decrease must still be idempotent.
-                if let Some(record) = self.record(&request.request_id).await? {
-                    return same_or_reused(request, record, &change);
-                }
-                return Err(CreditError::InsufficientCredit {
-                    current: amount::format(current),
-                    change,
-                });
-            }
             let now = time::now();
             let reply: redis::RedisResult<(String, Fields, usize)> = Request {
                 record: keys::request(&request.request_id),
                 ci: ci_key.clone(),
-                inflight: keys::inflight(&request.uid, &request.asset),
+                inflight: keys::inflight(uid, asset),
                 requests: keys::REQUEST_STREAM,
                 events: keys::EVENTS_STREAM,
                 undecided: keys::UNDECIDED,
+                vault: vault_key.clone(),
+                effect: effect_key.clone(),
+                vault_events: keys::VAULT_EVENTS,
+                user_pledges: keys::user_pledges(uid),
                 request_id: &request.request_id,
-                uid: &request.uid,
-                asset: &request.asset,
+                uid,
+                asset,
                 change: &change,
                 ci_after: amount::format(ci),
                 chain: &request.chain,
                 address: &request.address,
                 custodian: &self.custodian,
-                ci_version: version.as_deref().unwrap_or("0"),
+                ci_version: ci_version.as_deref().unwrap_or("0"),
                 ci_amount: stored.as_deref().unwrap_or(""),
                 now_s: now.s,
                 now_ms: now.ms,
                 events_maxlen: self.events_maxlen,
+                purpose: request.purpose.as_str(),
+                vault_version: vault.version,
+                vault_total: amount::format(vault.total),
+                plan_base: plan
+                    .as_ref()
+                    .map(|p| custody::pair(p.base))
+                    .unwrap_or_default(),
+                plan_accept: plan
+                    .as_ref()
+                    .map(|p| custody::pair(p.accept))
+                    .unwrap_or_default(),
+                plan_reject: plan
+                    .as_ref()
+                    .map(|p| custody::pair(p.reject))
+                    .unwrap_or_default(),
+                plan_unlocks: plan.as_ref().map(|p| p.unlocks.clone()).unwrap_or_default(),
+                plan_remaining: plan
+                    .as_ref()
+                    .map(|p| p.remaining.clone())
+                    .unwrap_or_default(),
+                exclusive: if self.exclusive_credit { "1" } else { "" },
             }
             .invoke(&mut *conn)
             .await;
@@ -248,13 +298,19 @@ impl CreditStore {
                     let pending = e.detail().unwrap_or_default().trim().to_string();
                     return Err(CreditError::InFlight { pending });
                 }
+                Err(e) if e.code() == Some("CREDIT_MANAGED_BY_PLEDGES") => {
+                    return Err(CreditError::ManagedByPledges {
+                        uid: uid.clone(),
+                        asset: asset.clone(),
+                    });
+                }
                 Err(e) => return Err(self.err(e)),
             };
             let record = CreditRequestRecord::parse(&fields);
             let outcome = match verdict.as_str() {
                 "created" => RequestOutcome::Created(record),
                 "existing" => RequestOutcome::Existing(record),
-                _ => continue, // stale: the CI changed; read it again
+                _ => continue, // stale: CI or vault changed; read them again
             };
             // A retry waits too: what it returns must be as durable as a
             // first answer would have been.
@@ -276,43 +332,98 @@ impl CreditStore {
         &self,
         response: &CreditResponse,
     ) -> Result<ApplyOutcome, CreditError> {
-        let (uid, asset) = (&response.uid, &response.asset);
+        self.decide(response, true).await
+    }
+
+    /// Applies a decision: a response from R, or an operator's when
+    /// `from_r` is false (then the response's fields are not checked and
+    /// the cursor does not move).
+    async fn decide(&self, d: &CreditResponse, from_r: bool) -> Result<ApplyOutcome, CreditError> {
+        let (uid, asset) = (&d.uid, &d.asset);
         let mut conn = self.redis.conn().await?;
         let outcome: String = ApplyResponse {
-            record: keys::request(&response.request_id),
+            record: keys::request(&d.request_id),
             inventory: keys::ci(uid, asset),
             inflight: keys::inflight(uid, asset),
             events: keys::EVENTS_STREAM,
             cursor: keys::RESPONSE_CURSOR,
             assets: keys::assets(uid),
             undecided: keys::UNDECIDED,
-            entry_id: &response.entry_id,
-            request_id: &response.request_id,
-            status: &response.status,
-            reject_reason: &response.reject_reason,
+            vault: keys::vault(uid, asset),
+            pledge: keys::pledge(&d.request_id),
+            release: keys::release(&d.request_id),
+            active: keys::active_pledges(uid, asset),
+            vault_events: keys::VAULT_EVENTS,
+            entry_id: &d.entry_id,
+            request_id: &d.request_id,
+            status: &d.status,
+            reject_reason: &d.reject_reason,
             // Canonical, so the script's string comparison is exact: "10.50"
             // and "10.5" agree.
-            ci: &amount::parse(&response.ci)
-                .map(amount::format)
-                .unwrap_or_default(),
+            ci: &amount::parse(&d.ci).map(amount::format).unwrap_or_default(),
             now_ms: time::now().ms,
             events_maxlen: self.events_maxlen,
             uid,
             asset,
-            response_custodian: &response.custodian,
+            response_custodian: &d.custodian,
             custodian: &self.custodian,
             retention_ms: self.retention_ms,
+            mode: if from_r { "response" } else { "operator" },
         }
         .invoke(&mut *conn)
         .await
         .map_err(|e| self.err(e))?;
-        Ok(match outcome.as_str() {
+        let applied = match outcome.as_str() {
             "applied" => ApplyOutcome::Applied,
             "duplicate" => ApplyOutcome::Duplicate,
             "unknown" => ApplyOutcome::Unknown,
             "final" => ApplyOutcome::AlreadyFinal,
             _ => ApplyOutcome::Anomaly,
-        })
+        };
+        if applied == ApplyOutcome::Applied && !from_r {
+            self.durability.wait(&mut *conn).await?;
+        }
+        Ok(applied)
+    }
+
+    /// A user's active pledges in `asset`, oldest first, with what remains
+    /// of each.
+    async fn active_pledges(
+        &self,
+        uid: &str,
+        asset: &str,
+    ) -> Result<Vec<custody::ActivePledge>, CreditError> {
+        let mut conn = self.redis.conn().await?;
+        let ids: Vec<String> = conn
+            .zrange(keys::active_pledges(uid, asset), 0, -1)
+            .await
+            .map_err(|e| self.err(e))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(keys::pledge(id), "remaining");
+        }
+        let left: Vec<Option<String>> = pipe
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        ids.into_iter()
+            .zip(left)
+            .map(|(id, left)| {
+                let remaining = amount::parse(left.as_deref().unwrap_or("0")).map_err(|e| {
+                    CreditError::Corrupt {
+                        key: keys::pledge(&id),
+                        reason: format!("remaining: {e}"),
+                    }
+                })?;
+                Ok(custody::ActivePledge {
+                    pledge_id: id,
+                    remaining,
+                })
+            })
+            .collect()
     }
 
     /// A request's record, if it exists.
@@ -560,35 +671,71 @@ impl CreditStore {
         })
     }
 
-    /// Rejects a pending request as an operator's decision (see
-    /// `lua/reject_pending.lua`); `Err(status)` if it is not pending.
+    /// Rejects a pending request as an operator's decision, with its
+    /// custody effect (a pledge unlocks), as a rejection from the exchange
+    /// would be applied; `Err(status)` if it is not pending.
     pub async fn reject_pending(
         &self,
         record: &CreditRequestRecord,
         reason: &str,
     ) -> Result<Result<(), String>, CreditError> {
-        let mut conn = self.redis.conn().await?;
-        let reply: Vec<String> = RejectPending {
-            record: keys::request(&record.request_id),
-            ci: keys::ci(&record.uid, &record.asset),
-            inflight: keys::inflight(&record.uid, &record.asset),
-            events: keys::EVENTS_STREAM,
-            undecided: keys::UNDECIDED,
-            request_id: &record.request_id,
-            reason,
-            now_ms: time::now().ms,
-            events_maxlen: self.events_maxlen,
-            retention_ms: self.retention_ms,
-        }
-        .invoke(&mut *conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        self.durability.wait(&mut *conn).await?;
-        Ok(match reply.as_slice() {
-            [verdict] if verdict == "rejected" => Ok(()),
-            [_, status] => Err(status.clone()),
-            _ => Err(String::new()),
+        let decision = CreditResponse {
+            entry_id: String::new(),
+            request_id: record.request_id.clone(),
+            uid: record.uid.clone(),
+            asset: record.asset.clone(),
+            custodian: self.custodian.clone(),
+            status: "rejected".into(),
+            ci: String::new(),
+            reject_reason: reason.to_string(),
+        };
+        Ok(match self.decide(&decision, false).await? {
+            ApplyOutcome::Applied => Ok(()),
+            _ => Err(self
+                .record(&record.request_id)
+                .await?
+                .map(|r| r.status.as_str().to_string())
+                .unwrap_or_default()),
         })
+    }
+}
+
+impl CreditStore {
+    /// The state checks of a new request against what was read; the CI
+    /// after the change.
+    fn check(
+        &self,
+        request: &NewCreditRequest,
+        current: Decimal,
+        vault: &Vault,
+        change: &str,
+    ) -> Result<Decimal, CreditError> {
+        // A release says what it is short of: pledged balance (which is
+        // what bounds it), not credit.
+        let size = request.change.abs();
+        if request.purpose == Purpose::Release && size > vault.pledged {
+            return Err(CreditError::InsufficientPledged {
+                pledged: amount::format(vault.pledged),
+                amount: amount::format(size),
+            });
+        }
+        let ci = amount::add(current, request.change).map_err(|_| CreditError::TooLarge {
+            current: amount::format(current),
+            change: change.to_string(),
+        })?;
+        if ci < Decimal::ZERO {
+            return Err(CreditError::InsufficientCredit {
+                current: amount::format(current),
+                change: change.to_string(),
+            });
+        }
+        if request.purpose == Purpose::Pledge && size > vault.available() {
+            return Err(CreditError::InsufficientAvailableBalance {
+                available: amount::format(vault.available()),
+                amount: amount::format(size),
+            });
+        }
+        Ok(ci)
     }
 }
 
@@ -601,7 +748,8 @@ fn same_or_reused(
         && record.asset == request.asset
         && record.change == change
         && record.chain == request.chain
-        && record.address == request.address;
+        && record.address == request.address
+        && record.purpose == request.purpose;
     if same {
         Ok(RequestOutcome::Existing(record))
     } else {
@@ -712,7 +860,6 @@ mod tests {
             RewindCursor::SHAPE,
             RecordGap::SHAPE,
             Republish::SHAPE,
-            RejectPending::SHAPE,
         ] {
             shape.check();
         }

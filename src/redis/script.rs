@@ -20,13 +20,13 @@
 /// let reply: Vec<String> = Respond { .. }.invoke(&mut conn).await?;
 /// ```
 ///
-/// An `args` list may end with `..name: Type` for a variadic tail (any
-/// `IntoIterator` of redis arguments), pushed last.
+/// `keys` and `args` may each end with `..name: Type` for a variadic tail
+/// (any `IntoIterator` of redis arguments), pushed after the fixed ones.
 macro_rules! lua_script {
     (
         $(#[$doc:meta])*
         $vis:vis struct $name:ident $(<$lt:lifetime>)? ($source:expr) {
-            keys { $($key:ident : $key_ty:ty),* $(,)? }
+            keys { $($key:ident : $key_ty:ty),* $(, ..$krest:ident : $krest_ty:ty)? $(,)? }
             args { $($arg:ident : $arg_ty:ty),* $(, ..$rest:ident : $rest_ty:ty)? $(,)? }
         }
     ) => {
@@ -34,6 +34,7 @@ macro_rules! lua_script {
         #[allow(missing_docs)]
         $vis struct $name $(<$lt>)? {
             $(pub $key: $key_ty,)*
+            $(pub $krest: $krest_ty,)?
             $(pub $arg: $arg_ty,)*
             $(pub $rest: $rest_ty,)?
         }
@@ -46,6 +47,7 @@ macro_rules! lua_script {
                 source: $source,
                 keys: &[$(stringify!($key)),*],
                 args: &[$(stringify!($arg)),*],
+                variadic_keys: $crate::redis::script::lua_script!(@variadic $($krest)?),
                 variadic: $crate::redis::script::lua_script!(@variadic $($rest)?),
             };
 
@@ -62,6 +64,7 @@ macro_rules! lua_script {
             ) -> ::redis::RedisResult<T> {
                 let mut invocation = Self::script().prepare_invoke();
                 $(invocation.key(&self.$key);)*
+                $(for key in &self.$krest { invocation.key(key); })?
                 $(invocation.arg(&self.$arg);)*
                 $(for value in &self.$rest { invocation.arg(value); })?
                 invocation.invoke_async(conn).await
@@ -85,6 +88,8 @@ pub struct ScriptShape {
     pub keys: &'static [&'static str],
     /// Names of its fixed ARGV, in order.
     pub args: &'static [&'static str],
+    /// True if KEYS ends with a variadic tail (`KEYS[n..]` in the header).
+    pub variadic_keys: bool,
     /// True if ARGV ends with a variadic tail (`ARGV[n..]` in the header).
     pub variadic: bool,
 }
@@ -95,20 +100,25 @@ impl ScriptShape {
     /// (`ARGV[n..]`) exactly when the struct has one. Panics with what
     /// differs (for tests).
     pub fn check(&self) {
+        // Every comment line counts: a script may begin with a shared
+        // fragment (whose comments never name KEYS[n] or ARGV[n]).
         let header = self
             .source
             .lines()
-            .take_while(|l| l.starts_with("--") || l.trim().is_empty());
-        let (mut keys, mut args, mut tail) = (0, 0, None);
+            .filter(|l| l.trim_start().starts_with("--"));
+        let (mut keys, mut args, mut key_tail, mut tail) = (0, 0, None, None);
         for line in header {
-            for (marker, max) in [("KEYS[", &mut keys), ("ARGV[", &mut args)] {
+            for (marker, max, rest) in [
+                ("KEYS[", &mut keys, &mut key_tail),
+                ("ARGV[", &mut args, &mut tail),
+            ] {
                 for part in line.split(marker).skip(1) {
                     let number: String = part.chars().take_while(char::is_ascii_digit).collect();
                     let Ok(n) = number.parse::<usize>() else {
                         continue;
                     };
-                    if marker == "ARGV[" && part[number.len()..].starts_with("..") {
-                        tail = Some(n);
+                    if part[number.len()..].starts_with("..") {
+                        *rest = Some(n);
                     } else {
                         *max = (*max).max(n);
                     }
@@ -127,19 +137,24 @@ impl ScriptShape {
             "{}: ARGV in header vs struct",
             self.name
         );
-        assert_eq!(
-            tail.is_some(),
-            self.variadic,
-            "{}: variadic ARGV tail in header vs struct",
-            self.name
-        );
-        if let Some(start) = tail {
+        for (tail, variadic, fixed, what) in [
+            (key_tail, self.variadic_keys, keys, "KEYS"),
+            (tail, self.variadic, args, "ARGV"),
+        ] {
             assert_eq!(
-                start,
-                args + 1,
-                "{}: the tail starts after the fixed ARGV",
+                tail.is_some(),
+                variadic,
+                "{}: variadic {what} tail in header vs struct",
                 self.name
             );
+            if let Some(start) = tail {
+                assert_eq!(
+                    start,
+                    fixed + 1,
+                    "{}: the {what} tail starts after the fixed ones",
+                    self.name
+                );
+            }
         }
     }
 }
@@ -172,6 +187,7 @@ mod tests {
             source: "-- KEYS[1] a\n-- ARGV[1] x   ARGV[2] y\nreturn 1",
             keys: &["a"],
             args: &["x"],
+            variadic_keys: false,
             variadic: false,
         }
         .check();

@@ -2,6 +2,7 @@
 //! on drop) and the gateway running in-process on a free port.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod books;
 pub mod credit;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
@@ -78,6 +79,37 @@ impl Link {
         link.topology.master.set_auth("admin", "admin-pw");
         link.topology.replica.set_auth("admin", "admin-pw");
         link
+    }
+
+    /// Makes M persist every write (AOF, fsync always), as a WSP's master
+    /// must, and writes that into its redis.conf so a restart keeps it.
+    pub async fn make_master_durable(&self) {
+        for (k, v) in [("appendfsync", "always"), ("appendonly", "yes")] {
+            self.topology
+                .master
+                .query::<()>(redis::cmd("CONFIG").arg("SET").arg(k).arg(v))
+                .await
+                .expect("config set");
+        }
+        for _ in 0..100 {
+            let info: String = self
+                .topology
+                .master
+                .query(redis::cmd("INFO").arg("persistence"))
+                .await
+                .expect("info");
+            if info.contains("aof_rewrite_in_progress:0")
+                && info.contains("aof_rewrite_scheduled:0")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.topology
+            .master
+            .query::<()>(&mut redis::cmd("CONFIG").arg("REWRITE").clone())
+            .await
+            .expect("config rewrite");
     }
 
     /// A config for a secured link: each role as its own ACL user.
@@ -215,4 +247,58 @@ pub fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The gateway as a child process, to SIGKILL it.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl GatewayProcess {
+    pub fn start(config: &openoes::config::Config, dir: &std::path::Path) -> Self {
+        let path = dir.join("wsp.toml");
+        std::fs::write(&path, toml::to_string(config).expect("toml")).expect("write config");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_openoes"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn openoes serve");
+        Self {
+            child,
+            addr: config.grpc.listen,
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        for _ in 0..200 {
+            if let Ok(channel) =
+                tonic::transport::Channel::from_shared(format!("http://{}", self.addr))
+                    .expect("uri")
+                    .connect()
+                    .await
+            {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gateway process never listened on {}", self.addr);
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free local address for a gateway that runs as a child process.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
 }
