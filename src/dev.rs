@@ -267,6 +267,10 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
          \x20 grpcurl -plaintext -d '{{\"request_id\":\"demo-1\",\"decision\":\"CREDIT_DECISION_ACCEPT\"}}' {a} openoes.credit.v1.CreditService/RespondToCreditRequest\n\
          \x20 grpcurl -plaintext -d '{{\"user_id\":\"alice\",\"asset\":\"BTC\"}}' {a} openoes.credit.v1.CreditService/GetCreditInventory\n\
          \x20 grpcurl -plaintext -d '{{\"start_after_event_id\":\"0-0\"}}' {a} openoes.credit.v1.CreditService/WatchCreditEvents\n\n\
+         A pledge (the subscriber above receives its credit request; accept it the same way):\n\
+         \x20 grpcurl -plaintext -d '{{\"request_id\":\"dep-1\",\"user_id\":\"bob\",\"asset\":\"BTC\",\"amount\":\"10\",\"chain\":\"bitcoin\",\"address\":\"bc1qbob\"}}' {a} openoes.pledge.v1.PledgeService/RecordDeposit\n\
+         \x20 grpcurl -plaintext -d '{{\"request_id\":\"pledge-1\",\"user_id\":\"bob\",\"asset\":\"BTC\",\"amount\":\"4\",\"chain\":\"bitcoin\",\"address\":\"bc1qbob\"}}' {a} openoes.pledge.v1.PledgeService/CreatePledge\n\
+         \x20 grpcurl -plaintext -d '{{\"user_id\":\"bob\",\"asset\":\"BTC\"}}' {a} openoes.pledge.v1.PledgeService/GetVaultBalance\n\n\
          Ctrl-C stops the gateway and both Redis servers.\n",
         m = info.master.url,
         r = info.replica.url,

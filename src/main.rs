@@ -145,6 +145,19 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The CreatePledge round trip (with wait, auto-accepting subscribers
+    /// in this process) next to the credit round trip, paced and at the
+    /// maximum rate, in one run. Needs a gateway serving both roles.
+    Pledge {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Round trips per second of the paced scenarios.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// GetQuote, single hop crossing 10 bins and 3 hops, vs redis-benchmark
     /// MGET of 10 keys. Writes its own BENCH-* pools through UpsertPool.
     Quote {
@@ -281,6 +294,12 @@ fn main() -> ExitCode {
                 command: BenchCommand::Credit { load, rate, json },
             } => {
                 let figures = bench::credit::run(&load.options(50), rate).await?;
+                report(&figures, json)?;
+            }
+            Command::Bench {
+                command: BenchCommand::Pledge { load, rate, json },
+            } => {
+                let figures = bench::credit::pledge(&load.options(50), rate).await?;
                 report(&figures, json)?;
             }
             Command::Bench {

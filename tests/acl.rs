@@ -315,6 +315,10 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["KEYS", "*"],
         &["EVAL", "return 1", "1", "other:key"],
         &["HSET", "mirror:credit:assets:alice", "a", "1"],
+        // The vault is the WSP's alone: the exchange needs none of it.
+        &["HGETALL", "mirror:vault:alice:BTC"],
+        &["HGETALL", "mirror:pledge:p1"],
+        &["XRANGE", "mirror:vault-events", "-", "+"],
         &[
             "SET",
             "mirror:cursor:mirror:credit:response",

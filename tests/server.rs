@@ -165,7 +165,6 @@ async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
         attestation::v1::{
             GetIssuerKeyRequest, attestation_service_client::AttestationServiceClient,
         },
-        pledge::v1::{GetPledgeRequest, pledge_service_client::PledgeServiceClient},
         settlement::v1::{
             GetSettlementReportRequest, settlement_service_client::SettlementServiceClient,
         },
@@ -175,10 +174,6 @@ async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
     let channel = gateway.channel().await;
 
     let statuses = [
-        PledgeServiceClient::new(channel.clone())
-            .get_pledge(GetPledgeRequest::default())
-            .await
-            .map(drop),
         SettlementServiceClient::new(channel.clone())
             .get_settlement_report(GetSettlementReportRequest::default())
             .await

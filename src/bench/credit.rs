@@ -11,6 +11,10 @@
 //!
 //! Every round trip uses a user of its own, so no request waits for
 //! another's decision (one request in flight per user and asset).
+//!
+//! `bench pledge` measures CreatePledge the same way (a pool of users with
+//! a large deposit each, a user never in two pledges at once) next to the
+//! credit round trip, in the same run.
 
 use std::{
     sync::{
@@ -184,6 +188,19 @@ async fn paced(
     run_id: u32,
     next: Arc<AtomicU64>,
 ) -> Figure {
+    paced_with(channels, rate, duration, move |channel| {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+    })
+    .await
+}
+
+/// [`paced`] with any round trip.
+async fn paced_with<F, Fut>(channels: &[Channel], rate: u64, duration: Duration, call: F) -> Figure
+where
+    F: Fn(Channel) -> Fut,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
     let period = Duration::from_secs(1) / u32::try_from(rate.max(1)).unwrap_or(u32::MAX);
     let total = (duration.as_secs_f64() * rate as f64) as u64;
     let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
@@ -198,10 +215,10 @@ async fn paced(
             continue;
         };
         let channel = channels[i as usize % channels.len()].clone();
-        let n = next.fetch_add(1, Ordering::Relaxed);
+        let call = call(channel);
         tasks.spawn(async move {
             let _permit = permit;
-            let result = round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await;
+            let result = call.await;
             (result, due.elapsed())
         });
     }
@@ -228,5 +245,123 @@ async fn paced(
         errors,
         first_error,
         ..Figure::latencies(&histogram, histogram.len() as f64 / duration.as_secs_f64())
+    }
+}
+
+/// Users of the pledge benchmark.
+const PLEDGE_USERS: usize = 512;
+
+/// Runs the pledge benchmark: the credit round trip and the CreatePledge
+/// round trip (with wait, auto-accepting exchange), paced at `rate` and at
+/// the maximum rate, in one run.
+pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, BenchError> {
+    use openoes::proto::pledge::v1::{
+        CreatePledgeRequest, PledgeStatus, RecordDepositRequest,
+        pledge_service_client::PledgeServiceClient,
+    };
+    let channels = connect(options).await?;
+    let exchange: Vec<_> = (0..SUBSCRIBERS)
+        .map(|i| tokio::spawn(accept_everything(channels[i % channels.len()].clone(), i)))
+        .collect();
+    let run_id = std::process::id();
+    // The pool: each user with a deposit that a million pledges cannot use up.
+    let free = UserPool::default();
+    for u in 0..PLEDGE_USERS {
+        let user = format!("bench-{run_id}-p{u}");
+        PledgeServiceClient::new(channels[u % channels.len()].clone())
+            .record_deposit(RecordDepositRequest {
+                request_id: format!("{user}-dep"),
+                user_id: user.clone(),
+                asset: "BTC".into(),
+                amount: "1000000000".into(),
+                chain: "bench".into(),
+                address: "bench-address".into(),
+                tx_id: String::new(),
+            })
+            .await
+            .map_err(gateway)?;
+        free.put(user).await;
+    }
+    let next = Arc::new(AtomicU64::new(0));
+    let pledge_trip = {
+        let next = Arc::clone(&next);
+        move |channel: Channel| {
+            let free = free.clone();
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            async move {
+                // A user not in a pledge now (one in flight per user and asset).
+                let user = free.take().await;
+                let answer = PledgeServiceClient::new(channel)
+                    .create_pledge(CreatePledgeRequest {
+                        request_id: format!("bench-{run_id}-pl{n}"),
+                        user_id: user.clone(),
+                        asset: "BTC".into(),
+                        amount: "1".into(),
+                        chain: "bench".into(),
+                        address: "bench-address".into(),
+                        wait: prost_types::Duration::try_from(WAIT).ok(),
+                    })
+                    .await;
+                free.put(user).await;
+                match answer?.into_inner().pledge.map(|p| p.status()) {
+                    Some(PledgeStatus::Active) => Ok(()),
+                    other => Err(tonic::Status::internal(format!("pledge ended {other:?}"))),
+                }
+            }
+        }
+    };
+
+    let mut figures = Vec::new();
+    let mut credit = paced(&channels, rate, options.duration, run_id, Arc::clone(&next)).await;
+    credit.name = format!("credit round trip (RequestCredit + wait), paced {rate}/s");
+    let mut pledged = paced_with(&channels, rate, options.duration, pledge_trip.clone()).await;
+    pledged.name = format!("pledge round trip (CreatePledge + wait), paced {rate}/s");
+    pledged.ratio_to_redis = None;
+    figures.extend([credit, pledged]);
+
+    let counter = Arc::clone(&next);
+    let mut credit_max = load(&channels, options, move |channel| {
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+    })
+    .await;
+    credit_max.name = format!(
+        "credit round trip, max rate (concurrency {})",
+        options.concurrency
+    );
+    let mut pledge_max = load(&channels, options, pledge_trip).await;
+    pledge_max.name = format!(
+        "pledge round trip, max rate (concurrency {})",
+        options.concurrency
+    );
+    figures.extend([credit_max, pledge_max]);
+    for task in exchange {
+        task.abort();
+    }
+    Ok(figures)
+}
+
+/// Users not in a pledge right now.
+#[derive(Clone, Default)]
+struct UserPool(
+    Arc<(
+        tokio::sync::Mutex<std::collections::VecDeque<String>>,
+        tokio::sync::Notify,
+    )>,
+);
+
+impl UserPool {
+    async fn put(&self, user: String) {
+        self.0.0.lock().await.push_back(user);
+        self.0.1.notify_one();
+    }
+
+    async fn take(&self) -> String {
+        loop {
+            if let Some(user) = self.0.0.lock().await.pop_front() {
+                return user;
+            }
+            self.0.1.notified().await;
+        }
     }
 }

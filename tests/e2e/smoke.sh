@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end smoke test with the real grpcurl binary against `openoes dev`:
 # reflection lists every service, health is SERVING, a BTC -> ETH quote works
-# on the demo pools, the README's credit walk-through works step by step,
-# the Python, TypeScript and Go client examples walk it (and resume a
+# on the demo pools, the README's credit and pledge walk-throughs work step
+# by step, the Python, TypeScript and Go client examples walk the first (and resume a
 # WatchCreditEvents by cursor) through stubs generated here, an unbuilt RPC
 # says UNIMPLEMENTED, killing Redis flips health to NOT_SERVING and
 # restarting it flips it back, SIGTERM stops everything and leaves no
@@ -88,7 +88,7 @@ grpcurl -plaintext "$ADDR" describe openoes.credit.v1.CreditService.RequestCredi
 
 t=$(health_becomes SERVING 15) && ok "health SERVING (after ${t}s)" || fail "health never SERVING"
 
-out=$(grpcurl -plaintext -d '{"pledge_id":"p-1"}' "$ADDR" openoes.pledge.v1.PledgeService/GetPledge 2>&1)
+out=$(grpcurl -plaintext -d '{"report_id":"s-1"}' "$ADDR" openoes.settlement.v1.SettlementService/GetSettlementReport 2>&1)
 grep -q "Code: Unimplemented" <<<"$out" && grep -q '"reason":"NOT_IMPLEMENTED"' <<<"$out" \
   && ok "an RPC not built yet answers UNIMPLEMENTED with ErrorInfo" || fail "UNIMPLEMENTED answer: $out"
 
@@ -121,6 +121,45 @@ grep -q CREDIT_EVENT_TYPE_REQUESTED <<<"$out" && grep -q CREDIT_EVENT_TYPE_ACCEP
 out=$(grpcurl -plaintext -d '{"user_id":"alice","asset":"BTC","change":"1.5","chain":"bitcoin","address":"bc1qdemo"}' "$ADDR" $C/RequestCredit 2>&1)
 grep -q "Code: InvalidArgument" <<<"$out" && grep -q '"field":"change"' <<<"$out" \
   && ok "a change without its sign: INVALID_ARGUMENT naming the field" || fail "bad change: $out"
+
+# The README's pledge walk-through: custody arrives, a pledge asks the
+# exchange (the same subscriber) for credit, a release gives some back.
+P=openoes.pledge.v1.PledgeService
+# accept ID: waits for ID's delivery on the subscription, then accepts it.
+accept() {
+  for _ in $(seq 1 50); do grep -q "\"requestId\": \"$1\"" "$WORK/sub.out" && break; sleep 0.2; done
+  grpcurl -plaintext -d "{\"request_id\":\"$1\",\"decision\":\"CREDIT_DECISION_ACCEPT\"}" "$ADDR" $C/RespondToCreditRequest >/dev/null 2>&1
+}
+out=$(grpcurl -plaintext -d '{"request_id":"dep-1","user_id":"bob","asset":"BTC","amount":"10","chain":"bitcoin","address":"bc1qbob","tx_id":"f00d"}' "$ADDR" $P/RecordDeposit 2>&1)
+grep -q '"available": "10"' <<<"$out" && ok "RecordDeposit: 10 BTC in bob's vault" || fail "RecordDeposit: $out"
+out=$(grpcurl -plaintext -d '{"request_id":"pledge-1","user_id":"bob","asset":"BTC","amount":"4","chain":"bitcoin","address":"bc1qbob"}' "$ADDR" $P/CreatePledge 2>&1)
+grep -q PLEDGE_STATUS_PENDING <<<"$out" && ok "CreatePledge 4 BTC: PENDING, sent as a credit increase" || fail "CreatePledge: $out"
+accept pledge-1
+for _ in $(seq 1 50); do
+  out=$(grpcurl -plaintext -d '{"pledge_id":"pledge-1"}' "$ADDR" $P/GetPledge 2>&1)
+  grep -q PLEDGE_STATUS_ACTIVE <<<"$out" && break
+  sleep 0.2
+done
+grep -q PLEDGE_STATUS_ACTIVE <<<"$out" && ok "the exchange accepts: GetPledge shows ACTIVE" || fail "GetPledge: $out"
+out=$(grpcurl -plaintext -d '{"user_id":"bob","asset":"BTC"}' "$ADDR" $P/GetVaultBalance 2>&1)
+grep -q '"locked": "4"' <<<"$out" && grep -q '"available": "6"' <<<"$out" \
+  && ok "GetVaultBalance: locked 4, available 6" || fail "GetVaultBalance: $out"
+out=$(grpcurl -plaintext -d '{"request_id":"release-1","user_id":"bob","asset":"BTC","amount":"1.5"}' "$ADDR" $P/ReleasePledge 2>&1)
+grep -q RELEASE_STATUS_PENDING <<<"$out" && ok "ReleasePledge 1.5 BTC: PENDING, sent as a credit decrease" || fail "ReleasePledge: $out"
+accept release-1
+for _ in $(seq 1 50); do
+  out=$(grpcurl -plaintext -d '{"release_id":"release-1"}' "$ADDR" $P/GetPledgeRelease 2>&1)
+  grep -q RELEASE_STATUS_COMPLETED <<<"$out" && break
+  sleep 0.2
+done
+grep -q RELEASE_STATUS_COMPLETED <<<"$out" && grep -q '"amount": "1.5"' <<<"$out" \
+  && ok "GetPledgeRelease: COMPLETED, 1.5 unlocked from pledge-1" || fail "GetPledgeRelease: $out"
+out=$(grpcurl -plaintext -d '{"user_id":"bob","asset":"BTC"}' "$ADDR" $C/GetCreditInventory 2>&1)
+grep -q '"amount": "2.5"' <<<"$out" && ok "GetCreditInventory: bob has 2.5 BTC of credit" || fail "bob's CI: $out"
+out=$(grpcurl -plaintext -max-time 2 -d '{"start_after_event_id":"0-0","user_id":"bob"}' "$ADDR" $P/WatchPledgeEvents 2>&1)
+grep -q PLEDGE_EVENT_TYPE_DEPOSIT_RECORDED <<<"$out" && grep -q PLEDGE_EVENT_TYPE_PLEDGE_ACTIVE <<<"$out" \
+  && grep -q PLEDGE_EVENT_TYPE_RELEASE_COMPLETED <<<"$out" \
+  && ok "WatchPledgeEvents replays deposit, pledge and release" || fail "WatchPledgeEvents: $out"
 kill "$SUB_PID" 2>/dev/null
 SUB_PID=
 
@@ -156,7 +195,8 @@ if ! "$PYTHON" -c "import grpc, grpc_tools" 2>/dev/null; then
 else
   client python \
     generate '"$PYTHON" generate.py' \
-    run 'PYTHONPATH=gen timeout 60 "$PYTHON" credit_example.py --addr "$ADDR"'
+    run 'PYTHONPATH=gen timeout 60 "$PYTHON" credit_example.py --addr "$ADDR"' \
+    pledge 'PYTHONPATH=gen timeout 60 "$PYTHON" pledge_example.py --addr "$ADDR"'
 fi
 
 if [ ! -x "$ROOT/clients/typescript/node_modules/.bin/tsc" ]; then
