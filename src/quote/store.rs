@@ -27,7 +27,7 @@ lua_script! {
         }
         args {
             pool_id: &'a str, json: String, now_ms: u64, replace_bins: &'a str,
-            events_maxlen: usize, bin_prefix: String, ..bins: Vec<String>
+            events_maxlen: usize, bin_prefix: String, max_bins: usize, ..bins: Vec<String>
         }
     }
 }
@@ -35,10 +35,10 @@ lua_script! {
 lua_script! {
     /// `lua/upsert_bins.lua`: writes bins of an existing pool atomically.
     struct UpsertBins<'a>(include_str!("lua/upsert_bins.lua")) {
-        keys { pool: String, index: String, events: &'a str }
+        keys { pool: String, index: String, events: &'a str, version: &'a str }
         args {
             pool_id: &'a str, now_ms: u64, active_bin_id: String, events_maxlen: usize,
-            bin_prefix: String, ..bins: Vec<String>
+            bin_prefix: String, max_bins: usize, bin_step: u16, ..bins: Vec<String>
         }
     }
 }
@@ -62,12 +62,30 @@ pub struct HopSnapshot {
     pub bins: Vec<BinReserve>,
 }
 
+/// What a pool write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The pool is new.
+    pub created: bool,
+    /// Non-empty bins the pool holds now.
+    pub bins: u32,
+    /// Anything changed (an identical write changes nothing, not even
+    /// `last_updated`, and sends no event).
+    pub changed: bool,
+}
+
+/// Pool ids per MGET when reading every pool: one command stays small
+/// however many pools there are (Redis serves no one else while it runs).
+const MGET_BATCH: usize = 1000;
+
 /// Reads and writes quote data on one Redis.
 #[derive(Clone)]
 pub struct QuoteStore {
     redis: RedisEndpoint,
     /// Approximate length `quote:events` is trimmed to (`streams.maxlen`).
     events_maxlen: usize,
+    /// Most non-empty bins a pool may hold (`quote.max_bins_per_pool`).
+    max_bins_per_pool: usize,
 }
 
 impl QuoteStore {
@@ -76,7 +94,20 @@ impl QuoteStore {
         Self {
             redis,
             events_maxlen: streams.maxlen_for(EVENTS_KEY),
+            max_bins_per_pool: crate::config::QuoteConfig::default().max_bins_per_pool,
         }
+    }
+
+    /// The same store refusing writes that would take a pool past
+    /// `max_bins_per_pool` non-empty bins.
+    pub fn with_max_bins_per_pool(mut self, max_bins_per_pool: usize) -> Self {
+        self.max_bins_per_pool = max_bins_per_pool;
+        self
+    }
+
+    /// Most non-empty bins a pool may hold.
+    pub fn max_bins_per_pool(&self) -> usize {
+        self.max_bins_per_pool
     }
 
     fn err(&self, e: redis::RedisError) -> StoreError {
@@ -84,12 +115,12 @@ impl QuoteStore {
     }
 
     /// Writes a pool and its bins atomically. `replace_bins` removes the
-    /// pool's bins not in the snapshot. Returns (created, non-empty bins).
+    /// pool's bins not in the snapshot.
     pub async fn upsert_pool(
         &self,
         snapshot: &PoolSnapshot,
         replace_bins: bool,
-    ) -> Result<(bool, u32), StoreError> {
+    ) -> Result<Written, StoreError> {
         let pool = &snapshot.pool;
         let id = &pool.pool_id;
         let script = UpsertPool {
@@ -107,25 +138,43 @@ impl QuoteStore {
             replace_bins: if replace_bins { "1" } else { "0" },
             events_maxlen: self.events_maxlen,
             bin_prefix: bin_prefix(id),
+            max_bins: self.max_bins_per_pool,
             bins: bin_args(&snapshot.bins)?,
         };
         let mut conn = self.redis.conn().await?;
-        let (created, count): (u8, u32) =
-            script
-                .invoke(&mut *conn)
-                .await
-                .map_err(|e| match e.code() {
-                    Some("TOKENS_CHANGED") => StoreError::TokensChanged(id.clone()),
-                    _ => self.err(e),
-                })?;
-        Ok((created == 1, count))
+        let (created, bins, changed): (u8, u32, u8) = script
+            .invoke(&mut *conn)
+            .await
+            .map_err(|e| self.write_err(id, e))?;
+        Ok(Written {
+            created: created == 1,
+            bins,
+            changed: changed == 1,
+        })
+    }
+
+    fn write_err(&self, id: &str, e: redis::RedisError) -> StoreError {
+        match e.code() {
+            Some("TOKENS_CHANGED") => StoreError::TokensChanged(id.to_string()),
+            Some("BIN_STEP_CHANGED") => StoreError::BinStepChanged(id.to_string()),
+            Some("STALE_POOL") => StoreError::PoolChanged(id.to_string()),
+            Some("TOO_MANY_BINS") => StoreError::TooManyBins {
+                pool_id: id.to_string(),
+                max: self.max_bins_per_pool,
+            },
+            _ => self.err(e),
+        }
     }
 
     /// Writes bins of an existing pool atomically, optionally moving its
     /// active bin. `None` if the pool does not exist (nothing written).
+    /// `bin_step` is the pool's step the bins were validated against: if
+    /// the pool's step changed since, nothing is written
+    /// ([`StoreError::PoolChanged`]).
     pub async fn upsert_bins(
         &self,
         pool_id: &str,
+        bin_step: u16,
         bins: &[Bin],
         active_bin_id: Option<i32>,
     ) -> Result<Option<(u32, u32)>, StoreError> {
@@ -133,18 +182,21 @@ impl QuoteStore {
             pool: pool_key(pool_id),
             index: index_key(pool_id),
             events: EVENTS_KEY,
+            version: VERSION_KEY,
             pool_id,
             now_ms: time::now().ms,
             active_bin_id: active_bin_id.map(|a| a.to_string()).unwrap_or_default(),
             events_maxlen: self.events_maxlen,
             bin_prefix: bin_prefix(pool_id),
+            max_bins: self.max_bins_per_pool,
+            bin_step,
             bins: bin_args(bins)?,
         };
         let mut conn = self.redis.conn().await?;
         match script.invoke::<(u32, u32)>(&mut *conn).await {
             Ok(counts) => Ok(Some(counts)),
             Err(e) if e.code() == Some("NOPOOL") => Ok(None),
-            Err(e) => Err(self.err(e)),
+            Err(e) => Err(self.write_err(pool_id, e)),
         }
     }
 
@@ -201,7 +253,10 @@ impl QuoteStore {
         let version: Option<u64> = conn.get(VERSION_KEY).await.map_err(|e| self.err(e))?;
         let mut ids: Vec<String> = conn.smembers(POOLS_KEY).await.map_err(|e| self.err(e))?;
         ids.sort();
-        let pools = self.pools_by_id(&mut *conn, &ids).await?;
+        let mut pools = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(MGET_BATCH) {
+            pools.extend(self.pools_by_id(&mut *conn, batch).await?);
+        }
         Ok((version.unwrap_or(0), pools))
     }
 
@@ -247,11 +302,29 @@ impl QuoteStore {
             .collect()
     }
 
-    /// Every non-empty bin of a pool, by id.
-    pub async fn bins(&self, pool_id: &str) -> Result<Vec<Bin>, StoreError> {
+    /// A pool's configuration alone; `None` if unknown.
+    pub async fn pool(&self, pool_id: &str) -> Result<Option<Pool>, StoreError> {
+        Ok(self.pools(&[pool_id.to_string()]).await?.into_iter().next())
+    }
+
+    /// Up to `limit` non-empty bins of a pool with ids above `after` (all
+    /// from the lowest if `None`), by id.
+    pub async fn bins(
+        &self,
+        pool_id: &str,
+        after: Option<i32>,
+        limit: usize,
+    ) -> Result<Vec<Bin>, StoreError> {
         let mut conn = self.redis.conn().await?;
-        let ids: Vec<String> = conn
-            .zrange(index_key(pool_id), 0, -1)
+        let min = after.map_or_else(|| "-inf".to_string(), |a| format!("({a}"));
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(index_key(pool_id))
+            .arg(min)
+            .arg("+inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut *conn)
             .await
             .map_err(|e| self.err(e))?;
         if ids.is_empty() {

@@ -1,12 +1,14 @@
 -- upsert_pool: write a pool's configuration and bins in one atomic step, so
 -- a concurrent quote (read_hop.lua) sees the old pool or the new one, never
--- a mix, and bump the route graph version.
+-- a mix. A write that changes nothing writes nothing (no timestamp, no
+-- event). The pool-set version moves only when a pool is created: the route
+-- graph holds topology only, and a pool's tokens never change.
 --
 -- KEYS[1] pool:<id>             pool configuration, JSON
 -- KEYS[2] pool:<id>:bins        sorted set of non-empty bin ids (score = id)
 -- KEYS[3] quote:pools           set of every pool id
--- KEYS[4] quote:pools:version   route graph version, +1 on every pool write
--- KEYS[5] quote:events          change stream: pool_id, kind = "pool"
+-- KEYS[4] quote:pools:version   pool-set version, +1 when a pool is created
+-- KEYS[5] quote:events          change stream: pool_id, kind = "pool", version, created
 -- KEYS[6] tokens:<token_x>      seed index: pools trading token_x
 -- KEYS[7] tokens:<token_y>      seed index: pools trading token_y
 -- KEYS[8] pairs:<x>:<y>         seed index: pools of the pair
@@ -16,17 +18,27 @@
 -- ARGV[4] "1": remove the pool's bins not listed (a full snapshot)
 -- ARGV[5] approximate MAXLEN of quote:events
 -- ARGV[6] bin key prefix, "bin:<id>:"
--- ARGV[7..] pairs of bin id, bin JSON ("" = empty bin: remove it)
+-- ARGV[7] most non-empty bins the pool may hold
+-- ARGV[8..] pairs of bin id, bin JSON ("" = empty bin: remove it)
 --
--- Returns {1 if the pool is new else 0, number of non-empty bins}, or the
--- error TOKENS_CHANGED (nothing written) if the pool exists with other tokens.
+-- Returns {1 if the pool is new else 0, number of non-empty bins, 1 if
+-- anything changed else 0}, or one of these errors, with nothing written:
+-- TOKENS_CHANGED (the pool exists with other tokens), BIN_STEP_CHANGED (a
+-- new bin_step without a full snapshot: stored bins might have no price at
+-- the new step), TOO_MANY_BINS (the pool would hold more than ARGV[7]).
 -- Invariant: an id is in KEYS[2] iff its bin key exists and is non-empty.
 -- Bin keys are derived from ARGV[6]: one script writes all of a pool.
+-- Cost: O(bins given + bins removed); the caller bounds both.
+
+local CONFIG = {'pool_id', 'token_x', 'token_y', 'bin_step', 'active_bin_id',
+  'base_factor', 'variable_fee_control', 'max_volatility_accumulator',
+  'protocol_share_bps', 'status', 'token_x_decimals', 'token_y_decimals'}
 
 local old = redis.call('GET', KEYS[1])
 local pool = cjson.decode(ARGV[2])
 local now = tonumber(ARGV[3])
-pool['created_at'] = now
+local replace = ARGV[4] == '1'
+local changed = not old
 if old then
   old = cjson.decode(old)
   -- A pool's tokens never change: its index entries and every route
@@ -34,18 +46,67 @@ if old then
   if old['token_x'] ~= pool['token_x'] or old['token_y'] ~= pool['token_y'] then
     return redis.error_reply('TOKENS_CHANGED the tokens of an existing pool cannot change')
   end
+  if old['bin_step'] ~= pool['bin_step'] and not replace then
+    return redis.error_reply('BIN_STEP_CHANGED a new bin_step needs a full snapshot (replace_bins)')
+  end
+  for _, k in ipairs(CONFIG) do
+    if old[k] ~= pool[k] then
+      changed = true
+    end
+  end
+end
+
+-- The bins as they will be, counted before anything is written.
+local count = redis.call('ZCARD', KEYS[2])
+if replace then
+  count = 0
+end
+local given = 0
+for i = 8, #ARGV, 2 do
+  local id, bin = ARGV[i], ARGV[i + 1]
+  local stored = redis.call('GET', ARGV[6] .. id)
+  if bin ~= '' then
+    given = given + 1
+    if replace or not stored then
+      count = count + 1
+    end
+  elseif stored and not replace then
+    count = count - 1
+  end
+  if (stored or '') ~= bin then
+    changed = true
+  end
+end
+if replace and redis.call('ZCARD', KEYS[2]) ~= given then
+  changed = true
+end
+if count > tonumber(ARGV[7]) then
+  return redis.error_reply('TOO_MANY_BINS the pool would hold ' .. count .. ' bins, more than ' .. ARGV[7])
+end
+if not changed then
+  return {0, redis.call('ZCARD', KEYS[2]), 0}
+end
+
+pool['created_at'] = now
+if old then
   pool['created_at'] = old['created_at'] or now
 end
 pool['last_updated'] = now
 redis.call('SET', KEYS[1], cjson.encode(pool))
 
-if ARGV[4] == '1' then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    redis.call('DEL', ARGV[6] .. id)
+if replace then
+  local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+  -- DEL in slices: unpack has a stack limit.
+  for i = 1, #ids, 500 do
+    local keys = {}
+    for j = i, math.min(i + 499, #ids) do
+      keys[#keys + 1] = ARGV[6] .. ids[j]
+    end
+    redis.call('DEL', unpack(keys))
   end
   redis.call('DEL', KEYS[2])
 end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local id, bin = ARGV[i], ARGV[i + 1]
   if bin == '' then
     redis.call('DEL', ARGV[6] .. id)
@@ -56,13 +117,19 @@ for i = 7, #ARGV, 2 do
   end
 end
 
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('SADD', KEYS[6], ARGV[1])
-redis.call('SADD', KEYS[7], ARGV[1])
-redis.call('SADD', KEYS[8], ARGV[1])
-redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'pool_id', ARGV[1], 'kind', 'pool')
+local version
 if old then
-  return {0, redis.call('ZCARD', KEYS[2])}
+  version = redis.call('GET', KEYS[4]) or '0'
+else
+  redis.call('SADD', KEYS[3], ARGV[1])
+  redis.call('SADD', KEYS[6], ARGV[1])
+  redis.call('SADD', KEYS[7], ARGV[1])
+  redis.call('SADD', KEYS[8], ARGV[1])
+  version = redis.call('INCR', KEYS[4])
 end
-return {1, redis.call('ZCARD', KEYS[2])}
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', 'pool_id', ARGV[1], 'kind', 'pool',
+  'version', version, 'created', old and '0' or '1')
+if old then
+  return {0, redis.call('ZCARD', KEYS[2]), 1}
+end
+return {1, redis.call('ZCARD', KEYS[2]), 1}
