@@ -387,7 +387,6 @@ impl Default for QuoteConfig {
     }
 }
 
-
 /// How health follows Redis.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

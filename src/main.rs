@@ -264,7 +264,10 @@ fn main() -> ExitCode {
                 // Validate every file before writing any: all or nothing.
                 // Each file is one write, so the same size bounds as
                 // UpsertPool (quote.max_bins_per_write) hold.
-                let max_bins = config.quote.max_bins_per_write.min(config.quote.max_bins_per_pool);
+                let max_bins = config
+                    .quote
+                    .max_bins_per_write
+                    .min(config.quote.max_bins_per_pool);
                 let snapshots = files
                     .iter()
                     .map(|f| PoolFile::load(f, max_bins))
@@ -276,7 +279,10 @@ fn main() -> ExitCode {
                         (false, true) => "replaced",
                         (false, false) => "unchanged",
                     };
-                    println!("{verb} pool {}: {} bins", snapshot.pool.pool_id, written.bins);
+                    println!(
+                        "{verb} pool {}: {} bins",
+                        snapshot.pool.pool_id, written.bins
+                    );
                 }
             }
             Command::Bench {

@@ -123,9 +123,19 @@ fn sum(values: impl IntoIterator<Item = String>) -> u128 {
 async fn an_exact_in_output_beyond_u64_is_amount_too_large_never_wrapped() {
     let (_link, _gateway, mut client) = start().await;
     let bins = (98..=100).map(|id| bin(id, 0, u64::MAX)).collect();
-    upsert(&mut client, pool("BIG", "TKX", "TKY", 100, 100, 10_000), bins).await;
+    upsert(
+        &mut client,
+        pool("BIG", "TKX", "TKY", 100, 100, 10_000),
+        bins,
+    )
+    .await;
 
-    match quote(&mut client, request("TKX", "TKY", u64::MAX, SwapMode::ExactIn)).await {
+    match quote(
+        &mut client,
+        request("TKX", "TKY", u64::MAX, SwapMode::ExactIn),
+    )
+    .await
+    {
         Ok(q) => {
             // Only a capped, self-consistent answer would do; the sum of
             // the bins' outputs must be the output, exactly.
@@ -158,7 +168,12 @@ async fn an_exact_out_input_beyond_u64_is_amount_too_large() {
     // One X buys about e^-4.6 of Y at bin -460 of step 100: buying most of
     // this Y needs far more than u64::MAX of X.
     let bins = (-462..=-460).map(|id| bin(id, 0, u64::MAX / 4)).collect();
-    upsert(&mut client, pool("CHEAPY", "TKX", "TKY", 100, -460, 10_000), bins).await;
+    upsert(
+        &mut client,
+        pool("CHEAPY", "TKX", "TKY", 100, -460, 10_000),
+        bins,
+    )
+    .await;
     let e = quote(
         &mut client,
         request("TKX", "TKY", u64::MAX / 2, SwapMode::ExactOut),
@@ -452,7 +467,11 @@ async fn pools_load_refuses_missing_and_unknown_fields() {
         std::fs::write(&file, text).expect("write");
         let out = pools_load(&link, &[&file]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{name}: loaded; stdout {:?}", out.stdout);
+        assert!(
+            !out.status.success(),
+            "{name}: loaded; stdout {:?}",
+            out.stdout
+        );
         assert!(
             stderr.contains(field) && stderr.contains(&format!("{name}.json")),
             "{name}: {stderr}"
@@ -593,7 +612,11 @@ async fn a_watch_outlives_a_drain_and_sends_the_refill() {
             match watch.next().await {
                 Some(Ok(m)) => {
                     if let Some(q) = m.quote
-                        && q.hops.first().and_then(|h| h.bins.first()).map(|b| b.bin_id) == Some(-1)
+                        && q.hops
+                            .first()
+                            .and_then(|h| h.bins.first())
+                            .map(|b| b.bin_id)
+                            == Some(-1)
                     {
                         return q;
                     }
@@ -669,12 +692,22 @@ async fn command_calls(conn: &mut redis::aio::MultiplexedConnection, command: &s
 async fn pool_writes_never_make_every_quote_rebuild_the_graph() {
     let (link, gateway, mut client) = start().await;
     for i in 0..50 {
-        let p = pool(&format!("G{i:02}"), &format!("TG{i:02}"), "TKZ", 10, 0, 10_000);
+        let p = pool(
+            &format!("G{i:02}"),
+            &format!("TG{i:02}"),
+            "TKZ",
+            10,
+            0,
+            10_000,
+        );
         upsert(&mut client, p, deep_bins(0, 3, 1_000_000)).await;
     }
-    quote(&mut client, request("TG00", "TG01", 1000, SwapMode::ExactIn))
-        .await
-        .expect("warm");
+    quote(
+        &mut client,
+        request("TG00", "TG01", 1000, SwapMode::ExactIn),
+    )
+    .await
+    .expect("warm");
     let mut conn = redis_conn(&link).await;
     let rebuilds_before = command_calls(&mut conn, "smembers").await;
     let stop = tokio_util::sync::CancellationToken::new();
@@ -694,15 +727,25 @@ async fn pool_writes_never_make_every_quote_rebuild_the_graph() {
     }
     // Ten writes of existing pools (changed and unchanged) and one new pool.
     for i in 0..10 {
-        let p = pool(&format!("G{i:02}"), &format!("TG{i:02}"), "TKZ", 10, 0, 10_000 + i);
+        let p = pool(
+            &format!("G{i:02}"),
+            &format!("TG{i:02}"),
+            "TKZ",
+            10,
+            0,
+            10_000 + i,
+        );
         upsert(&mut client, p, deep_bins(0, 3, 1_000_000)).await;
     }
     let p = pool("G99", "TG99", "TKZ", 10, 0, 10_000);
     upsert(&mut client, p, deep_bins(0, 3, 1_000_000)).await;
     // The new pool is quoted (by a quote of its own, after the write).
-    quote(&mut client, request("TG99", "TG00", 1000, SwapMode::ExactIn))
-        .await
-        .expect("new pool routes");
+    quote(
+        &mut client,
+        request("TG99", "TG00", 1000, SwapMode::ExactIn),
+    )
+    .await
+    .expect("new pool routes");
     stop.cancel();
     let mut quotes = 0;
     for q in quoters {

@@ -2,8 +2,8 @@
 //! result's translation to its message.
 
 use super::{
-    search::{DEFAULT_MAX_HOPS, MAX_HOPS_LIMIT, Quote, QuoteRequest, SwapMode},
     model::{self, Amount, Bin, BinInput, Pool, PoolInput},
+    search::{DEFAULT_MAX_HOPS, MAX_HOPS_LIMIT, Quote, QuoteRequest, SwapMode},
 };
 use crate::{
     proto::quote::v1 as pb,

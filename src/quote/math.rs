@@ -125,7 +125,11 @@ impl HopFill {
         self.amount_in = add(self.amount_in, fill.amount_in, MathError::InputOverflow)?;
         self.amount_out = add(self.amount_out, fill.amount_out, MathError::OutputOverflow)?;
         self.total_fee = add(self.total_fee, fill.fee, MathError::InputOverflow)?;
-        self.protocol_fee = add(self.protocol_fee, fill.protocol_fee, MathError::InputOverflow)?;
+        self.protocol_fee = add(
+            self.protocol_fee,
+            fill.protocol_fee,
+            MathError::InputOverflow,
+        )?;
         self.bins.push(fill);
         Ok(())
     }

@@ -253,9 +253,11 @@ impl PoolFile {
             path: shown.clone(),
             source,
         })?;
-        validate_snapshot(&file.pool, &file.bins, max_bins).map_err(|violations| PoolFileError::Invalid {
-            path: shown,
-            violations,
+        validate_snapshot(&file.pool, &file.bins, max_bins).map_err(|violations| {
+            PoolFileError::Invalid {
+                path: shown,
+                violations,
+            }
         })
     }
 }

@@ -369,7 +369,10 @@ async fn run<S: PoolSource>(
 ) -> (Result<Quote, QuoteError>, Option<HashSet<String>>) {
     for token in [&request.token_in, &request.token_out] {
         if !graph.knows(token) {
-            return (Err(QuoteError::UnknownToken(token.clone())), Some(HashSet::new()));
+            return (
+                Err(QuoteError::UnknownToken(token.clone())),
+                Some(HashSet::new()),
+            );
         }
     }
     let radius = request.max_hops.saturating_sub(1);
@@ -391,7 +394,17 @@ async fn run<S: PoolSource>(
     'depths: for depth in 1..=request.max_hops as usize {
         let mut stack = Vec::new();
         let root = match expand(
-            graph, reads, request, &dist, start, request.amount, 0, depth, &[], seen, broken_pools,
+            graph,
+            reads,
+            request,
+            &dist,
+            start,
+            request.amount,
+            0,
+            depth,
+            &[],
+            seen,
+            broken_pools,
         )
         .await
         {
@@ -435,7 +448,14 @@ async fn run<S: PoolSource>(
                     if !exact_in {
                         route.reverse();
                     }
-                    consider(&mut best, Candidate { hops: route, partial }, request.mode);
+                    consider(
+                        &mut best,
+                        Candidate {
+                            hops: route,
+                            partial,
+                        },
+                        request.mode,
+                    );
                 }
                 continue;
             }

@@ -136,8 +136,11 @@ impl pb::quote_service_server::QuoteService for QuoteApi {
                 .pool
                 .ok_or_else(|| FieldViolations::one("pool", "is required"))?;
             let bins: Vec<BinInput> = r.bins.into_iter().map(convert::bin_input).collect();
-            let snapshot =
-                model::validate_snapshot(&convert::pool_input(pool), &bins, self.max_bins_per_write)?;
+            let snapshot = model::validate_snapshot(
+                &convert::pool_input(pool),
+                &bins,
+                self.max_bins_per_write,
+            )?;
             let written = self.store().upsert_pool(&snapshot, r.replace_bins).await?;
             let stored = self.pool(&snapshot.pool.pool_id).await?;
             if written.created {
@@ -357,7 +360,9 @@ impl QuoteWatch {
                     return Some((Ok(message), self));
                 }
                 Err(e) if transient(crate::error::RpcError::code(&e)) => {
-                    let backoff = self.retry.map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
+                    let backoff = self
+                        .retry
+                        .map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
                     tracing::debug!(error = %e, ?backoff, "watch recompute failed; keeping the last quote");
                     self.retry = Some((tokio::time::Instant::now() + backoff, backoff));
                     self.pending = trigger;
