@@ -561,11 +561,21 @@ async fn expand<S: PoolSource>(
             let priced = reads
                 .price(&edge.pool_id, edge.swap_for_y, amount, exact_in)
                 .await;
+            // A failure counts (for why there is no quote) only if this
+            // hop is on some route of distinct pools: the distance ball
+            // ignores distinctness, so a hop can be priced that no route
+            // could use.
+            let on_a_route = |edge: &Edge| {
+                let mut used: Vec<&str> = used.to_vec();
+                used.push(&edge.pool_id);
+                let mut steps = COMPLETION_STEPS;
+                completes(graph, dist, &edge.to, left_after, &mut used, &mut steps)
+            };
             let (params, fill) = match priced {
                 Ok(Priced::Fill(params, fill)) => (params, fill),
                 Ok(Priced::Gone) => continue,
                 Err(QuoteError::Math(MathError::InputOverflow | MathError::OutputOverflow)) => {
-                    seen.overflow = true;
+                    seen.overflow |= on_a_route(&edge);
                     continue;
                 }
                 Err(e @ (QuoteError::Math(_) | QuoteError::Store(StoreError::Corrupt { .. }))) => {
@@ -586,7 +596,7 @@ async fn expand<S: PoolSource>(
                 if exact_in && request.allow_partial_fill && level == 0 && fill.amount_in > 0 {
                     partial = true;
                 } else {
-                    seen.insufficient = true;
+                    seen.insufficient |= on_a_route(&edge);
                     continue;
                 }
             }
@@ -596,7 +606,7 @@ async fn expand<S: PoolSource>(
                 fill.amount_in
             };
             if next == 0 {
-                seen.zero = true;
+                seen.zero |= on_a_route(&edge);
                 continue;
             }
             children.push(Child {
@@ -609,6 +619,51 @@ async fn expand<S: PoolSource>(
         }
     }
     Ok(sorted(children, request.mode))
+}
+
+/// Steps a completion check may take before it assumes a route exists
+/// (the conservative answer: a failure then counts).
+const COMPLETION_STEPS: usize = 4096;
+
+/// True if a route of distinct pools (none in `used`) leads from `token`
+/// to the goal (distance 0 in `dist`) within `left` more hops, or `token`
+/// is the goal. Topology only, nothing priced; gives up (true) after
+/// `steps`.
+fn completes<'g>(
+    graph: &'g RouteGraph,
+    dist: &HashMap<&str, u32>,
+    token: &str,
+    left: u32,
+    used: &mut Vec<&'g str>,
+    steps: &mut usize,
+) -> bool {
+    if dist.get(token) == Some(&0) {
+        return true;
+    }
+    if left == 0 {
+        return false;
+    }
+    for (neighbour, ids) in graph.neighbours(token) {
+        if dist.get(neighbour).is_none_or(|d| *d + 1 > left) {
+            continue;
+        }
+        for id in ids {
+            if *steps == 0 {
+                return true;
+            }
+            *steps -= 1;
+            if used.contains(&id.as_str()) {
+                continue;
+            }
+            used.push(id);
+            let found = completes(graph, dist, neighbour, left - 1, used, steps);
+            used.pop();
+            if found {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Best first: full fills before partial ones, then the most output
