@@ -368,7 +368,8 @@ pub struct QuoteConfig {
     /// while it runs: this keeps each script to a few milliseconds.
     pub max_bins_per_write: usize,
     /// Non-empty bins one pool may hold. A write that would take a pool
-    /// past it is refused.
+    /// past it is refused. At most `max_bins_per_write`, every full
+    /// snapshot is one atomic write.
     pub max_bins_per_pool: usize,
 }
 
@@ -381,8 +382,8 @@ impl Default for QuoteConfig {
             max_swaps_per_quote: 20_000,
             max_bins_per_quote: 200_000,
             max_bins_per_hop: 4096,
-            max_bins_per_write: 2_000,
-            max_bins_per_pool: 2_000,
+            max_bins_per_write: 1_000,
+            max_bins_per_pool: 1_000,
         }
     }
 }

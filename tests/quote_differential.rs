@@ -80,7 +80,8 @@ struct RefPool {
 impl RefPool {
     fn rate(&self, bin_id: i32) -> U256 {
         let step = U256::from(self.bin_step);
-        let va = (U256::from(self.active.abs_diff(bin_id)) * 10_000u128).min(U256::from(self.max_va));
+        let va =
+            (U256::from(self.active.abs_diff(bin_id)) * 10_000u128).min(U256::from(self.max_va));
         let base = U256::from(self.base_factor) * step * 10u128;
         let variable = if self.vfc == 0 {
             U256::ZERO
@@ -275,7 +276,14 @@ fn ref_best(pools: &[RefPool], r: &QuoteRequest) -> RefAnswer {
             path.pop();
         }
     }
-    extend(pools, &r.token_in, &r.token_out, r.max_hops, &mut Vec::new(), &mut routes);
+    extend(
+        pools,
+        &r.token_in,
+        &r.token_out,
+        r.max_hops,
+        &mut Vec::new(),
+        &mut routes,
+    );
     if routes.is_empty() {
         return RefAnswer::NoRoute;
     }
@@ -599,7 +607,13 @@ fn single_pool_swaps_equal_the_reference() {
                 (Ok((want, exhausted)), Ok(fill)) => {
                     let crossed: Vec<i32> = fill.bins.iter().map(|b| b.bin_id).collect();
                     assert_eq!(
-                        (fill.amount_in, fill.amount_out, fill.total_fee, fill.protocol_fee, crossed),
+                        (
+                            fill.amount_in,
+                            fill.amount_out,
+                            fill.total_fee,
+                            fill.protocol_fee,
+                            crossed
+                        ),
                         want,
                         "{}",
                         ctx()
@@ -616,7 +630,13 @@ fn single_pool_swaps_equal_the_reference() {
                 (Ok(want), Ok(fill)) if !fill.exhausted => {
                     let crossed: Vec<i32> = fill.bins.iter().map(|b| b.bin_id).collect();
                     assert_eq!(
-                        (fill.amount_in, fill.amount_out, fill.total_fee, fill.protocol_fee, crossed),
+                        (
+                            fill.amount_in,
+                            fill.amount_out,
+                            fill.total_fee,
+                            fill.protocol_fee,
+                            crossed
+                        ),
                         want,
                         "{}",
                         ctx()
@@ -629,7 +649,10 @@ fn single_pool_swaps_equal_the_reference() {
         }
     }
     eprintln!("{cases} pools: {filled} exact-in fills compared, {overflowed} beyond u64");
-    assert!(filled > cases / 2 && overflowed > 10, "the cases reach both sides");
+    assert!(
+        filled > cases / 2 && overflowed > 10,
+        "the cases reach both sides"
+    );
 }
 
 #[tokio::test]
@@ -650,10 +673,7 @@ async fn the_best_route_on_random_graphs_equals_a_brute_force_search() {
                 tokens[b].clone(),
             ));
         }
-        let graph = RouteGraph::build(
-            1,
-            &pools.iter().map(Memory::pool).collect::<Vec<_>>(),
-        );
+        let graph = RouteGraph::build(1, &pools.iter().map(Memory::pool).collect::<Vec<_>>());
         let memory = Memory(pools.iter().map(|p| (p.id.clone(), p.clone())).collect());
         for _ in 0..4 {
             let from = rng.below(5) as usize;
@@ -707,7 +727,16 @@ async fn many_routes_with_parallel_pools_still_find_the_best() {
     // the pools are named.
     let mut rng = Rng(seed() ^ 0x5151);
     let tokens: Vec<String> = (0..5).map(|i| format!("T{i}")).collect();
-    let pairs = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 2), (1, 3), (2, 4), (0, 4)];
+    let pairs = [
+        (0, 1),
+        (1, 2),
+        (2, 3),
+        (3, 4),
+        (0, 2),
+        (1, 3),
+        (2, 4),
+        (0, 4),
+    ];
     for round in 0..50 * scale() {
         let pools: Vec<RefPool> = pairs
             .iter()
@@ -743,4 +772,63 @@ async fn many_routes_with_parallel_pools_still_find_the_best() {
         let got = engine_answer(outcome.result);
         assert_eq!(got, want, "round {round}");
     }
+}
+
+#[tokio::test]
+async fn a_dense_graph_is_searched_within_the_bounds_and_says_so() {
+    // A complete graph of 12 tokens, two pools per pair (132 pools): at 4
+    // hops, millions of routes.
+    let mut rng = Rng(seed() ^ 0xD0D0);
+    let tokens: Vec<String> = (0..12).map(|i| format!("K{i:02}")).collect();
+    let mut pools = Vec::new();
+    for (i, a) in tokens.iter().enumerate() {
+        for b in &tokens[i + 1..] {
+            for k in 0..2 {
+                let mut p = random_pool(&mut rng, format!("{a}-{b}-{k}"), a.clone(), b.clone());
+                for bin in &mut p.bins {
+                    bin.1 = bin.1.max(1_000_000_000);
+                    bin.2 = bin.2.max(1_000_000_000);
+                }
+                pools.push(p);
+            }
+        }
+    }
+    pools.push(random_pool(&mut rng, "far".into(), "T".into(), "U".into()));
+    let graph = RouteGraph::build(1, &pools.iter().map(Memory::pool).collect::<Vec<_>>());
+    let memory = Memory(pools.iter().map(|p| (p.id.clone(), p.clone())).collect());
+    let limits = QuoteLimits {
+        max_swaps: 3_000,
+        ..QuoteLimits::default()
+    };
+    let mut request = QuoteRequest {
+        token_in: "K00".into(),
+        token_out: "K11".into(),
+        amount: 1_000_000,
+        mode: SwapMode::ExactIn,
+        slippage_bps: 0,
+        max_hops: 4,
+        allow_partial_fill: false,
+    };
+    let outcome = search::search(&graph, &memory, &request, limits).await;
+    let q = outcome.result.expect("a quote");
+    assert_eq!(q.search_limit, Some(search::limit::SWAPS));
+    // Every direct and 2-pool route was priced before the bound: the quote
+    // is at least as good as the best of those.
+    let mut short = request.clone();
+    short.max_hops = 2;
+    let RefAnswer::Route { hops, .. } = ref_best(&pools, &short) else {
+        panic!("short routes exist");
+    };
+    assert!(q.amount_out >= hops.last().expect("hop").1);
+
+    // An unreachable token answers NO_ROUTE at once: dead ends are pruned
+    // by distance before anything is priced.
+    request.token_out = "T".into();
+    let outcome = search::search(&graph, &memory, &request, limits).await;
+    assert!(
+        matches!(outcome.result, Err(QuoteError::NoRoute { .. })),
+        "{:?}",
+        outcome.result.err()
+    );
+    assert!(outcome.considered.pools.is_empty(), "nothing was read");
 }

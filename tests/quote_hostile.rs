@@ -18,9 +18,18 @@ use tonic_types::StatusExt;
 
 const OPENOES: &str = env!("CARGO_BIN_EXE_openoes");
 
+/// The harness's config with a patient health probe: several of these
+/// tests load a 2-core machine hard, and a PING answered late there must
+/// not mark Redis down (health is not what they test).
+fn config(link: &Link) -> openoes::config::Config {
+    let mut config = link.config();
+    config.health.probe_timeout = Duration::from_secs(2);
+    config
+}
+
 async fn start() -> (Link, Gateway, QuoteServiceClient<Channel>) {
     let link = Link::start().await;
-    let gateway = Gateway::start(link.config()).await;
+    let gateway = Gateway::start(config(&link)).await;
     let client = QuoteServiceClient::new(gateway.channel().await);
     (link, gateway, client)
 }
@@ -493,7 +502,7 @@ fn watch_request(token_in: &str, token_out: &str, amount: u64) -> WatchQuoteRequ
 #[tokio::test]
 async fn watches_survive_unrelated_writes_with_few_redis_connections() {
     let link = Link::start().await;
-    let mut config = link.config();
+    let mut config = config(&link);
     // Few connections and a short wait for one: what 1,000 watchers on a
     // 16-connection pool look like, at test scale.
     config.redis.pool_size = 2;
@@ -809,4 +818,59 @@ async fn an_oversized_status_is_refused() {
         .await
         .expect_err("nothing written");
     assert_eq!(e.code(), Code::NotFound);
+}
+
+// === 11: bounded work per quote ===
+
+#[tokio::test]
+async fn a_quote_over_many_deep_pools_stops_at_its_bound_and_says_so() {
+    let link = Link::start().await;
+    let mut config = config(&link);
+    // Pools deeper than the default allows, and a small bins budget: what
+    // 64 pools x 5,000 bins do to the defaults, at test scale.
+    config.quote.max_bins_per_write = 2_000;
+    config.quote.max_bins_per_pool = 2_000;
+    config.quote.max_bins_per_quote = 20_000;
+    let gateway = Gateway::start(config).await;
+    let mut client = QuoteServiceClient::new(gateway.channel().await);
+    for i in 0..16 {
+        let bins = (0..2_000).map(|k| bin(-k, 0, 1_000_000)).collect();
+        // Later pools are cheaper: the best is not the first by name.
+        let p = pool(
+            &format!("DEEP{i:02}"),
+            "TKD",
+            "TKE",
+            1,
+            0,
+            10_000 + 2_000 * (15 - i),
+        );
+        upsert(&mut client, p, bins).await;
+    }
+    // Each quote needs about 1,500 bins of a pool.
+    let q = quote(
+        &mut client,
+        request("TKD", "TKE", 1_500_000_000, SwapMode::ExactIn),
+    )
+    .await
+    .expect("the best of the pools priced within the bound");
+    assert_eq!(q.search_limit, "quote.max_bins_per_quote");
+    let bins: u128 = q.hops[0].bins.len() as u128;
+    assert!(bins > 1_000, "a real fill: {bins} bins");
+    assert_eq!(
+        sum(q.hops[0].bins.iter().map(|b| b.amount_out.clone())),
+        q.amount_out.parse::<u128>().expect("n")
+    );
+
+    // A quote within the bounds says nothing.
+    let q = quote(
+        &mut client,
+        request("TKD", "TKE", 100_000_000, SwapMode::ExactIn),
+    )
+    .await
+    .expect("small");
+    assert_eq!(q.search_limit, "");
+    assert_eq!(
+        q.hops[0].pool_id, "DEEP15",
+        "every pool priced: the cheapest wins"
+    );
 }

@@ -35,20 +35,30 @@ if ARGV[3] ~= '' and pool['active_bin_id'] ~= tonumber(ARGV[3]) then
   changed = true
 end
 
+-- One MGET / MSET / ZADD / DEL / ZREM per slice, not a call per bin.
+local SLICE = 500
 local count = redis.call('ZCARD', KEYS[2])
 local written = 0
-for i = 8, #ARGV, 2 do
-  local id, bin = ARGV[i], ARGV[i + 1]
-  local stored = redis.call('GET', ARGV[5] .. id)
-  if bin ~= '' and not stored then
-    count = count + 1
-  elseif bin == '' and stored then
-    count = count - 1
+for first = 8, #ARGV, 2 * SLICE do
+  local last = math.min(first + 2 * SLICE - 1, #ARGV)
+  local keys = {}
+  for i = first, last, 2 do
+    keys[#keys + 1] = ARGV[5] .. ARGV[i]
   end
-  if (stored or '') ~= bin then
-    changed = true
+  local stored = redis.call('MGET', unpack(keys))
+  for n = 1, #keys do
+    local bin = ARGV[first + 2 * (n - 1) + 1]
+    local old_bin = stored[n]
+    if bin ~= '' and not old_bin then
+      count = count + 1
+    elseif bin == '' and old_bin then
+      count = count - 1
+    end
+    if (old_bin or '') ~= bin then
+      changed = true
+    end
+    written = written + 1
   end
-  written = written + 1
 end
 if count > tonumber(ARGV[6]) then
   return redis.error_reply('TOO_MANY_BINS the pool would hold ' .. count .. ' bins, more than ' .. ARGV[6])
@@ -59,14 +69,28 @@ end
 
 pool['last_updated'] = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], cjson.encode(pool))
-for i = 8, #ARGV, 2 do
-  local id, bin = ARGV[i], ARGV[i + 1]
-  if bin == '' then
-    redis.call('DEL', ARGV[5] .. id)
-    redis.call('ZREM', KEYS[2], id)
-  else
-    redis.call('SET', ARGV[5] .. id, bin)
-    redis.call('ZADD', KEYS[2], id, id)
+for first = 8, #ARGV, 2 * SLICE do
+  local last = math.min(first + 2 * SLICE - 1, #ARGV)
+  local sets, adds, dels, rems = {}, {}, {}, {}
+  for i = first, last, 2 do
+    local id, bin = ARGV[i], ARGV[i + 1]
+    if bin == '' then
+      dels[#dels + 1] = ARGV[5] .. id
+      rems[#rems + 1] = id
+    else
+      sets[#sets + 1] = ARGV[5] .. id
+      sets[#sets + 1] = bin
+      adds[#adds + 1] = id
+      adds[#adds + 1] = id
+    end
+  end
+  if #sets > 0 then
+    redis.call('MSET', unpack(sets))
+    redis.call('ZADD', KEYS[2], unpack(adds))
+  end
+  if #dels > 0 then
+    redis.call('DEL', unpack(dels))
+    redis.call('ZREM', KEYS[2], unpack(rems))
   end
 end
 local version = redis.call('GET', KEYS[4]) or '0'

@@ -56,25 +56,36 @@ if old then
   end
 end
 
--- The bins as they will be, counted before anything is written.
+-- The bins as they will be, counted before anything is written. Stored
+-- values are read with one MGET per slice, not a GET per bin: each
+-- redis.call from Lua has a fixed cost.
+local SLICE = 500
 local count = redis.call('ZCARD', KEYS[2])
 if replace then
   count = 0
 end
 local given = 0
-for i = 8, #ARGV, 2 do
-  local id, bin = ARGV[i], ARGV[i + 1]
-  local stored = redis.call('GET', ARGV[6] .. id)
-  if bin ~= '' then
-    given = given + 1
-    if replace or not stored then
-      count = count + 1
-    end
-  elseif stored and not replace then
-    count = count - 1
+for first = 8, #ARGV, 2 * SLICE do
+  local last = math.min(first + 2 * SLICE - 1, #ARGV)
+  local keys = {}
+  for i = first, last, 2 do
+    keys[#keys + 1] = ARGV[6] .. ARGV[i]
   end
-  if (stored or '') ~= bin then
-    changed = true
+  local stored = redis.call('MGET', unpack(keys))
+  for n, i in ipairs(keys) do
+    local bin = ARGV[first + 2 * (n - 1) + 1]
+    local old_bin = stored[n]
+    if bin ~= '' then
+      given = given + 1
+      if replace or not old_bin then
+        count = count + 1
+      end
+    elseif old_bin and not replace then
+      count = count - 1
+    end
+    if (old_bin or '') ~= bin then
+      changed = true
+    end
   end
 end
 if replace and redis.call('ZCARD', KEYS[2]) ~= given then
@@ -106,14 +117,29 @@ if replace then
   end
   redis.call('DEL', KEYS[2])
 end
-for i = 8, #ARGV, 2 do
-  local id, bin = ARGV[i], ARGV[i + 1]
-  if bin == '' then
-    redis.call('DEL', ARGV[6] .. id)
-    redis.call('ZREM', KEYS[2], id)
-  else
-    redis.call('SET', ARGV[6] .. id, bin)
-    redis.call('ZADD', KEYS[2], id, id)
+-- Writes in slices too: one MSET, one ZADD, one DEL, one ZREM each.
+for first = 8, #ARGV, 2 * SLICE do
+  local last = math.min(first + 2 * SLICE - 1, #ARGV)
+  local sets, adds, dels, rems = {}, {}, {}, {}
+  for i = first, last, 2 do
+    local id, bin = ARGV[i], ARGV[i + 1]
+    if bin == '' then
+      dels[#dels + 1] = ARGV[6] .. id
+      rems[#rems + 1] = id
+    else
+      sets[#sets + 1] = ARGV[6] .. id
+      sets[#sets + 1] = bin
+      adds[#adds + 1] = id
+      adds[#adds + 1] = id
+    end
+  end
+  if #sets > 0 then
+    redis.call('MSET', unpack(sets))
+    redis.call('ZADD', KEYS[2], unpack(adds))
+  end
+  if #dels > 0 then
+    redis.call('DEL', unpack(dels))
+    redis.call('ZREM', KEYS[2], unpack(rems))
   end
 end
 
