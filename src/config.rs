@@ -367,9 +367,10 @@ pub struct QuoteConfig {
     /// One call is one Lua script on Redis, which blocks every other client
     /// while it runs: this keeps each script to a few milliseconds.
     pub max_bins_per_write: usize,
-    /// Non-empty bins one pool may hold. A write that would take a pool
-    /// past it is refused. At most `max_bins_per_write`, every full
-    /// snapshot is one atomic write.
+    /// Non-empty bins one pool may hold, and so the most a full snapshot
+    /// may carry. A snapshot bigger than `max_bins_per_write` is staged in
+    /// slices of that size and made the pool's in one O(1) step (atomic to
+    /// quotes, no long script).
     pub max_bins_per_pool: usize,
 }
 
@@ -383,7 +384,7 @@ impl Default for QuoteConfig {
             max_bins_per_quote: 200_000,
             max_bins_per_hop: 4096,
             max_bins_per_write: 1_000,
-            max_bins_per_pool: 1_000,
+            max_bins_per_pool: 20_000,
         }
     }
 }

@@ -260,7 +260,7 @@ fn main() -> ExitCode {
             } => {
                 let redis = openoes::redis::Redis::new(&config.redis)?;
                 let store = QuoteStore::new(redis.master.clone(), &config.streams)
-                    .with_max_bins_per_pool(config.quote.max_bins_per_pool);
+                    .with_limits(&config.quote);
                 // Validate every file before writing any: all or nothing.
                 // Each file is one write, so the same size bounds as
                 // UpsertPool (quote.max_bins_per_write) hold.

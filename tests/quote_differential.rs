@@ -420,6 +420,7 @@ impl Memory {
             token_y_decimals: None,
             created_at: None,
             last_updated: None,
+            bins_gen: None,
         }
     }
 }

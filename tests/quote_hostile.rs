@@ -874,3 +874,108 @@ async fn a_quote_over_many_deep_pools_stops_at_its_bound_and_says_so() {
         "every pool priced: the cheapest wins"
     );
 }
+
+// === 9: big snapshots, staged ===
+
+#[tokio::test]
+async fn a_snapshot_bigger_than_one_script_is_staged_and_atomic_to_quotes() {
+    let (link, _gateway, mut client) = start().await;
+    let mut conn = redis_conn(&link).await;
+    // 5,000 bins: five times quote.max_bins_per_write (1,000).
+    let snapshot = |y: u64| -> Vec<Bin> { (0..5_000).map(|k| bin(-k, 0, y)).collect() };
+    let p = pool("STAGED", "TKS", "TKT", 1, 0, 10_000);
+    let write = move |y: u64| UpsertPoolRequest {
+        pool: Some(p.clone()),
+        bins: snapshot(y),
+        replace_bins: true,
+    };
+    let scripts_before = command_calls(&mut conn, "evalsha").await;
+    client
+        .upsert_pool(write(1_000))
+        .await
+        .expect("staged write");
+    let scripts = command_calls(&mut conn, "evalsha").await - scripts_before;
+    assert!(
+        scripts >= 6,
+        "{scripts} scripts for 5,000 bins: never more than 1,000 bins in one"
+    );
+    // Every bin is there, a page at a time.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .get_pool(GetPoolRequest {
+                pool_id: "STAGED".into(),
+                include_bins: true,
+                bins_page_size: 1_000,
+                bins_page_token: token.clone(),
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.bins.len() <= 1_000);
+        seen.extend(page.bins.iter().map(|b| b.bin_id));
+        if page.next_bins_page_token.is_empty() {
+            break;
+        }
+        token = page.next_bins_page_token;
+    }
+    assert_eq!(
+        seen,
+        (-4_999..=0).collect::<Vec<i32>>(),
+        "every bin once, by id"
+    );
+
+    // Quotes during staged rewrites see one snapshot or the other.
+    let sell = request("TKS", "TKT", 1_200_000, SwapMode::ExactIn);
+    let mut expected = Vec::new();
+    for y in [500, 1_000] {
+        client.upsert_pool(write(y)).await.expect("write");
+        expected.push(
+            quote(&mut client, sell.clone())
+                .await
+                .expect("q")
+                .amount_out,
+        );
+    }
+    assert_ne!(expected[0], expected[1]);
+    let writer = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            for i in 0..6 {
+                let y = if i % 2 == 0 { 500 } else { 1_000 };
+                client.upsert_pool(write(y)).await.expect("write");
+            }
+        })
+    };
+    let mut quotes = 0;
+    while !writer.is_finished() || quotes < 3 {
+        let q = quote(&mut client, sell.clone()).await.expect("q");
+        assert!(
+            expected.contains(&q.amount_out),
+            "half a snapshot: {} not in {expected:?}",
+            q.amount_out
+        );
+        quotes += 1;
+    }
+    writer.await.expect("writer");
+    // Old generations are gone: one generation's two keys are left.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("pool:STAGED:bins*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let std_bins: Vec<String> = redis::cmd("KEYS")
+        .arg("bin:STAGED:*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(std_bins.is_empty(), "{} stale bin keys", std_bins.len());
+    let purge: usize = redis::cmd("SCARD")
+        .arg("quote:purge")
+        .query_async(&mut conn)
+        .await
+        .expect("scard");
+    assert_eq!(purge, 0);
+}

@@ -72,6 +72,9 @@ pub enum StoreError {
         /// The bound.
         max: usize,
     },
+    /// A full snapshot must be staged (internal: the store then stages it).
+    #[error("the snapshot must be staged")]
+    NeedsStaging,
     /// A key holds something that is not what this store writes.
     #[error("corrupt quote data at {key}: {reason}")]
     Corrupt {
@@ -117,7 +120,7 @@ impl RpcError for StoreError {
     fn code(&self) -> Code {
         match self {
             Self::Redis(e) => e.code(),
-            Self::Corrupt { .. } => Code::Internal,
+            Self::Corrupt { .. } | Self::NeedsStaging => Code::Internal,
             Self::TokensChanged(_) | Self::BinStepChanged(_) | Self::TooManyBins { .. } => {
                 Code::InvalidArgument
             }
@@ -128,7 +131,7 @@ impl RpcError for StoreError {
     fn reason(&self) -> &'static str {
         match self {
             Self::Redis(e) => e.reason(),
-            Self::Corrupt { .. } => reason::DATA_CORRUPT,
+            Self::Corrupt { .. } | Self::NeedsStaging => reason::DATA_CORRUPT,
             Self::TokensChanged(_) => reason::POOL_TOKENS_CHANGED,
             Self::BinStepChanged(_) | Self::TooManyBins { .. } => reason::INVALID_ARGUMENT,
             Self::PoolChanged(_) => reason::CONTENTION,

@@ -52,8 +52,8 @@ pub const SERVICE: &str = <QuoteServiceServer<QuoteApi> as NamedService>::NAME;
 /// Plugs QuoteService into the server, with the follower of pool changes.
 pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     let config = &ctx.config;
-    let store = QuoteStore::new(ctx.redis.master.clone(), &config.streams)
-        .with_max_bins_per_pool(config.quote.max_bins_per_pool);
+    let store =
+        QuoteStore::new(ctx.redis.master.clone(), &config.streams).with_limits(&config.quote);
     let engine = Arc::new(QuoteEngine::new(store, (&config.quote).into()));
     let (changes, _) = broadcast::channel(changes::BROADCAST_CAPACITY);
     tokio::spawn(changes::follow(
@@ -83,6 +83,7 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
                 .min((config.redis.pool_size as usize / 2).max(1)),
         )),
         max_bins_per_write: config.quote.max_bins_per_write,
+        max_bins_per_pool: config.quote.max_bins_per_pool,
     };
     routes.add_service(
         QuoteServiceServer::new(api).max_decoding_message_size(ctx.max_message_bytes()),

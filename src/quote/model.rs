@@ -56,6 +56,10 @@ pub struct Pool {
     /// Unix milliseconds of the last write; set by the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<i64>,
+    /// Which generation of keys holds the bins (see [`super::keys`]);
+    /// set by the store's scripts, `None` for the seed's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins_gen: Option<u64>,
 }
 
 impl Pool {
@@ -125,7 +129,7 @@ pub const MAX_PRICE_CHARS: usize = 80;
 
 /// Fields the store sets itself; accepted in a file (a dump of stored
 /// pools loads again) and ignored.
-const STORE_FIELDS: [&str; 2] = ["created_at", "last_updated"];
+const STORE_FIELDS: [&str; 3] = ["created_at", "last_updated", "bins_gen"];
 
 /// A pool as given, every field still unchecked. A field left out is
 /// `None` and refused as missing (never taken as 0); a field not of this
@@ -367,6 +371,7 @@ fn validate_pool(p: &PoolInput, v: &mut FieldViolations) -> Option<Pool> {
         token_y_decimals,
         created_at: None,
         last_updated: None,
+        bins_gen: None,
     })
 }
 
@@ -381,7 +386,7 @@ fn validate_bins(
         v.add(
             "bins",
             format!(
-                "{} bins given; at most {max_bins} per write (quote.max_bins_per_write): send the rest with UpsertBins",
+                "{} bins given; at most {max_bins} in one write (quote.max_bins_per_write; a full snapshot, replace_bins, may hold up to quote.max_bins_per_pool)",
                 bins.len()
             ),
         );

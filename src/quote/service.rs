@@ -33,6 +33,9 @@ pub struct QuoteApi {
     pub(super) recomputes: Arc<Semaphore>,
     /// Bins per write call (`quote.max_bins_per_write`).
     pub(super) max_bins_per_write: usize,
+    /// Bins per pool (`quote.max_bins_per_pool`), the most a full snapshot
+    /// may hold.
+    pub(super) max_bins_per_pool: usize,
 }
 
 impl QuoteApi {
@@ -136,11 +139,14 @@ impl pb::quote_service_server::QuoteService for QuoteApi {
                 .pool
                 .ok_or_else(|| FieldViolations::one("pool", "is required"))?;
             let bins: Vec<BinInput> = r.bins.into_iter().map(convert::bin_input).collect();
-            let snapshot = model::validate_snapshot(
-                &convert::pool_input(pool),
-                &bins,
-                self.max_bins_per_write,
-            )?;
+            // A full snapshot may hold a whole pool (staged in slices by
+            // the store); a partial write is one script.
+            let max_bins = if r.replace_bins {
+                self.max_bins_per_pool
+            } else {
+                self.max_bins_per_write
+            };
+            let snapshot = model::validate_snapshot(&convert::pool_input(pool), &bins, max_bins)?;
             let written = self.store().upsert_pool(&snapshot, r.replace_bins).await?;
             let stored = self.pool(&snapshot.pool.pool_id).await?;
             if written.created {

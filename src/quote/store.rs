@@ -27,10 +27,53 @@ lua_script! {
         }
         args {
             pool_id: &'a str, json: String, now_ms: u64, replace_bins: &'a str,
-            events_maxlen: usize, bin_prefix: String, max_bins: usize, ..bins: Vec<String>
+            events_maxlen: usize, bin_prefix: String, max_bins: usize, max_inline: usize,
+            ..bins: Vec<String>
         }
     }
 }
+
+lua_script! {
+    /// `lua/stage_bins.lua`: one slice of a staged snapshot.
+    struct StageBins(include_str!("lua/stage_bins.lua")) {
+        keys { index: String, data: String }
+        args { ttl_secs: u64, ..bins: Vec<String> }
+    }
+}
+
+lua_script! {
+    /// `lua/commit_pool.lua`: makes a staged snapshot the pool's, in one step.
+    struct CommitPool<'a>(include_str!("lua/commit_pool.lua")) {
+        keys {
+            pool: String, index: String, data: String, pools: &'a str, version: &'a str,
+            events: &'a str, tokens_x: String, tokens_y: String, pair: String, purge: &'a str,
+        }
+        args {
+            pool_id: &'a str, json: String, now_ms: u64, events_maxlen: usize, generation: u64,
+            staged: usize,
+        }
+    }
+}
+
+lua_script! {
+    /// `lua/purge_bins.lua`: deletes a slice of an old generation of bins.
+    struct PurgeBins<'a>(include_str!("lua/purge_bins.lua")) {
+        keys { purge: &'a str, pool: String, index: String }
+        args { pool_id: &'a str, generation: u64, bin_prefix: String, slice: usize }
+    }
+}
+
+lua_script! {
+    /// `lua/read_bins.lua`: one page of a pool's bins by id.
+    struct ReadBins(include_str!("lua/read_bins.lua")) {
+        keys { pool: String, index: String }
+        args { min: String, limit: usize, bin_prefix: String }
+    }
+}
+
+/// How long staged bins live unless committed: long enough for any load,
+/// short enough that an abandoned one frees its memory soon.
+const STAGING_TTL_SECS: u64 = 600;
 
 lua_script! {
     /// `lua/upsert_bins.lua`: writes bins of an existing pool atomically.
@@ -86,6 +129,9 @@ pub struct QuoteStore {
     events_maxlen: usize,
     /// Most non-empty bins a pool may hold (`quote.max_bins_per_pool`).
     max_bins_per_pool: usize,
+    /// Most bins one script writes or deletes (`quote.max_bins_per_write`):
+    /// bigger snapshots are staged in slices of this many.
+    max_bins_per_write: usize,
 }
 
 impl QuoteStore {
@@ -95,13 +141,15 @@ impl QuoteStore {
             redis,
             events_maxlen: streams.maxlen_for(EVENTS_KEY),
             max_bins_per_pool: crate::config::QuoteConfig::default().max_bins_per_pool,
+            max_bins_per_write: crate::config::QuoteConfig::default().max_bins_per_write,
         }
     }
 
-    /// The same store refusing writes that would take a pool past
-    /// `max_bins_per_pool` non-empty bins.
-    pub fn with_max_bins_per_pool(mut self, max_bins_per_pool: usize) -> Self {
-        self.max_bins_per_pool = max_bins_per_pool;
+    /// The same store with `quote`'s bounds: at most `max_bins_per_write`
+    /// bins per script, at most `max_bins_per_pool` in a pool.
+    pub fn with_limits(mut self, quote: &crate::config::QuoteConfig) -> Self {
+        self.max_bins_per_pool = quote.max_bins_per_pool;
+        self.max_bins_per_write = quote.max_bins_per_write.max(1);
         self
     }
 
@@ -114,9 +162,34 @@ impl QuoteStore {
         StoreError::Redis(RedisError::from_redis(self.redis.name(), e))
     }
 
-    /// Writes a pool and its bins atomically. `replace_bins` removes the
-    /// pool's bins not in the snapshot.
+    /// Writes a pool and its bins atomically: a concurrent quote sees the
+    /// old pool or the new one. `replace_bins` removes the pool's bins not
+    /// in the snapshot. A full snapshot bigger than one script may write
+    /// (`max_bins_per_write`), or replacing more stored bins than that, is
+    /// staged: written in slices to a generation no reader sees, then made
+    /// the pool's in one O(1) step, and the old generation deleted in
+    /// slices. No script handles more than `max_bins_per_write` bins.
     pub async fn upsert_pool(
+        &self,
+        snapshot: &PoolSnapshot,
+        replace_bins: bool,
+    ) -> Result<Written, StoreError> {
+        if snapshot.bins.len() > self.max_bins_per_write {
+            if !replace_bins {
+                return Err(StoreError::TooManyBins {
+                    pool_id: snapshot.pool.pool_id.clone(),
+                    max: self.max_bins_per_write,
+                });
+            }
+            return self.upsert_staged(snapshot).await;
+        }
+        match self.upsert_inline(snapshot, replace_bins).await {
+            Err(StoreError::NeedsStaging) if replace_bins => self.upsert_staged(snapshot).await,
+            other => other,
+        }
+    }
+
+    async fn upsert_inline(
         &self,
         snapshot: &PoolSnapshot,
         replace_bins: bool,
@@ -139,6 +212,7 @@ impl QuoteStore {
             events_maxlen: self.events_maxlen,
             bin_prefix: bin_prefix(id),
             max_bins: self.max_bins_per_pool,
+            max_inline: self.max_bins_per_write,
             bins: bin_args(&snapshot.bins)?,
         };
         let mut conn = self.redis.conn().await?;
@@ -153,11 +227,115 @@ impl QuoteStore {
         })
     }
 
+    /// A full snapshot in slices; see [`Self::upsert_pool`].
+    async fn upsert_staged(&self, snapshot: &PoolSnapshot) -> Result<Written, StoreError> {
+        let pool = &snapshot.pool;
+        let id = &pool.pool_id;
+        let bins: Vec<Bin> = snapshot
+            .bins
+            .iter()
+            .filter(|b| !b.is_empty())
+            .cloned()
+            .collect();
+        if bins.len() > self.max_bins_per_pool {
+            return Err(StoreError::TooManyBins {
+                pool_id: id.clone(),
+                max: self.max_bins_per_pool,
+            });
+        }
+        let mut conn = self.redis.conn().await?;
+        let generation: u64 = redis::cmd("INCR")
+            .arg(keys::BINS_GEN_KEY)
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let (index, data) = keys::generation(id, generation);
+        for slice in bins.chunks(self.max_bins_per_write) {
+            let staged: usize = StageBins {
+                index: index.clone(),
+                data: data.clone(),
+                ttl_secs: STAGING_TTL_SECS,
+                bins: bin_args(slice)?,
+            }
+            .invoke(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+            tracing::debug!(pool = %id, generation, staged, "staged bins");
+        }
+        let (created, count): (u8, u32) = CommitPool {
+            pool: pool_key(id),
+            index,
+            data,
+            pools: POOLS_KEY,
+            version: VERSION_KEY,
+            events: EVENTS_KEY,
+            tokens_x: keys::tokens(&pool.token_x),
+            tokens_y: keys::tokens(&pool.token_y),
+            pair: keys::pair(&pool.token_x, &pool.token_y),
+            purge: keys::PURGE_KEY,
+            pool_id: id,
+            json: to_json(pool)?,
+            now_ms: time::now().ms,
+            events_maxlen: self.events_maxlen,
+            generation,
+            staged: bins.len(),
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.write_err(id, e))?;
+        drop(conn);
+        self.purge(id).await?;
+        Ok(Written {
+            created: created == 1,
+            bins: count,
+            changed: true,
+        })
+    }
+
+    /// Deletes the old generations of `pool_id`'s bins, a slice per script.
+    async fn purge(&self, pool_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.redis.conn().await?;
+        let pending: Vec<String> = conn
+            .smembers(keys::PURGE_KEY)
+            .await
+            .map_err(|e| self.err(e))?;
+        for entry in pending {
+            let Some((id, generation)) = entry.split_once(' ') else {
+                continue;
+            };
+            let Ok(generation) = generation.parse::<u64>() else {
+                continue;
+            };
+            if id != pool_id {
+                continue;
+            }
+            loop {
+                let left: u64 = PurgeBins {
+                    purge: keys::PURGE_KEY,
+                    pool: pool_key(id),
+                    index: index_key(id),
+                    pool_id: id,
+                    generation,
+                    bin_prefix: bin_prefix(id),
+                    slice: self.max_bins_per_write,
+                }
+                .invoke(&mut *conn)
+                .await
+                .map_err(|e| self.err(e))?;
+                if left == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn write_err(&self, id: &str, e: redis::RedisError) -> StoreError {
         match e.code() {
             Some("TOKENS_CHANGED") => StoreError::TokensChanged(id.to_string()),
             Some("BIN_STEP_CHANGED") => StoreError::BinStepChanged(id.to_string()),
-            Some("STALE_POOL") => StoreError::PoolChanged(id.to_string()),
+            Some("STALE_POOL" | "STAGING_LOST") => StoreError::PoolChanged(id.to_string()),
+            Some("NEEDS_STAGING") => StoreError::NeedsStaging,
             Some("TOO_MANY_BINS") => StoreError::TooManyBins {
                 pool_id: id.to_string(),
                 max: self.max_bins_per_pool,
@@ -308,7 +486,7 @@ impl QuoteStore {
     }
 
     /// Up to `limit` non-empty bins of a pool with ids above `after` (all
-    /// from the lowest if `None`), by id.
+    /// from the lowest if `None`), by id, from one generation.
     pub async fn bins(
         &self,
         pool_id: &str,
@@ -316,33 +494,25 @@ impl QuoteStore {
         limit: usize,
     ) -> Result<Vec<Bin>, StoreError> {
         let mut conn = self.redis.conn().await?;
-        let min = after.map_or_else(|| "-inf".to_string(), |a| format!("({a}"));
-        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(index_key(pool_id))
-            .arg(min)
-            .arg("+inf")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let reply: Vec<String> = ReadBins {
+            pool: pool_key(pool_id),
+            index: index_key(pool_id),
+            min: after.map_or_else(|| "-inf".to_string(), |a| format!("({a}")),
+            limit,
+            bin_prefix: bin_prefix(pool_id),
         }
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|id| format!("{}{id}", bin_prefix(pool_id)))
-            .collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        keys.iter()
-            .zip(values)
-            .filter_map(|(key, value)| value.map(|json| from_json(key, &json)))
-            .collect()
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut bins = Vec::with_capacity(reply.len() / 2);
+        for pair in reply.chunks(2) {
+            if let [id, json] = pair
+                && !json.is_empty()
+            {
+                bins.push(from_json(&format!("{}{id}", bin_prefix(pool_id)), json)?);
+            }
+        }
+        Ok(bins)
     }
 }
 
@@ -388,7 +558,15 @@ mod tests {
 
     #[test]
     fn scripts_match_their_headers() {
-        for shape in [UpsertPool::SHAPE, UpsertBins::SHAPE, ReadHop::SHAPE] {
+        for shape in [
+            UpsertPool::SHAPE,
+            UpsertBins::SHAPE,
+            ReadHop::SHAPE,
+            StageBins::SHAPE,
+            CommitPool::SHAPE,
+            PurgeBins::SHAPE,
+            ReadBins::SHAPE,
+        ] {
             shape.check();
         }
     }

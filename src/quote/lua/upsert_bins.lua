@@ -18,7 +18,8 @@
 -- Returns {bins written, number of non-empty bins}, or one of these errors
 -- with nothing written: NOPOOL (the pool does not exist), STALE_POOL (its
 -- bin_step is no longer ARGV[7]: validate again), TOO_MANY_BINS.
--- Invariant: an id is in KEYS[2] iff its bin key exists and is non-empty.
+-- Bins are written into the pool's generation (see read_hop.lua).
+-- Invariant: an id is in the index iff its bin exists and is non-empty.
 -- Cost: O(bins given); the caller bounds them.
 
 local old = redis.call('GET', KEYS[1])
@@ -29,6 +30,19 @@ local pool = cjson.decode(old)
 if tostring(pool['bin_step']) ~= ARGV[7] then
   return redis.error_reply('STALE_POOL the pool changed while its bins were checked')
 end
+local gen = tonumber(pool['bins_gen'] or 0)
+local index = KEYS[2]
+if gen > 0 then
+  index = KEYS[2] .. ':g' .. gen
+end
+local data = index .. ':data'
+local function keys_of(ids)
+  local keys = {}
+  for n, id in ipairs(ids) do
+    keys[n] = ARGV[5] .. id
+  end
+  return keys
+end
 local changed = false
 if ARGV[3] ~= '' and pool['active_bin_id'] ~= tonumber(ARGV[3]) then
   pool['active_bin_id'] = tonumber(ARGV[3])
@@ -37,16 +51,21 @@ end
 
 -- One MGET / MSET / ZADD / DEL / ZREM per slice, not a call per bin.
 local SLICE = 500
-local count = redis.call('ZCARD', KEYS[2])
+local count = redis.call('ZCARD', index)
 local written = 0
 for first = 8, #ARGV, 2 * SLICE do
   local last = math.min(first + 2 * SLICE - 1, #ARGV)
-  local keys = {}
+  local ids = {}
   for i = first, last, 2 do
-    keys[#keys + 1] = ARGV[5] .. ARGV[i]
+    ids[#ids + 1] = ARGV[i]
   end
-  local stored = redis.call('MGET', unpack(keys))
-  for n = 1, #keys do
+  local stored
+  if gen > 0 then
+    stored = redis.call('HMGET', data, unpack(ids))
+  else
+    stored = redis.call('MGET', unpack(keys_of(ids)))
+  end
+  for n = 1, #ids do
     local bin = ARGV[first + 2 * (n - 1) + 1]
     local old_bin = stored[n]
     if bin ~= '' and not old_bin then
@@ -64,7 +83,7 @@ if count > tonumber(ARGV[6]) then
   return redis.error_reply('TOO_MANY_BINS the pool would hold ' .. count .. ' bins, more than ' .. ARGV[6])
 end
 if not changed then
-  return {written, redis.call('ZCARD', KEYS[2])}
+  return {written, redis.call('ZCARD', index)}
 end
 
 pool['last_updated'] = tonumber(ARGV[2])
@@ -75,25 +94,33 @@ for first = 8, #ARGV, 2 * SLICE do
   for i = first, last, 2 do
     local id, bin = ARGV[i], ARGV[i + 1]
     if bin == '' then
-      dels[#dels + 1] = ARGV[5] .. id
+      dels[#dels + 1] = id
       rems[#rems + 1] = id
     else
-      sets[#sets + 1] = ARGV[5] .. id
+      sets[#sets + 1] = gen > 0 and id or ARGV[5] .. id
       sets[#sets + 1] = bin
       adds[#adds + 1] = id
       adds[#adds + 1] = id
     end
   end
   if #sets > 0 then
-    redis.call('MSET', unpack(sets))
-    redis.call('ZADD', KEYS[2], unpack(adds))
+    if gen > 0 then
+      redis.call('HSET', data, unpack(sets))
+    else
+      redis.call('MSET', unpack(sets))
+    end
+    redis.call('ZADD', index, unpack(adds))
   end
   if #dels > 0 then
-    redis.call('DEL', unpack(dels))
-    redis.call('ZREM', KEYS[2], unpack(rems))
+    if gen > 0 then
+      redis.call('HDEL', data, unpack(dels))
+    else
+      redis.call('DEL', unpack(keys_of(dels)))
+    end
+    redis.call('ZREM', index, unpack(rems))
   end
 end
 local version = redis.call('GET', KEYS[4]) or '0'
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'pool_id', ARGV[1], 'kind', 'bins',
   'version', version)
-return {written, redis.call('ZCARD', KEYS[2])}
+return {written, redis.call('ZCARD', index)}
