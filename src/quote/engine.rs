@@ -175,6 +175,7 @@ impl QuoteEngine {
     /// Prices `request` along its best route. Also says what the search
     /// considered, so a watcher knows which changes matter.
     pub async fn quote(&self, request: &QuoteRequest) -> Result<(Quote, Considered), QuoteError> {
+        self.store.check_reachable()?;
         let mut seen = None;
         let mut attempt = 0;
         loop {

@@ -158,6 +158,18 @@ impl QuoteStore {
         self.max_bins_per_pool
     }
 
+    /// `Err(UNAVAILABLE)` at once if the health monitor knows this Redis
+    /// is down: a quote then fails fast, before any graph work or wait.
+    pub fn check_reachable(&self) -> Result<(), StoreError> {
+        if self.redis.reachability() == crate::redis::Reachability::Down {
+            return Err(StoreError::Redis(RedisError::Unavailable {
+                endpoint: self.redis.name(),
+                source: None,
+            }));
+        }
+        Ok(())
+    }
+
     fn err(&self, e: redis::RedisError) -> StoreError {
         StoreError::Redis(RedisError::from_redis(self.redis.name(), e))
     }
