@@ -413,9 +413,6 @@ async fn quotes_fail_fast_with_unavailable_while_redis_is_down() {
     config.redis.command_timeout = Duration::from_secs(5);
     let gateway = Gateway::start(config).await;
     let mut client = QuoteServiceClient::new(gateway.channel().await);
-    quote(&mut client, request("TKX", "TKY", 1000, SwapMode::ExactIn))
-        .await
-        .expect("up");
     link.topology.master.kill().await;
     let channel = gateway.channel().await;
     common::wait_for_health(
