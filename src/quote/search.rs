@@ -557,25 +557,25 @@ async fn expand<S: PoolSource>(
             if reads.limit_hit().is_some() {
                 return Ok(sorted(children, request.mode));
             }
+            // Only a hop some route of distinct pools can use is priced:
+            // the distance ball ignores distinctness (B -> C -> B through
+            // the one B-C pool is no route), and such a hop would cost a
+            // read and could report a failure no route has.
+            let mut through: Vec<&str> = used.to_vec();
+            through.push(&edge.pool_id);
+            let mut steps = COMPLETION_STEPS;
+            if !completes(graph, dist, &edge.to, left_after, &mut through, &mut steps) {
+                continue;
+            }
             seen.candidates = true;
             let priced = reads
                 .price(&edge.pool_id, edge.swap_for_y, amount, exact_in)
                 .await;
-            // A failure counts (for why there is no quote) only if this
-            // hop is on some route of distinct pools: the distance ball
-            // ignores distinctness, so a hop can be priced that no route
-            // could use.
-            let on_a_route = |edge: &Edge| {
-                let mut used: Vec<&str> = used.to_vec();
-                used.push(&edge.pool_id);
-                let mut steps = COMPLETION_STEPS;
-                completes(graph, dist, &edge.to, left_after, &mut used, &mut steps)
-            };
             let (params, fill) = match priced {
                 Ok(Priced::Fill(params, fill)) => (params, fill),
                 Ok(Priced::Gone) => continue,
                 Err(QuoteError::Math(MathError::InputOverflow | MathError::OutputOverflow)) => {
-                    seen.overflow |= on_a_route(&edge);
+                    seen.overflow = true;
                     continue;
                 }
                 Err(e @ (QuoteError::Math(_) | QuoteError::Store(StoreError::Corrupt { .. }))) => {
@@ -596,7 +596,7 @@ async fn expand<S: PoolSource>(
                 if exact_in && request.allow_partial_fill && level == 0 && fill.amount_in > 0 {
                     partial = true;
                 } else {
-                    seen.insufficient |= on_a_route(&edge);
+                    seen.insufficient = true;
                     continue;
                 }
             }
@@ -606,7 +606,7 @@ async fn expand<S: PoolSource>(
                 fill.amount_in
             };
             if next == 0 {
-                seen.zero |= on_a_route(&edge);
+                seen.zero = true;
                 continue;
             }
             children.push(Child {
