@@ -432,11 +432,47 @@ pub struct QuoteConfig {
     /// WatchQuote streams per process; more answer RESOURCE_EXHAUSTED.
     /// Each recomputes its quote when a pool it considered changes.
     pub max_watchers: usize,
+    /// WatchQuote recomputes running at once (per process). Each holds a
+    /// pooled Redis connection while it reads bins: kept well below
+    /// `redis.pool_size` so a burst of pool writes never starves unary
+    /// calls (GetQuote, UpsertPool, credit) of connections. Others wait,
+    /// and changes that arrive meanwhile fold into one recompute.
+    pub max_concurrent_recomputes: usize,
+    /// Reads of a pool's bins per quote (Redis round trips). Bounds the
+    /// Redis work one quote over a dense token graph can cause.
+    pub max_pool_reads_per_quote: usize,
+    /// Swaps priced per quote (one per hop of every candidate route
+    /// prefix). Bounds CPU on graphs with many parallel pools.
+    pub max_swaps_per_quote: usize,
+    /// Bins per quote, read from Redis plus walked by the swap math
+    /// (64 pools x 5,000 bins took 1.4 s unbounded).
+    pub max_bins_per_quote: usize,
+    /// Most bins one hop may walk; a swap needing more is insufficient
+    /// liquidity at that pool.
+    pub max_bins_per_hop: usize,
+    /// Bins per UpsertPool / UpsertBins call (and per `pools load` file).
+    /// One call is one Lua script on Redis, which blocks every other client
+    /// while it runs: this keeps each script to a few milliseconds.
+    pub max_bins_per_write: usize,
+    /// Non-empty bins one pool may hold, and so the most a full snapshot
+    /// may carry. A snapshot bigger than `max_bins_per_write` is staged in
+    /// slices of that size and made the pool's in one O(1) step (atomic to
+    /// quotes, no long script).
+    pub max_bins_per_pool: usize,
 }
 
 impl Default for QuoteConfig {
     fn default() -> Self {
-        Self { max_watchers: 1024 }
+        Self {
+            max_watchers: 1024,
+            max_concurrent_recomputes: 4,
+            max_pool_reads_per_quote: 512,
+            max_swaps_per_quote: 20_000,
+            max_bins_per_quote: 200_000,
+            max_bins_per_hop: 4096,
+            max_bins_per_write: 1_000,
+            max_bins_per_pool: 20_000,
+        }
     }
 }
 
@@ -611,6 +647,19 @@ impl Config {
                 self.streams.max_group_subscribers,
             ),
             ("quote.max_watchers", self.quote.max_watchers),
+            (
+                "quote.max_concurrent_recomputes",
+                self.quote.max_concurrent_recomputes,
+            ),
+            (
+                "quote.max_pool_reads_per_quote",
+                self.quote.max_pool_reads_per_quote,
+            ),
+            ("quote.max_swaps_per_quote", self.quote.max_swaps_per_quote),
+            ("quote.max_bins_per_quote", self.quote.max_bins_per_quote),
+            ("quote.max_bins_per_hop", self.quote.max_bins_per_hop),
+            ("quote.max_bins_per_write", self.quote.max_bins_per_write),
+            ("quote.max_bins_per_pool", self.quote.max_bins_per_pool),
             ("streams.read_batch", self.streams.read_batch),
             (
                 "streams.group_queue_capacity",

@@ -126,6 +126,9 @@ reasons! {
     AMOUNT_TOO_LARGE,
     /// Quote ingest: an existing pool's tokens cannot change.
     POOL_TOKENS_CHANGED,
+    /// A quote needs more work (pool reads, swaps, bins) than the
+    /// `quote.max_*_per_quote` bounds allow before any route is priced.
+    QUOTE_WORK_LIMIT,
 }
 
 /// Any error an RPC can fail with: one domain's or layer's [`RpcError`].

@@ -272,16 +272,30 @@ fn main() -> ExitCode {
                 command: PoolsCommand::Load { files, .. },
             } => {
                 let redis = openoes::redis::Redis::new(&config.redis)?;
-                let store = QuoteStore::new(redis.master.clone(), &config.streams);
+                let store = QuoteStore::new(redis.master.clone(), &config.streams)
+                    .with_limits(&config.quote);
                 // Validate every file before writing any: all or nothing.
+                // Each file is one write, so the same size bounds as
+                // UpsertPool (quote.max_bins_per_write) hold.
+                let max_bins = config
+                    .quote
+                    .max_bins_per_write
+                    .min(config.quote.max_bins_per_pool);
                 let snapshots = files
                     .iter()
-                    .map(|f| PoolFile::load(f))
+                    .map(|f| PoolFile::load(f, max_bins))
                     .collect::<Result<Vec<_>, _>>()?;
                 for snapshot in snapshots {
-                    let (created, bins) = store.upsert_pool(&snapshot, true).await?;
-                    let verb = if created { "created" } else { "replaced" };
-                    println!("{verb} pool {}: {bins} bins", snapshot.pool.pool_id);
+                    let written = store.upsert_pool(&snapshot, true).await?;
+                    let verb = match (written.created, written.changed) {
+                        (true, _) => "created",
+                        (false, true) => "replaced",
+                        (false, false) => "unchanged",
+                    };
+                    println!(
+                        "{verb} pool {}: {} bins",
+                        snapshot.pool.pool_id, written.bins
+                    );
                 }
             }
             Command::Bench {

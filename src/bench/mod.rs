@@ -7,7 +7,9 @@
 //! against any gateway with a writable quote Redis), then measures GetQuote
 //! for a single-hop swap crossing 10 bins and a 3-hop route, closed loop at
 //! the given concurrency, and `redis-benchmark` MGET of 10 bin keys with the
-//! same client count as the baseline.
+//! same client count as the baseline; then the single-hop load again
+//! under churn (1,000 WatchQuote streams open, 5 pool writes a second) and
+//! how many of the watches survived it.
 //!
 //! `bench watch` measures the stream bridge's fan-out in this process;
 //! `bench credit` ([`credit`]) the credit flow through a gateway.
@@ -166,7 +168,7 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
         ("gRPC floor: Health/Check", None, health),
         (
             "GetQuote single hop, 10 bins",
-            Some(single),
+            Some(single.clone()),
             Figure::default(),
         ),
         ("GetQuote 3 hops", Some(three), Figure::default()),
@@ -183,7 +185,162 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
         figure.ratio_to_redis = Some(figure.ops_per_sec / redis_ops);
         figures.push(figure);
     }
+    figures.extend(churn(&channels, options, single, redis_ops).await?);
     Ok(figures)
+}
+
+/// WatchQuote streams open during the churn figure.
+const CHURN_WATCHERS: usize = 1000;
+/// Pool writes per second during the churn figure.
+const CHURN_WRITES_PER_SEC: u64 = 5;
+
+/// The churn figure: the single-hop GetQuote load again, while
+/// [`CHURN_WATCHERS`] WatchQuote streams are open (half on the single-hop
+/// pair, half on the 3-hop route) and a writer makes
+/// [`CHURN_WRITES_PER_SEC`] pool writes a second, alternating a bin of a
+/// pool the watchers use and the configuration of an unrelated pool. Then
+/// how many watches survived (must be all) and how many quotes they got.
+async fn churn(
+    channels: &[Channel],
+    options: &BenchOptions,
+    single: GetQuoteRequest,
+    redis_ops: f64,
+) -> Result<Vec<Figure>, BenchError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use futures_util::StreamExt;
+    use openoes::proto::quote::v1::{UpsertBinsRequest, WatchQuoteRequest};
+
+    let mut client = QuoteServiceClient::new(channels[0].clone());
+    client
+        .upsert_pool(bench_pool("BENCH-CHURN", "BENCH-X", "BENCH-Y"))
+        .await
+        .map_err(|e| BenchError::Gateway(format!("UpsertPool BENCH-CHURN: {e}")))?;
+    let ended = Arc::new(AtomicU64::new(0));
+    let pushed = Arc::new(AtomicU64::new(0));
+    let first_end = Arc::new(std::sync::Mutex::new(None::<String>));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut watchers = Vec::new();
+    for i in 0..CHURN_WATCHERS {
+        let mut client = QuoteServiceClient::new(channels[i % channels.len()].clone());
+        let token_out = if i % 2 == 0 {
+            BENCH_TOKENS[1]
+        } else {
+            BENCH_TOKENS[3]
+        };
+        let request = WatchQuoteRequest {
+            token_in: BENCH_TOKENS[0].into(),
+            token_out: token_out.into(),
+            amount: THREE_HOP_AMOUNT.to_string(),
+            ..WatchQuoteRequest::default()
+        };
+        let mut stream = client
+            .watch_quote(request)
+            .await
+            .map_err(|e| BenchError::Gateway(format!("WatchQuote: {e}")))?
+            .into_inner();
+        let (ended, pushed, first_end, stop) = (
+            Arc::clone(&ended),
+            Arc::clone(&pushed),
+            Arc::clone(&first_end),
+            stop.clone(),
+        );
+        watchers.push(tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = stream.next() => next,
+                };
+                match next {
+                    Some(Ok(m)) if m.quote.is_some() => {
+                        pushed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Ok(_)) => {}
+                    other => {
+                        ended.fetch_add(1, Ordering::Relaxed);
+                        let why = match other {
+                            Some(Err(e)) => format!("{:?}: {}", e.code(), e.message()),
+                            _ => "ended".into(),
+                        };
+                        if let Ok(mut first) = first_end.lock() {
+                            first.get_or_insert(why);
+                        }
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    // Open loop: writes on a fixed schedule whatever the gateway does.
+    let writer = {
+        let mut client = QuoteServiceClient::new(channels[0].clone());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut writes, mut failed) = (0u64, 0u64);
+            let mut tick =
+                tokio::time::interval(Duration::from_millis(1000 / CHURN_WRITES_PER_SEC));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return (writes, failed),
+                    _ = tick.tick() => {}
+                }
+                let ok = if writes % 2 == 0 {
+                    let y = 1_000_000 + writes % 1000;
+                    client
+                        .upsert_bins(UpsertBinsRequest {
+                            pool_id: "BENCH-A-B".into(),
+                            bins: vec![Bin {
+                                bin_id: -20,
+                                x_amount: "0".into(),
+                                y_amount: y.to_string(),
+                                price: String::new(),
+                            }],
+                            active_bin_id: None,
+                        })
+                        .await
+                        .is_ok()
+                } else {
+                    let mut r = bench_pool("BENCH-CHURN", "BENCH-X", "BENCH-Y");
+                    if let Some(p) = r.pool.as_mut() {
+                        p.status = format!("rev-{writes}");
+                    }
+                    r.bins.clear();
+                    r.replace_bins = false;
+                    client.upsert_pool(r).await.is_ok()
+                };
+                writes += 1;
+                failed += u64::from(!ok);
+            }
+        })
+    };
+    let mut figure = load(channels, options, move |channel| {
+        let mut client = QuoteServiceClient::new(channel);
+        let request = single.clone();
+        async move { client.get_quote(request).await.map(drop) }
+    })
+    .await;
+    stop.cancel();
+    let (writes, failed_writes) = writer.await.unwrap_or((0, 0));
+    for w in watchers {
+        let _ = w.await;
+    }
+    figure.name = format!(
+        "GetQuote single hop, churn: {CHURN_WRITES_PER_SEC} pool writes/s, {CHURN_WATCHERS} watchers"
+    );
+    figure.ratio_to_redis = Some(figure.ops_per_sec / redis_ops);
+    let ended = ended.load(Ordering::Relaxed);
+    let survival = Figure {
+        name: format!(
+            "WatchQuote survival: {}/{CHURN_WATCHERS} open, {} pushed, {writes} writes",
+            CHURN_WATCHERS as u64 - ended,
+            pushed.load(Ordering::Relaxed),
+        ),
+        // Watches that ended, and pool writes that failed.
+        errors: ended + failed_writes,
+        first_error: first_end.lock().ok().and_then(|f| f.clone()),
+        ..Figure::default()
+    };
+    Ok(vec![figure, survival])
 }
 
 pub(crate) async fn connect(options: &BenchOptions) -> Result<Vec<Channel>, BenchError> {

@@ -2,6 +2,11 @@
 //! of pool and bin writes, whoever made them (this gateway, another one, or
 //! `openoes pools load`).
 //!
+//! A new pool is read once and added to the route graph in place
+//! ([`QuoteEngine::apply_pool`]); other writes change no topology. Each
+//! change names its pool, so a watcher wakes only for the pools its quote
+//! considered (or, for a new pool, for the tokens near its route).
+//!
 //! One watch per process on the stream bridge ([`WatchHub`]) feeds a
 //! bounded broadcast channel. The bridge loses nothing while Redis keeps
 //! the events; whenever this follower (re)subscribes, or the bridge ends
@@ -27,7 +32,16 @@ const RETRY: Duration = Duration::from_millis(500);
 /// A change to quote data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolChange {
-    /// A pool was written (configuration, maybe new): routes may change.
+    /// A pool was created, trading these tokens: it may open new routes.
+    Created {
+        /// The pool.
+        pool_id: String,
+        /// Its token X.
+        token_x: String,
+        /// Its token Y.
+        token_y: String,
+    },
+    /// An existing pool's configuration (and maybe bins) was written.
     Pool(String),
     /// Bins of a pool were written.
     Bins(String),
@@ -39,7 +53,7 @@ impl PoolChange {
     /// The pool concerned, if one.
     pub fn pool_id(&self) -> Option<&str> {
         match self {
-            Self::Pool(id) | Self::Bins(id) => Some(id),
+            Self::Created { pool_id: id, .. } | Self::Pool(id) | Self::Bins(id) => Some(id),
             Self::Resync => None,
         }
     }
@@ -83,11 +97,31 @@ pub async fn follow(
             if pool_id.is_empty() {
                 continue;
             }
-            let change = if event.field("kind") == "bins" {
-                PoolChange::Bins(pool_id)
-            } else {
-                engine.invalidate_routes();
-                PoolChange::Pool(pool_id)
+            let version: u64 = event.field("version").parse().unwrap_or(0);
+            let change = match (event.field("kind"), event.field("created")) {
+                ("bins", _) => PoolChange::Bins(pool_id),
+                // An existing pool: its tokens (the graph's business) are
+                // as they were.
+                (_, "0") => PoolChange::Pool(pool_id),
+                // New, or written by a writer that does not say: read it.
+                _ => match engine.store().pool(&pool_id).await {
+                    Ok(pool) => {
+                        engine.apply_pool(&pool_id, pool.as_ref(), version);
+                        match pool {
+                            Some(p) => PoolChange::Created {
+                                pool_id,
+                                token_x: p.token_x,
+                                token_y: p.token_y,
+                            },
+                            None => PoolChange::Resync,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = %pool_id, error = %e, "cannot read a new pool; the route graph will be rebuilt");
+                        engine.invalidate_routes();
+                        PoolChange::Resync
+                    }
+                },
             };
             let _ = changes.send(change);
         }

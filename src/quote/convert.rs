@@ -2,8 +2,8 @@
 //! result's translation to its message.
 
 use super::{
-    engine::{DEFAULT_MAX_HOPS, MAX_HOPS_LIMIT, Quote, QuoteRequest, SwapMode},
     model::{self, Amount, Bin, BinInput, Pool, PoolInput},
+    search::{DEFAULT_MAX_HOPS, MAX_HOPS_LIMIT, Quote, QuoteRequest, SwapMode},
 };
 use crate::{
     proto::quote::v1 as pb,
@@ -71,31 +71,69 @@ pub fn quote_request(r: pb::GetQuoteRequest) -> Result<QuoteRequest, FieldViolat
     })
 }
 
+/// Bins per GetPool page when the caller does not say.
+pub const DEFAULT_BINS_PAGE_SIZE: usize = 1000;
+/// Most bins per GetPool page: about 1 MB of message.
+pub const MAX_BINS_PAGE_SIZE: usize = 10_000;
+
+/// A GetPool call's bins page: `None` if bins were not asked for, else
+/// (bins after this id, page size).
+pub fn bins_page(r: &pb::GetPoolRequest) -> Result<Option<(Option<i32>, usize)>, FieldViolations> {
+    let mut v = FieldViolations::default();
+    v.check_id("pool_id", &r.pool_id);
+    let size = match r.bins_page_size {
+        n if n < 0 => {
+            v.add("bins_page_size", "must not be negative");
+            0
+        }
+        0 => DEFAULT_BINS_PAGE_SIZE,
+        n => (n as usize).min(MAX_BINS_PAGE_SIZE),
+    };
+    let after = if r.bins_page_token.is_empty() {
+        None
+    } else {
+        match r.bins_page_token.parse::<i32>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                v.add(
+                    "bins_page_token",
+                    "is not a next_bins_page_token this server gave",
+                );
+                None
+            }
+        }
+    };
+    v.into_result()?;
+    Ok(r.include_bins.then_some((after, size)))
+}
+
 /// A pool as given, unchecked.
 pub fn pool_input(p: pb::Pool) -> PoolInput {
     PoolInput {
         pool_id: p.pool_id,
         token_x: p.token_x,
         token_y: p.token_y,
-        bin_step: i64::from(p.bin_step),
-        active_bin_id: i64::from(p.active_bin_id),
-        base_factor: i64::from(p.base_factor),
-        variable_fee_control: i64::from(p.variable_fee_control),
-        max_volatility_accumulator: i64::from(p.max_volatility_accumulator),
-        protocol_share_bps: i64::from(p.protocol_share_bps),
+        bin_step: Some(i64::from(p.bin_step)),
+        active_bin_id: Some(i64::from(p.active_bin_id)),
+        base_factor: Some(i64::from(p.base_factor)),
+        variable_fee_control: Some(i64::from(p.variable_fee_control)),
+        max_volatility_accumulator: Some(i64::from(p.max_volatility_accumulator)),
+        protocol_share_bps: Some(i64::from(p.protocol_share_bps)),
         status: (!p.status.is_empty()).then_some(p.status),
         token_x_decimals: p.token_x_decimals.map(i64::from),
         token_y_decimals: p.token_y_decimals.map(i64::from),
+        unknown: Default::default(),
     }
 }
 
 /// A bin as given, unchecked.
 pub fn bin_input(b: pb::Bin) -> BinInput {
     BinInput {
-        bin_id: i64::from(b.bin_id),
-        x_amount: Amount(b.x_amount),
-        y_amount: Amount(b.y_amount),
+        bin_id: Some(i64::from(b.bin_id)),
+        x_amount: Some(Amount(b.x_amount)),
+        y_amount: Some(Amount(b.y_amount)),
         price: (!b.price.is_empty()).then_some(b.price),
+        unknown: Default::default(),
     }
 }
 
@@ -159,6 +197,7 @@ pub fn quote_to_proto(q: &Quote) -> pb::Quote {
             .to_string(),
         price_impact: q.price_impact.clone(),
         partial_fill: q.partial_fill,
+        search_limit: q.search_limit.unwrap_or_default().to_string(),
         hops: q
             .hops
             .iter()

@@ -76,6 +76,7 @@ fn snapshot(demo: &DemoPool) -> PoolSnapshot {
         token_y_decimals: Some(USDC_DECIMALS),
         created_at: None,
         last_updated: None,
+        bins_gen: None,
     };
     let bins = (-BINS_PER_SIDE..=BINS_PER_SIDE)
         .map(|offset| {

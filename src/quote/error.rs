@@ -7,6 +7,7 @@ use super::math::MathError;
 use crate::{
     error::{RpcError, reason},
     redis::RedisError,
+    validate::FieldViolation,
 };
 
 /// Why a quote cannot be given.
@@ -31,6 +32,10 @@ pub enum QuoteError {
     /// The best output is 0.
     #[error("amount too small: the best route gives 0")]
     AmountTooSmall,
+    /// A work bound of the quote stopped the search before any route was
+    /// priced in full (the bound's config key).
+    #[error("the quote needs more work than {0} allows")]
+    WorkLimit(&'static str),
     /// The swap cannot be computed (e.g. input beyond u64).
     #[error(transparent)]
     Math(#[from] MathError),
@@ -50,6 +55,26 @@ pub enum StoreError {
         "pool {0:?} exists with other tokens; a pool's tokens cannot change (use a new pool_id)"
     )]
     TokensChanged(String),
+    /// An upsert changed an existing pool's bin_step without a full
+    /// snapshot: stored bins might have no price at the new step.
+    #[error(
+        "pool {0:?}: a new bin_step needs a full snapshot (replace_bins with every bin): stored bins may have no price at the new step"
+    )]
+    BinStepChanged(String),
+    /// The pool changed while bins for it were being checked.
+    #[error("pool {0:?} changed while its bins were checked; retry")]
+    PoolChanged(String),
+    /// A write would take a pool past `quote.max_bins_per_pool`.
+    #[error("pool {pool_id:?} would hold more than {max} non-empty bins (quote.max_bins_per_pool)")]
+    TooManyBins {
+        /// The pool.
+        pool_id: String,
+        /// The bound.
+        max: usize,
+    },
+    /// A full snapshot must be staged (internal: the store then stages it).
+    #[error("the snapshot must be staged")]
+    NeedsStaging,
     /// A key holds something that is not what this store writes.
     #[error("corrupt quote data at {key}: {reason}")]
     Corrupt {
@@ -65,8 +90,12 @@ impl RpcError for QuoteError {
         match self {
             Self::UnknownToken(_) => Code::NotFound,
             Self::NoRoute { .. } | Self::InsufficientLiquidity(_) => Code::FailedPrecondition,
-            Self::AmountTooSmall | Self::Math(MathError::InputOverflow) => Code::InvalidArgument,
+            Self::AmountTooSmall
+            | Self::Math(MathError::InputOverflow | MathError::OutputOverflow) => {
+                Code::InvalidArgument
+            }
             Self::Math(MathError::PriceOutOfRange { .. }) => Code::Internal,
+            Self::WorkLimit(_) => Code::ResourceExhausted,
             Self::Store(e) => e.code(),
         }
     }
@@ -77,8 +106,11 @@ impl RpcError for QuoteError {
             Self::NoRoute { .. } => reason::NO_ROUTE,
             Self::InsufficientLiquidity(_) => reason::INSUFFICIENT_LIQUIDITY,
             Self::AmountTooSmall => reason::AMOUNT_TOO_SMALL,
-            Self::Math(MathError::InputOverflow) => reason::AMOUNT_TOO_LARGE,
+            Self::Math(MathError::InputOverflow | MathError::OutputOverflow) => {
+                reason::AMOUNT_TOO_LARGE
+            }
             Self::Math(MathError::PriceOutOfRange { .. }) => reason::DATA_CORRUPT,
+            Self::WorkLimit(_) => reason::QUOTE_WORK_LIMIT,
             Self::Store(e) => e.reason(),
         }
     }
@@ -88,16 +120,40 @@ impl RpcError for StoreError {
     fn code(&self) -> Code {
         match self {
             Self::Redis(e) => e.code(),
-            Self::Corrupt { .. } => Code::Internal,
-            Self::TokensChanged(_) => Code::InvalidArgument,
+            Self::Corrupt { .. } | Self::NeedsStaging => Code::Internal,
+            Self::TokensChanged(_) | Self::BinStepChanged(_) | Self::TooManyBins { .. } => {
+                Code::InvalidArgument
+            }
+            Self::PoolChanged(_) => Code::Aborted,
         }
     }
 
     fn reason(&self) -> &'static str {
         match self {
             Self::Redis(e) => e.reason(),
-            Self::Corrupt { .. } => reason::DATA_CORRUPT,
+            Self::Corrupt { .. } | Self::NeedsStaging => reason::DATA_CORRUPT,
             Self::TokensChanged(_) => reason::POOL_TOKENS_CHANGED,
+            Self::BinStepChanged(_) | Self::TooManyBins { .. } => reason::INVALID_ARGUMENT,
+            Self::PoolChanged(_) => reason::CONTENTION,
         }
+    }
+
+    fn violations(&self) -> Vec<FieldViolation> {
+        let (field, description) = match self {
+            Self::BinStepChanged(_) => (
+                "pool.bin_step",
+                "a new bin_step needs replace_bins and every bin: stored bins may have no price at it"
+                    .to_string(),
+            ),
+            Self::TooManyBins { max, .. } => (
+                "bins",
+                format!("the pool would hold more than {max} non-empty bins"),
+            ),
+            _ => return Vec::new(),
+        };
+        vec![FieldViolation {
+            field: field.into(),
+            description,
+        }]
     }
 }

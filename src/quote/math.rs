@@ -40,6 +40,10 @@ pub enum MathError {
     /// The input an exact-out swap needs does not fit in u64.
     #[error("the required input exceeds the u64 range")]
     InputOverflow,
+    /// The output of an exact-in swap (the sum of its bins' outputs) does
+    /// not fit in u64: it is refused, never wrapped or capped.
+    #[error("the output exceeds the u64 range")]
+    OutputOverflow,
 }
 
 /// What the walk needs to know of a pool.
@@ -107,17 +111,27 @@ pub struct HopFill {
 }
 
 impl HopFill {
-    /// LP part of the fees.
+    /// LP part of the fees (the protocol part of each bin's fee is at most
+    /// that fee, so this never goes below 0).
     pub fn lp_fee(&self) -> u64 {
-        self.total_fee - self.protocol_fee
+        self.total_fee.saturating_sub(self.protocol_fee)
     }
 
-    fn push(&mut self, fill: BinFill) {
-        self.amount_in += fill.amount_in;
-        self.amount_out += fill.amount_out;
-        self.total_fee += fill.fee;
-        self.protocol_fee += fill.protocol_fee;
+    /// Adds one bin's fill. Every sum is checked: the outputs of bins each
+    /// below 2^64 can add up past it (issue #18: u64::MAX of X sold into
+    /// three full Y bins), and a wrapped sum is a wrong price.
+    fn push(&mut self, fill: BinFill) -> Result<(), MathError> {
+        let add = |a: u64, b: u64, e: MathError| a.checked_add(b).ok_or(e);
+        self.amount_in = add(self.amount_in, fill.amount_in, MathError::InputOverflow)?;
+        self.amount_out = add(self.amount_out, fill.amount_out, MathError::OutputOverflow)?;
+        self.total_fee = add(self.total_fee, fill.fee, MathError::InputOverflow)?;
+        self.protocol_fee = add(
+            self.protocol_fee,
+            fill.protocol_fee,
+            MathError::InputOverflow,
+        )?;
         self.bins.push(fill);
+        Ok(())
     }
 }
 
@@ -260,13 +274,13 @@ pub fn swap_exact_in(
         left -= used;
         fill.push(BinFill {
             bin_id: bin.bin_id,
-            amount_in: narrow(used),
-            amount_out: narrow(out),
-            fee: narrow(fee),
-            protocol_fee: narrow(protocol_part(pool, fee)),
-            fee_rate: narrow(rate),
-            volatility: narrow(va),
-        });
+            amount_in: narrow(used, MathError::InputOverflow)?,
+            amount_out: narrow(out, MathError::OutputOverflow)?,
+            fee: narrow(fee, MathError::InputOverflow)?,
+            protocol_fee: narrow(protocol_part(pool, fee), MathError::InputOverflow)?,
+            fee_rate: narrow(rate, MathError::InputOverflow)?,
+            volatility: narrow(va, MathError::InputOverflow)?,
+        })?;
     }
     fill.exhausted = left > 0;
     Ok(fill)
@@ -314,13 +328,13 @@ pub fn swap_exact_out(
         want -= take;
         fill.push(BinFill {
             bin_id: bin.bin_id,
-            amount_in: narrow(in_ex + fee),
-            amount_out: narrow(take),
-            fee: narrow(fee),
-            protocol_fee: narrow(protocol_part(pool, fee)),
-            fee_rate: narrow(rate),
-            volatility: narrow(va),
-        });
+            amount_in: narrow(in_ex + fee, MathError::InputOverflow)?,
+            amount_out: narrow(take, MathError::OutputOverflow)?,
+            fee: narrow(fee, MathError::InputOverflow)?,
+            protocol_fee: narrow(protocol_part(pool, fee), MathError::InputOverflow)?,
+            fee_rate: narrow(rate, MathError::InputOverflow)?,
+            volatility: narrow(va, MathError::InputOverflow)?,
+        })?;
     }
     fill.exhausted = want > 0;
     Ok(fill)
@@ -366,6 +380,16 @@ pub fn single_pool_impact(
 /// SDK's decimal library prints, without its exponent notation).
 pub fn percent_string(numerator: U256, denominator: U256) -> String {
     const SIGNIFICANT: usize = 20;
+    if numerator == 0 || denominator == 0 {
+        return "0".into();
+    }
+    // Both below 2^250 here: no product below overflows. (The callers'
+    // values are amounts and Q64.64 conversions of them, far smaller.)
+    let (mut numerator, mut denominator) = (numerator, denominator);
+    while numerator > (U256::MAX >> 8u32) || denominator > (U256::MAX >> 8u32) {
+        numerator >>= 1u32;
+        denominator >>= 1u32;
+    }
     if numerator == 0 || denominator == 0 {
         return "0".into();
     }
@@ -446,14 +470,19 @@ fn div_ceil(numerator: U256, denominator: U256) -> U256 {
     }
 }
 
-/// `ceil(a * b / c)` for values whose product fits in U256.
+/// `ceil(a * b / c)` for values whose product fits in U256. Every caller
+/// has `b <= c` (a fee rate over the fee precision), so the result is at
+/// most `a` and fits in u128.
 fn ceil_mul_div(a: u128, b: u128, c: u128) -> u128 {
+    debug_assert!(b <= c);
     div_ceil(U256::from(a) * U256::from(b), U256::from(c)).as_u128()
 }
 
-/// Amounts within a fill never exceed the u64 input or reserve they came from.
-fn narrow(v: u128) -> u64 {
-    u64::try_from(v).unwrap_or(u64::MAX)
+/// A per-bin amount as u64. Each is bounded by the u64 input or reserve it
+/// came from, so `e` is never expected; it is an error rather than a silent
+/// cap all the same, so no path can turn a bug into a wrong number.
+fn narrow(v: u128, e: MathError) -> Result<u64, MathError> {
+    u64::try_from(v).map_err(|_| e)
 }
 
 #[cfg(test)]
@@ -646,6 +675,33 @@ mod tests {
         assert_eq!(fill.amount_out, 5_500_000, "everything the Y side held");
         let fill = swap_exact_out(&pool_a(), &bins_a(false), 6_000_000, false).expect("swap");
         assert!(fill.exhausted);
+    }
+
+    #[test]
+    fn an_output_beyond_u64_is_an_error_never_a_wrapped_sum() {
+        // Issue #18: u64::MAX of X into three full Y bins at bin 100 of step
+        // 100 is worth 49457994460734440847 raw Y (2.68 x 2^64).
+        let pool = PoolParams {
+            bin_step: 100,
+            active_bin_id: 100,
+            ..pool_a()
+        };
+        let bins: Vec<BinReserve> = (98..=100)
+            .rev()
+            .map(|id| BinReserve {
+                bin_id: id,
+                x: 0,
+                y: u64::MAX,
+            })
+            .collect();
+        assert_eq!(
+            swap_exact_in(&pool, &bins, u64::MAX, true),
+            Err(MathError::OutputOverflow)
+        );
+        // What fits is exact: the bins add up to the output.
+        let fill = swap_exact_in(&pool, &bins, u64::MAX / 8, true).expect("fits");
+        let sum: u128 = fill.bins.iter().map(|b| u128::from(b.amount_out)).sum();
+        assert_eq!(sum, u128::from(fill.amount_out));
     }
 
     // === properties, over a deterministic pseudo-random sweep ===

@@ -7,7 +7,11 @@
 //! - [`convert`]: proto <-> domain, every input check.
 //! - [`store`]: reads and Lua writes (`lua/`).
 //! - [`math`]: the Q64.64 swap math, pure.
-//! - [`engine`]: route search and pricing.
+//! - [`graph`]: the route graph, indexed by token pair.
+//! - [`search`]: the route search and pricing, bounded, over any
+//!   [`search::PoolSource`].
+//! - [`engine`]: the cached graph (single-flight rebuilds, updates in
+//!   place) and quotes over the store.
 //! - [`changes`]: follows `quote:events` to invalidate routes and wake
 //!   watchers.
 //! - [`demo`]: the pools `openoes dev` loads.
@@ -20,9 +24,11 @@ pub mod convert;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod graph;
 pub mod keys;
 pub mod math;
 pub mod model;
+pub mod search;
 pub mod service;
 pub mod store;
 
@@ -46,8 +52,9 @@ pub const SERVICE: &str = <QuoteServiceServer<QuoteApi> as NamedService>::NAME;
 /// Plugs QuoteService into the server, with the follower of pool changes.
 pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     let config = &ctx.config;
-    let store = QuoteStore::new(ctx.redis.master.clone(), &config.streams);
-    let engine = Arc::new(QuoteEngine::new(store));
+    let store =
+        QuoteStore::new(ctx.redis.master.clone(), &config.streams).with_limits(&config.quote);
+    let engine = Arc::new(QuoteEngine::new(store, (&config.quote).into()));
     let (changes, _) = broadcast::channel(changes::BROADCAST_CAPACITY);
     tokio::spawn(changes::follow(
         ctx.master_watches.clone(),
@@ -68,6 +75,15 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
         engine,
         changes,
         watchers,
+        // At most half the pool: unary calls always find connections.
+        recomputes: Arc::new(tokio::sync::Semaphore::new(
+            config
+                .quote
+                .max_concurrent_recomputes
+                .min((config.redis.pool_size as usize / 2).max(1)),
+        )),
+        max_bins_per_write: config.quote.max_bins_per_write,
+        max_bins_per_pool: config.quote.max_bins_per_pool,
     };
     routes.add_service(
         QuoteServiceServer::new(api).max_decoding_message_size(ctx.max_message_bytes()),

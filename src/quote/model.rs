@@ -56,6 +56,10 @@ pub struct Pool {
     /// Unix milliseconds of the last write; set by the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_updated: Option<i64>,
+    /// Which generation of keys holds the bins (see [`super::keys`]);
+    /// set by the store's scripts, `None` for the seed's keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins_gen: Option<u64>,
 }
 
 impl Pool {
@@ -116,7 +120,21 @@ pub struct PoolSnapshot {
 
 // === input, before validation ===
 
-/// A pool as given, every field still unchecked.
+/// Longest `status` of a pool, bytes: informational text, copied into every
+/// ListPools answer (a 3 MB status on 40 pools made a 120 MB message).
+pub const MAX_STATUS_BYTES: usize = 256;
+/// Longest display `price` of a bin, characters: 40 significant digits and
+/// a point are more than any price needs.
+pub const MAX_PRICE_CHARS: usize = 80;
+
+/// Fields the store sets itself; accepted in a file (a dump of stored
+/// pools loads again) and ignored.
+const STORE_FIELDS: [&str; 3] = ["created_at", "last_updated", "bins_gen"];
+
+/// A pool as given, every field still unchecked. A field left out is
+/// `None` and refused as missing (never taken as 0); a field not of this
+/// shape lands in `unknown` and is refused by name (`base_facter` would
+/// otherwise be a zero-fee pool).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct PoolInput {
     /// Unique id.
@@ -129,23 +147,17 @@ pub struct PoolInput {
     #[serde(default)]
     pub token_y: String,
     /// Bin step.
-    #[serde(default)]
-    pub bin_step: i64,
+    pub bin_step: Option<i64>,
     /// Active bin.
-    #[serde(default)]
-    pub active_bin_id: i64,
+    pub active_bin_id: Option<i64>,
     /// Base factor.
-    #[serde(default)]
-    pub base_factor: i64,
+    pub base_factor: Option<i64>,
     /// Variable fee control.
-    #[serde(default)]
-    pub variable_fee_control: i64,
+    pub variable_fee_control: Option<i64>,
     /// Volatility cap.
-    #[serde(default)]
-    pub max_volatility_accumulator: i64,
+    pub max_volatility_accumulator: Option<i64>,
     /// Protocol share, bps.
-    #[serde(default)]
-    pub protocol_share_bps: i64,
+    pub protocol_share_bps: Option<i64>,
     /// Status.
     #[serde(default)]
     pub status: Option<String>,
@@ -155,23 +167,26 @@ pub struct PoolInput {
     /// Token Y decimals.
     #[serde(default)]
     pub token_y_decimals: Option<i64>,
+    /// Any other field, refused by name.
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
-/// A bin as given.
+/// A bin as given; as strict as [`PoolInput`].
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct BinInput {
     /// The bin.
-    #[serde(default)]
-    pub bin_id: i64,
+    pub bin_id: Option<i64>,
     /// Raw X: a decimal string (a JSON integer is accepted too).
-    #[serde(default)]
-    pub x_amount: Amount,
+    pub x_amount: Option<Amount>,
     /// Raw Y: a decimal string (a JSON integer is accepted too).
-    #[serde(default)]
-    pub y_amount: Amount,
+    pub y_amount: Option<Amount>,
     /// Display price.
     #[serde(default)]
     pub price: Option<String>,
+    /// Any other field, refused by name.
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// An amount as given: text, or a JSON number kept as its text.
@@ -190,6 +205,7 @@ impl<'de> Deserialize<'de> for Amount {
 
 /// The ingest file shape: `{"pool": {...}, "bins": [...]}`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PoolFile {
     /// The pool.
     pub pool: PoolInput,
@@ -230,8 +246,8 @@ pub enum PoolFileError {
 }
 
 impl PoolFile {
-    /// Reads and validates a pool file.
-    pub fn load(path: &std::path::Path) -> Result<PoolSnapshot, PoolFileError> {
+    /// Reads and validates a pool file of at most `max_bins` bins.
+    pub fn load(path: &std::path::Path, max_bins: usize) -> Result<PoolSnapshot, PoolFileError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| PoolFileError::Read {
             path: shown.clone(),
@@ -241,31 +257,40 @@ impl PoolFile {
             path: shown.clone(),
             source,
         })?;
-        validate_snapshot(&file.pool, &file.bins).map_err(|violations| PoolFileError::Invalid {
-            path: shown,
-            violations,
+        validate_snapshot(&file.pool, &file.bins, max_bins).map_err(|violations| {
+            PoolFileError::Invalid {
+                path: shown,
+                violations,
+            }
         })
     }
 }
 
-/// Checks a pool and its bins; every problem is reported, by field path.
+/// Checks a pool and its bins (at most `max_bins` of them: one write is one
+/// Lua script, see `quote.max_bins_per_write`); every problem is reported,
+/// by field path.
 pub fn validate_snapshot(
     pool: &PoolInput,
     bins: &[BinInput],
+    max_bins: usize,
 ) -> Result<PoolSnapshot, FieldViolations> {
     let mut v = FieldViolations::default();
     let pool = validate_pool(pool, &mut v);
-    let bins = validate_bins(pool.as_ref(), bins, &mut v);
+    let bins = validate_bins(pool.as_ref(), bins, max_bins, &mut v);
     match (pool, v.0.is_empty()) {
         (Some(pool), true) => Ok(PoolSnapshot { pool, bins }),
         _ => Err(v),
     }
 }
 
-/// Checks bins for a pool already known.
-pub fn validate_bins_for(pool: &Pool, bins: &[BinInput]) -> Result<Vec<Bin>, FieldViolations> {
+/// Checks bins (at most `max_bins`) for a pool already known.
+pub fn validate_bins_for(
+    pool: &Pool,
+    bins: &[BinInput],
+    max_bins: usize,
+) -> Result<Vec<Bin>, FieldViolations> {
     let mut v = FieldViolations::default();
-    let bins = validate_bins(Some(pool), bins, &mut v);
+    let bins = validate_bins(Some(pool), bins, max_bins, &mut v);
     if v.0.is_empty() { Ok(bins) } else { Err(v) }
 }
 
@@ -279,6 +304,10 @@ fn validate_pool(p: &PoolInput, v: &mut FieldViolations) -> Option<Pool> {
     }
     if !p.token_x.is_empty() && p.token_x == p.token_y {
         v.add("pool.token_y", "must differ from token_x");
+    }
+    unknown_fields(v, "pool", &p.unknown, &STORE_FIELDS);
+    if let Some(status) = &p.status {
+        v.check_text("pool.status", status, MAX_STATUS_BYTES, false);
     }
     let bin_step = ranged(v, "pool.bin_step", p.bin_step, 1, 10_000);
     let active = ranged(
@@ -311,7 +340,8 @@ fn validate_pool(p: &PoolInput, v: &mut FieldViolations) -> Option<Pool> {
         i64::from(MAX_PROTOCOL_SHARE_BPS),
     );
     let decimals = |field, d: Option<i64>, v: &mut FieldViolations| {
-        d.and_then(|d| ranged(v, field, d, 0, 30)).map(|d| d as u8)
+        d.and_then(|d| ranged(v, field, Some(d), 0, 30))
+            .map(|d| d as u8)
     };
     let token_x_decimals = decimals("pool.token_x_decimals", p.token_x_decimals, v);
     let token_y_decimals = decimals("pool.token_y_decimals", p.token_y_decimals, v);
@@ -341,21 +371,47 @@ fn validate_pool(p: &PoolInput, v: &mut FieldViolations) -> Option<Pool> {
         token_y_decimals,
         created_at: None,
         last_updated: None,
+        bins_gen: None,
     })
 }
 
-fn validate_bins(pool: Option<&Pool>, bins: &[BinInput], v: &mut FieldViolations) -> Vec<Bin> {
+fn validate_bins(
+    pool: Option<&Pool>,
+    bins: &[BinInput],
+    max_bins: usize,
+    v: &mut FieldViolations,
+) -> Vec<Bin> {
+    if bins.len() > max_bins {
+        // Not checked one by one: refusing them must cost little.
+        v.add(
+            "bins",
+            format!(
+                "{} bins given; at most {max_bins} in one write (quote.max_bins_per_write; a full snapshot, replace_bins, may hold up to quote.max_bins_per_pool)",
+                bins.len()
+            ),
+        );
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(bins.len());
     let mut seen = std::collections::HashSet::new();
     for (i, b) in bins.iter().enumerate() {
         let field = |name: &str| format!("bins[{i}].{name}");
-        let x = parse_u64(&b.x_amount.0)
+        unknown_fields(v, &format!("bins[{i}]"), &b.unknown, &[]);
+        let amount = |a: &Option<Amount>| match a {
+            Some(a) => parse_u64(&a.0),
+            None => Err("is required (a non-negative integer string)".to_string()),
+        };
+        let x = amount(&b.x_amount)
             .map_err(|e| v.add(field("x_amount"), e))
             .ok();
-        let y = parse_u64(&b.y_amount.0)
+        let y = amount(&b.y_amount)
             .map_err(|e| v.add(field("y_amount"), e))
             .ok();
-        let Some(bin_id) = i32::try_from(b.bin_id)
+        let Some(bin_id) = b.bin_id else {
+            v.add(field("bin_id"), "is required");
+            continue;
+        };
+        let Some(bin_id) = i32::try_from(bin_id)
             .ok()
             .filter(|id| id.unsigned_abs() < math::MAX_EXPONENT)
         else {
@@ -369,6 +425,13 @@ fn validate_bins(pool: Option<&Pool>, bins: &[BinInput], v: &mut FieldViolations
             v.add(field("bin_id"), format!("bin {bin_id} is listed twice"));
         }
         let price = b.price.clone().unwrap_or_default();
+        if price.len() > MAX_PRICE_CHARS {
+            v.add(
+                field("price"),
+                format!("must be at most {MAX_PRICE_CHARS} characters"),
+            );
+            continue;
+        }
         if let Some(pool) = pool {
             match math::bin_price(bin_id, pool.bin_step) {
                 Err(_) => v.add(
@@ -397,16 +460,49 @@ fn validate_bins(pool: Option<&Pool>, bins: &[BinInput], v: &mut FieldViolations
     out
 }
 
-fn ranged(v: &mut FieldViolations, field: &str, value: i64, min: i64, max: i64) -> Option<i64> {
-    if (min..=max).contains(&value) {
-        Some(value)
-    } else {
+/// Every field of `unknown` but the `allowed` ones is a violation, named
+/// `<at>.<field>`.
+fn unknown_fields(
+    v: &mut FieldViolations,
+    at: &str,
+    unknown: &std::collections::BTreeMap<String, serde_json::Value>,
+    allowed: &[&str],
+) {
+    for name in unknown.keys().filter(|k| !allowed.contains(&k.as_str())) {
         v.add(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
+            format!("{at}.{}", crate::validate::cut(name, 64)),
+            "unknown field",
         );
-        None
     }
+}
+
+/// A required integer in `min..=max`.
+fn ranged(
+    v: &mut FieldViolations,
+    field: &str,
+    value: Option<i64>,
+    min: i64,
+    max: i64,
+) -> Option<i64> {
+    match value {
+        None => {
+            v.add(field, "is required");
+            None
+        }
+        Some(value) if (min..=max).contains(&value) => Some(value),
+        Some(value) => {
+            v.add(
+                field,
+                format!("must be between {min} and {max}, got {value}"),
+            );
+            None
+        }
+    }
+}
+
+/// `10^n` if it fits in U256.
+fn pow10(n: u32) -> Option<U256> {
+    (0..n).try_fold(U256::ONE, |acc, _| acc.checked_mul(U256::from(10u8)))
 }
 
 /// Parses a raw amount: digits only, u64 range.
@@ -436,18 +532,24 @@ pub fn price_agrees(price: &str, q64: u128, pool: &Pool) -> bool {
     candidates.into_iter().any(|(q, shift)| {
         // given = mantissa / 10^scale ; derived = q / 2^64 * 10^shift
         let lhs = U256::from(mantissa).checked_mul(U256::ONE << 64u32);
+        // Every power checked: a wrapped 10^300 is 0 mod 2^256, and a
+        // price of "0." and 300 zeros then "agreed" with every bin.
         let (lhs, rhs) = if shift >= 0 {
             (
                 lhs,
-                q.checked_mul(U256::from(10u8).pow(shift as u32))
-                    .and_then(|r| r.checked_mul(U256::from(10u8).pow(scale))),
+                pow10(shift as u32)
+                    .and_then(|p| q.checked_mul(p))
+                    .and_then(|r| pow10(scale).and_then(|p| r.checked_mul(p))),
             )
         } else {
             (
-                lhs.and_then(|l| l.checked_mul(U256::from(10u8).pow(shift.unsigned_abs()))),
-                q.checked_mul(U256::from(10u8).pow(scale)),
+                lhs.and_then(|l| pow10(shift.unsigned_abs()).and_then(|p| l.checked_mul(p))),
+                pow10(scale).and_then(|p| q.checked_mul(p)),
             )
         };
+        if mantissa == 0 || q == U256::ZERO {
+            return false; // a price is positive
+        }
         let (Some(lhs), Some(rhs)) = (lhs, rhs) else {
             return false;
         };
@@ -510,7 +612,7 @@ mod tests {
     #[test]
     fn pool_a_is_valid_and_its_prices_agree() {
         let file = pool_file();
-        let snapshot = validate_snapshot(&file.pool, &file.bins).expect("valid");
+        let snapshot = validate_snapshot(&file.pool, &file.bins, 100).expect("valid");
         assert_eq!(snapshot.bins.len(), 11);
         assert_eq!(snapshot.pool.protocol_share_bps, 500);
     }
@@ -518,19 +620,19 @@ mod tests {
     #[test]
     fn bad_data_is_refused_naming_each_field() {
         let mut file = pool_file();
-        file.pool.bin_step = 0;
-        file.pool.protocol_share_bps = 2501;
-        let err = validate_snapshot(&file.pool, &file.bins).expect_err("invalid");
+        file.pool.bin_step = Some(0);
+        file.pool.protocol_share_bps = Some(2501);
+        let err = validate_snapshot(&file.pool, &file.bins, 100).expect_err("invalid");
         let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
         assert!(fields.contains(&"pool.bin_step"), "{err}");
         assert!(fields.contains(&"pool.protocol_share_bps"), "{err}");
 
         let mut file = pool_file();
-        file.bins[0].x_amount = Amount("-5".into());
-        file.bins[1].y_amount = Amount("1.5".into());
-        file.bins[2].y_amount = Amount("18446744073709551616".into());
+        file.bins[0].x_amount = Some(Amount("-5".into()));
+        file.bins[1].y_amount = Some(Amount("1.5".into()));
+        file.bins[2].y_amount = Some(Amount("18446744073709551616".into()));
         file.bins[3].price = Some("2.0".into());
-        let err = validate_snapshot(&file.pool, &file.bins).expect_err("invalid");
+        let err = validate_snapshot(&file.pool, &file.bins, 100).expect_err("invalid");
         let fields: Vec<_> = err.0.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -547,7 +649,7 @@ mod tests {
     #[test]
     fn display_prices_per_raw_unit_or_per_token() {
         let file = pool_file();
-        let mut pool = validate_snapshot(&file.pool, &file.bins)
+        let mut pool = validate_snapshot(&file.pool, &file.bins, 100)
             .expect("valid")
             .pool;
         let q = math::bin_price(-1, 25).expect("price");
@@ -562,6 +664,10 @@ mod tests {
         );
         assert!(!price_agrees("0.9975", q, &pool), "4 are not");
         assert!(!price_agrees("1e3", q, &pool));
+        // A power of ten that wraps must not make 0 agree (issue #18).
+        let zeros = format!("0.{}", "0".repeat(300));
+        assert!(!price_agrees(&zeros, q, &pool));
+        assert!(!price_agrees(&format!("0.{}1", "0".repeat(300)), q, &pool));
         pool.token_x_decimals = Some(8);
         pool.token_y_decimals = Some(6);
         assert!(
