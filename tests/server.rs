@@ -203,7 +203,11 @@ async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
 #[tokio::test]
 async fn stop_turns_health_not_serving_and_ends_open_streams_with_unavailable() {
     let link = Link::start().await;
-    let mut gateway = Gateway::start(link.config()).await;
+    // A drain grace far past the test's deadlines: if the open stream held
+    // the drain, the stop would miss them.
+    let mut config = link.config();
+    config.shutdown.grace_period = Duration::from_secs(120);
+    let mut gateway = Gateway::start(config).await;
     let channel = gateway.channel().await;
     wait_for_health(&channel, "", ServingStatus::Serving, SOON).await;
 
@@ -218,7 +222,6 @@ async fn stop_turns_health_not_serving_and_ends_open_streams_with_unavailable() 
     let first = watch.next().await.expect("first status").expect("ok");
     assert_eq!(first.status(), ServingStatus::Serving);
 
-    let stopped_at = tokio::time::Instant::now();
     gateway.signal_stop();
     let mut saw_not_serving = false;
     let end = loop {
@@ -247,10 +250,4 @@ async fn stop_turns_health_not_serving_and_ends_open_streams_with_unavailable() 
         .await
         .expect("run returns promptly");
     result.expect("task").expect("clean stop");
-    // The grace period is 5 s; an open stream must not have held us that long.
-    assert!(
-        stopped_at.elapsed() < Duration::from_secs(3),
-        "stopped in {:?}",
-        stopped_at.elapsed()
-    );
 }

@@ -23,7 +23,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -235,6 +235,9 @@ pub struct RedisEndpoint {
     /// out" to the caller, and an operator needs the cause (refused, TLS,
     /// auth).
     last_connect_error: LastConnectError,
+    /// The pool's connection generation (see [`PoolConnection`]).
+    generation: Arc<AtomicU64>,
+    pool_size: u32,
 }
 
 impl RedisEndpoint {
@@ -245,9 +248,11 @@ impl RedisEndpoint {
     ) -> Result<Self, RedisError> {
         let info = connection_info(config)?;
         let client = Client::open(info.clone()).map_err(RedisError::Config)?;
+        let generation = Arc::new(AtomicU64::new(0));
         let manager = Manager {
             inner: RedisConnectionManager::new(info).map_err(RedisError::Config)?,
             reply_timeout: limits.command_timeout,
+            generation: Arc::clone(&generation),
         };
         let last_connect_error = LastConnectError::default();
         let pool = bb8::Pool::builder()
@@ -264,6 +269,8 @@ impl RedisEndpoint {
             reachability: Arc::new(AtomicU8::new(Reachability::Unknown as u8)),
             connect_timeout: limits.connect_timeout,
             last_connect_error,
+            generation,
+            pool_size: limits.pool_size,
         })
     }
 
@@ -292,7 +299,12 @@ impl RedisEndpoint {
         } else {
             Reachability::Down
         };
-        self.reachability.store(value as u8, Ordering::Relaxed);
+        let before = self.reachability.swap(value as u8, Ordering::Relaxed);
+        if !up && before != Reachability::Down as u8 {
+            // Whatever the pool holds was opened to the server that went
+            // away: none of it is handed out again.
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A pooled connection for short commands. Fails at once with
@@ -304,12 +316,25 @@ impl RedisEndpoint {
                 source: None,
             });
         }
-        self.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => RedisError::from_redis(self.endpoint, e),
-            bb8::RunError::TimedOut => RedisError::Unavailable {
-                endpoint: self.endpoint,
-                source: self.last_connect_error.take(),
-            },
+        // Idle connections of an older generation are dropped here, not
+        // handed out: after a restart each would fail its first command.
+        // Bounded: the pool replaces what it drops with current ones.
+        for _ in 0..=self.pool_size {
+            let mut conn = self.pool.get().await.map_err(|e| match e {
+                bb8::RunError::User(e) => RedisError::from_redis(self.endpoint, e),
+                bb8::RunError::TimedOut => RedisError::Unavailable {
+                    endpoint: self.endpoint,
+                    source: self.last_connect_error.take(),
+                },
+            })?;
+            if !conn.is_stale() {
+                return Ok(conn);
+            }
+            conn.broken = true;
+        }
+        Err(RedisError::Unavailable {
+            endpoint: self.endpoint,
+            source: None,
         })
     }
 
@@ -365,6 +390,7 @@ impl bb8::ErrorSink<redis::RedisError> for LastConnectError {
 pub struct Manager {
     inner: RedisConnectionManager,
     reply_timeout: Duration,
+    generation: Arc<AtomicU64>,
 }
 
 impl bb8::ManageConnection for Manager {
@@ -372,11 +398,16 @@ impl bb8::ManageConnection for Manager {
     type Error = redis::RedisError;
 
     async fn connect(&self) -> Result<PoolConnection, redis::RedisError> {
+        // Read before connecting: a failure seen while this connect runs
+        // makes the new connection stale too, which is the safe side.
+        let generation = self.generation.load(Ordering::Relaxed);
         let mut conn = self.inner.connect().await?;
         conn.set_response_timeout(self.reply_timeout);
         Ok(PoolConnection {
             conn,
             broken: false,
+            generation,
+            current: Arc::clone(&self.generation),
         })
     }
 
@@ -385,15 +416,22 @@ impl bb8::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut PoolConnection) -> bool {
-        conn.broken
+        conn.broken || conn.is_stale()
     }
 }
 
 /// A pooled connection that remembers whether it failed at the connection
-/// level (I/O, dropped, timed out), so the pool drops it.
+/// level (I/O, dropped, timed out), so the pool drops it, and its
+/// generation: one connection failing that way, or the health monitor
+/// finding the server down, ends the generation, and the pool drops every
+/// connection of an ended one instead of handing it out (they were opened
+/// to the same server: after a restart each would fail its first command,
+/// one call after another).
 pub struct PoolConnection {
     conn: MultiplexedConnection,
     broken: bool,
+    generation: u64,
+    current: Arc<AtomicU64>,
 }
 
 impl PoolConnection {
@@ -406,7 +444,23 @@ impl PoolConnection {
         {
             self.broken = true;
         }
+        if let Err(e) = &result
+            && (e.is_io_error() || e.is_connection_dropped())
+        {
+            // The server went away: so did every connection of this
+            // generation. Once per generation, however many of them fail.
+            let _ = self.current.compare_exchange(
+                self.generation,
+                self.generation + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         result
+    }
+
+    fn is_stale(&self) -> bool {
+        self.generation != self.current.load(Ordering::Relaxed)
     }
 }
 
