@@ -118,6 +118,13 @@ reasons! {
     AMOUNT_TOO_LARGE,
     /// Quote ingest: an existing pool's tokens cannot change.
     POOL_TOKENS_CHANGED,
+    // --- attestation ---
+    /// AttestationService: this gateway has no issuer key
+    /// (`attestation.key_file`), so it attests and verifies nothing.
+    ISSUER_KEY_NOT_CONFIGURED,
+    /// GetStatusList: the key that signs this list (a retired key) is not
+    /// loaded on this gateway.
+    ISSUER_KEY_NOT_LOADED,
 }
 
 /// Any error an RPC can fail with: one domain's or layer's [`RpcError`].

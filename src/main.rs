@@ -1,4 +1,5 @@
-//! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`, `bench`, `config`.
+//! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`,
+//! `keys generate`, `bench`, `config`.
 
 mod bench;
 
@@ -53,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         command: AclCommand,
     },
+    /// Signing keys (the attestation issuer's).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Load tools that report ratios to redis-benchmark in the same run.
     Bench {
         #[command(subcommand)]
@@ -104,6 +110,21 @@ enum AclCommand {
         /// Rule file instead of the shipped one.
         #[arg(long)]
         rules: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new Ed25519 key file (mode 0600; never overwrites one) and
+    /// print its public forms: did:key, verification method, vkey. The
+    /// private key is never printed. Point `attestation.key_file` at it.
+    Generate {
+        /// The key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name (a C2SP signed-note key name).
+        #[arg(long, default_value = openoes::attestation::KEY_NAME)]
+        name: String,
     },
 }
 
@@ -209,7 +230,7 @@ fn main() -> ExitCode {
         | Command::Pools {
             command: PoolsCommand::Load { config, .. },
         } => config.as_deref(),
-        Command::Bench { .. } | Command::Acl { .. } => None,
+        Command::Bench { .. } | Command::Acl { .. } | Command::Keys { .. } => None,
     };
     let mut config = match Config::load(file) {
         Ok(config) => config,
@@ -221,6 +242,18 @@ fn main() -> ExitCode {
     if let Command::Config { .. } = cli.command {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
+    }
+    if let Command::Keys {
+        command: KeysCommand::Generate { out, name },
+    } = &cli.command
+    {
+        return generate_key(out, name);
+    }
+    if let Command::Serve { .. } = cli.command
+        && let Err(e) = openoes::attestation::check_keys(&config)
+    {
+        eprintln!("openoes: attestation.key_file: {}", ErrorChain(&e));
+        return ExitCode::from(2);
     }
     if let Command::Pools {
         command: PoolsCommand::Load {
@@ -325,7 +358,7 @@ fn main() -> ExitCode {
                     println!("set ACL user {user} on {side}");
                 }
             }
-            Command::Config { .. } => {}
+            Command::Config { .. } | Command::Keys { .. } => {}
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     });
@@ -334,6 +367,27 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %ErrorChain(e.as_ref()), "openoes failed");
             eprintln!("openoes: {}", ErrorChain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `openoes keys generate`: a new key file, and its public forms.
+fn generate_key(out: &std::path::Path, name: &str) -> ExitCode {
+    let written = openoes::crypto::keys::ServerKey::generate(name).and_then(|key| {
+        key.write(out)?;
+        Ok(key)
+    });
+    match written {
+        Ok(key) => {
+            println!("wrote {} (mode 0600)", out.display());
+            println!("did:key              {}", key.did_key());
+            println!("verification method  {}", key.verification_method());
+            println!("vkey                 {}", key.vkey());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("openoes: {}", ErrorChain(&e));
             ExitCode::FAILURE
         }
     }
