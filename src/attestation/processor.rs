@@ -212,6 +212,18 @@ impl Processor {
                 Ok(())
             }
             IssueOutcome::Conflict => self.dead_letter(delivery, &reused(&verification)).await,
+            IssueOutcome::Stale => {
+                // Redis forgot the reservation (it restarted empty): the
+                // block is worthless; the retry reserves a new one.
+                *self.reserved.lock().await = None;
+                Err(AttestationError::Corrupt {
+                    key: keys::LISTS.into(),
+                    reason: format!(
+                        "status list {} index {} was not reserved; reserving again",
+                        record.list_id, record.list_index
+                    ),
+                })
+            }
         }
     }
 

@@ -35,8 +35,8 @@ lua_script! {
 lua_script! {
     /// `lua/issue.lua`: records a signed attestation and acknowledges its result.
     struct Issue<'a>(include_str!("lua/issue.lua")) {
-        keys { record: String, subject: String, seq: &'a str, events: &'a str, stream: &'a str }
-        args { attestation_id: &'a str, digest: &'a str, entry_id: &'a str, group: &'a str, now_ms: i64, events_maxlen: usize, ..fields: Vec<String> }
+        keys { record: String, subject: String, seq: &'a str, events: &'a str, stream: &'a str, lists: &'a str }
+        args { attestation_id: &'a str, digest: &'a str, entry_id: &'a str, group: &'a str, now_ms: i64, events_maxlen: usize, list_id: &'a str, index: u64, ..fields: Vec<String> }
     }
 }
 
@@ -101,6 +101,9 @@ pub enum IssueOutcome {
     Existing,
     /// Attested before for another result under the same request_id.
     Conflict,
+    /// The status list index was never reserved (Redis lost the lists'
+    /// state): reserve again.
+    Stale,
 }
 
 /// What revoking did.
@@ -236,12 +239,15 @@ impl AttestationStore {
             seq: keys::SEQ,
             events: keys::EVENTS,
             stream: keys::VERIFICATION_STREAM,
+            lists: keys::LISTS,
             attestation_id: &record.attestation_id,
             digest: &record.digest,
             entry_id: &new.entry_id.to_string(),
             group: keys::GROUP,
             now_ms,
             events_maxlen: self.events_maxlen,
+            list_id: &record.list_id,
+            index: record.list_index,
             fields: record
                 .fields()
                 .into_iter()
@@ -254,6 +260,7 @@ impl AttestationStore {
         Ok(match verdict.as_str() {
             "issued" => IssueOutcome::Issued,
             "existing" => IssueOutcome::Existing,
+            "stale" => IssueOutcome::Stale,
             _ => IssueOutcome::Conflict,
         })
     }
