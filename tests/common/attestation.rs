@@ -159,16 +159,41 @@ pub async fn pending_by_consumer(master: &RedisProcess) -> HashMap<String, u64> 
     out
 }
 
-/// Every record of the given attestation ids.
-pub async fn records(master: &RedisProcess, ids: &[String]) -> Vec<model::AttestationRecord> {
-    let mut out = Vec::new();
-    for id in ids {
-        let fields: openoes::streams::Fields = master
-            .query(redis::cmd("HGETALL").arg(keys::attestation(id)))
+/// One connection to `redis`: as the tests' admin where ACLs are on.
+pub async fn connection(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
+    for url in [
+        format!("redis://admin:{}@127.0.0.1:{}", super::TEST_PASSWORDS[2].1, redis.port()),
+        redis.url(),
+    ] {
+        let client = redis::Client::open(url).expect("client");
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        if let Ok(mut conn) = client
+            .get_multiplexed_async_connection_with_config(&config)
             .await
-            .expect("hgetall");
-        assert!(!fields.is_empty(), "attestation {id} missing");
-        out.push(model::AttestationRecord::parse(&fields));
+            && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+        {
+            return conn;
+        }
+    }
+    panic!("cannot connect to redis on {}", redis.port());
+}
+
+/// Every record of the given attestation ids (pipelined).
+pub async fn records(master: &RedisProcess, ids: &[String]) -> Vec<model::AttestationRecord> {
+    let mut conn = connection(master).await;
+    let mut out = Vec::new();
+    for chunk in ids.chunks(100) {
+        let mut pipe = redis::pipe();
+        for id in chunk {
+            pipe.hgetall(keys::attestation(id));
+        }
+        let hashes: Vec<openoes::streams::Fields> =
+            pipe.query_async(&mut conn).await.expect("hgetall");
+        for (id, fields) in chunk.iter().zip(hashes) {
+            assert!(!fields.is_empty(), "attestation {id} missing");
+            out.push(model::AttestationRecord::parse(&fields));
+        }
     }
     out
 }
@@ -187,6 +212,7 @@ pub async fn check_invariants(master: &RedisProcess, ids: &[String], keys_ok: &[
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "the test's ids are distinct");
     let records = records(master, ids).await;
+    let mut conn = connection(master).await;
     let mut slots = HashSet::new();
     for r in &records {
         let doc: serde_json::Value = serde_json::from_str(&r.credential).expect("json");
@@ -203,12 +229,10 @@ pub async fn check_invariants(master: &RedisProcess, ids: &[String], keys_ok: &[
             r.list_id,
             r.list_index
         );
-        let score: Option<f64> = master
-            .query(
-                redis::cmd("ZSCORE")
-                    .arg(keys::subject(&r.subject))
-                    .arg(&r.attestation_id),
-            )
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(keys::subject(&r.subject))
+            .arg(&r.attestation_id)
+            .query_async(&mut conn)
             .await
             .expect("zscore");
         assert_eq!(score, Some(r.seq as f64), "{} in its subject's index", r.attestation_id);
