@@ -395,7 +395,12 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
             "0",
         ],
         &["XADD", "verification_stream:dlq", "*", "reason", "x"],
-        &["HSET", "attestation:{verification_stream}:att:a", "status", "active"],
+        &[
+            "HSET",
+            "attestation:{verification_stream}:att:a",
+            "status",
+            "active",
+        ],
         &["XINFO", "GROUPS", "verification_stream"],
     ] {
         allowed(&mut wsp, "wsp", args).await;
@@ -406,7 +411,12 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["XADD", "verification_stream2", "*", "a", "b"],
     )
     .await;
-    denied(&mut wsp, "wsp", &["XADD", "verification_stream:x", "*", "a", "b"]).await;
+    denied(
+        &mut wsp,
+        "wsp",
+        &["XADD", "verification_stream:x", "*", "a", "b"],
+    )
+    .await;
     denied(&mut wsp, "wsp", &["FLUSHALL"]).await;
     denied(&mut wsp, "wsp", &["CONFIG", "GET", "maxmemory"]).await;
     denied(&mut wsp, "wsp", &["KEYS", "*"]).await;

@@ -71,10 +71,16 @@ async fn a_foreign_producer_and_submit_verification_both_end_up_as_attestations(
     let foreign = wait_for_attestation(&mut api, &id_of_entry(&entry), SOON).await;
     assert_eq!(foreign.subject, "0xAbC123");
     assert_eq!(foreign.result, pb::VerificationResult::Passed as i32);
-    assert_eq!(foreign.verified_at.as_ref().map(|t| t.seconds), Some(1_759_515_310));
+    assert_eq!(
+        foreign.verified_at.as_ref().map(|t| t.seconds),
+        Some(1_759_515_310)
+    );
     assert_eq!(foreign.verification_id, entry);
     assert_eq!(foreign.request_id, "");
-    assert_eq!((foreign.did_id.as_str(), foreign.did_type.as_str()), ("0", "0"));
+    assert_eq!(
+        (foreign.did_id.as_str(), foreign.did_type.as_str()),
+        ("0", "0")
+    );
 
     // SubmitVerification writes the same shape (plus request_id, did_type, v).
     let verified_ms = now_ms() - 5_000;
@@ -90,7 +96,16 @@ async fn a_foreign_producer_and_submit_verification_both_end_up_as_attestations(
         .iter()
         .find(|(id, _)| *id == submitted.verification_id)
         .expect("our entry");
-    for field in ["user_wallet", "did_id", "result", "evidence_hash", "verified_at", "request_id", "did_type", "v"] {
+    for field in [
+        "user_wallet",
+        "did_id",
+        "result",
+        "evidence_hash",
+        "verified_at",
+        "request_id",
+        "did_type",
+        "v",
+    ] {
         assert!(ours.contains_key(field), "{field} in {ours:?}");
     }
     assert_eq!(ours["result"], "verified");
@@ -105,7 +120,10 @@ async fn a_foreign_producer_and_submit_verification_both_end_up_as_attestations(
     assert_eq!(doc["@context"][0], "https://www.w3.org/ns/credentials/v2");
     assert_eq!(doc["issuer"], key.did_key());
     assert_eq!(doc["proof"]["cryptosuite"], "eddsa-jcs-2022");
-    assert_eq!(doc["proof"]["verificationMethod"], key.verification_method());
+    assert_eq!(
+        doc["proof"]["verificationMethod"],
+        key.verification_method()
+    );
     assert_eq!(doc["credentialSubject"]["wallet"], "0xAbC123");
     assert_eq!(doc["credentialSubject"]["verificationResult"], "verified");
     assert_eq!(doc["credentialStatus"]["type"], "BitstringStatusListEntry");
@@ -114,8 +132,15 @@ async fn a_foreign_producer_and_submit_verification_both_end_up_as_attestations(
         mine.status_list_index.to_string()
     );
     // validUntil = verified_at + 365 days (the default validity).
-    let expires = mine.expires_at.as_ref().expect("expires").seconds;
-    assert_eq!(expires * 1000, (verified_ms / 1000) * 1000 + 365 * 86_400_000 - (verified_ms % 1000) * 0);
+    let expires = mine.expires_at.as_ref().expect("expires");
+    assert_eq!(
+        expires.seconds * 1000 + i64::from(expires.nanos / 1_000_000),
+        verified_ms + 365 * 86_400_000
+    );
+    assert_eq!(
+        doc["validUntil"],
+        openoes::attestation::datetime::format_xsd(verified_ms + 365 * 86_400_000)
+    );
     data_integrity::verify_proof_with_key(&doc, &key.public_key()).expect("verifies");
     assert!(key.public_key().verify(&mine.payload, &mine.signature));
 
@@ -130,7 +155,10 @@ async fn a_foreign_producer_and_submit_verification_both_end_up_as_attestations(
         .expect("list")
         .into_inner();
     assert_eq!(page.attestations.len(), 1);
-    assert_eq!(page.attestations[0].attestation_id, mine.attestation_id, "newest first");
+    assert_eq!(
+        page.attestations[0].attestation_id, mine.attestation_id,
+        "newest first"
+    );
     let rest = api
         .list_attestations(pb::ListAttestationsRequest {
             subject: "0xAbC123".into(),
@@ -194,16 +222,31 @@ async fn submit_verification_is_idempotent_on_request_id_and_names_bad_fields() 
 
     let mut first = submission("r-1", "0xabc", now_ms() - 1000);
     first.did_type = "kyc".into();
-    let a = api.submit_verification(first.clone()).await.expect("first").into_inner();
-    let b = api.submit_verification(first.clone()).await.expect("repeat").into_inner();
+    let a = api
+        .submit_verification(first.clone())
+        .await
+        .expect("first")
+        .into_inner();
+    let b = api
+        .submit_verification(first.clone())
+        .await
+        .expect("repeat")
+        .into_inner();
     assert!(!a.existing && b.existing);
-    assert_eq!(a.verification_id, b.verification_id, "the repeat writes nothing");
+    assert_eq!(
+        a.verification_id, b.verification_id,
+        "the repeat writes nothing"
+    );
     let att = wait_for_attestation(&mut api, &a.attestation_id, SOON).await;
     assert_eq!((att.did_type.as_str(), att.did_id.as_str()), ("kyc", "0"));
     let validity = att.expires_at.expect("e").seconds - att.verified_at.expect("v").seconds;
     assert_eq!(validity, 86_400, "the did type's validity");
     // Still the same after it was attested (the attestation answers now).
-    let c = api.submit_verification(first.clone()).await.expect("again").into_inner();
+    let c = api
+        .submit_verification(first.clone())
+        .await
+        .expect("again")
+        .into_inner();
     assert!(c.existing);
     assert_eq!(c.verification_id, a.verification_id);
 
@@ -227,16 +270,26 @@ async fn submit_verification_is_idempotent_on_request_id_and_names_bad_fields() 
     assert_eq!(reason(&status), "INVALID_ARGUMENT");
     assert_eq!(
         violations(&status),
-        ["request_id", "subject", "did_type", "result", "evidence_hash", "verified_at"]
+        [
+            "request_id",
+            "subject",
+            "did_type",
+            "result",
+            "evidence_hash",
+            "verified_at"
+        ]
     );
     let mut odd = submission("r-3", "0xabc", now_ms());
     odd.did_type = "kyc".into();
     odd.evidence_hash = "abc".into();
     let status = api.submit_verification(odd).await.expect_err("odd hex");
     assert_eq!(violations(&status), ["evidence_hash"]);
-    for (bad, field) in [
-        (pb::GetAttestationRequest { attestation_id: "a:b".into() }, "attestation_id"),
-    ] {
+    for (bad, field) in [(
+        pb::GetAttestationRequest {
+            attestation_id: "a:b".into(),
+        },
+        "attestation_id",
+    )] {
         let status = api.get_attestation(bad).await.expect_err("bad id");
         assert_eq!(violations(&status), [field]);
     }
@@ -256,7 +309,9 @@ async fn submit_verification_is_idempotent_on_request_id_and_names_bad_fields() 
         .expect_err("not json");
     assert_eq!(violations(&status), ["credential_json"]);
     let status = api
-        .get_attestation(pb::GetAttestationRequest { attestation_id: id_of("nope") })
+        .get_attestation(pb::GetAttestationRequest {
+            attestation_id: id_of("nope"),
+        })
         .await
         .expect_err("unknown");
     assert_eq!(status.code(), Code::NotFound);
@@ -302,7 +357,10 @@ async fn poison_and_replayed_entries_go_to_the_dead_letter_stream_and_never_issu
         (with("0xp2", "evidence_hash", ""), "MISSING_FIELD"),
         (with("0xp3", "verified_at", "03/10/2025 18:15"), "BAD_TIME"),
         (with("0xp4", "did_id", "7"), "UNKNOWN_DID_TYPE"),
-        (with("0xp5", "verified_at", "2999-01-01T00:00:00Z"), "FUTURE_TIME"),
+        (
+            with("0xp5", "verified_at", "2999-01-01T00:00:00Z"),
+            "FUTURE_TIME",
+        ),
         (with("0xp6", "v", "9"), "UNSUPPORTED_VERSION"),
         (with("0xp7", "padding", huge), "ENTRY_TOO_LARGE"),
         (with("0xp8", "evidence_hash", "zz"), "INVALID_FIELD"),
@@ -312,7 +370,15 @@ async fn poison_and_replayed_entries_go_to_the_dead_letter_stream_and_never_issu
     for (i, (fields, code)) in poison.iter().enumerate() {
         poison_entries.push((xadd(m, fields).await, *code));
         // A good one between the bad ones: one bad entry stops nothing.
-        let entry = xadd(m, &good(["0xg1", "0xg2", "0xg3", "0xg4", "0xg5", "0xg6", "0xg7", "0xg8"][i])).await;
+        let entry = xadd(
+            m,
+            &good(
+                [
+                    "0xg1", "0xg2", "0xg3", "0xg4", "0xg5", "0xg6", "0xg7", "0xg8",
+                ][i],
+            ),
+        )
+        .await;
         ids.push(id_of_entry(&entry));
     }
     // An entry whose values are not UTF-8 at all.
@@ -351,7 +417,8 @@ async fn poison_and_replayed_entries_go_to_the_dead_letter_stream_and_never_issu
             .await
             .expect("dead letters")
             .into_inner();
-        if page.dead_letters.len() >= poison_entries.len() || tokio::time::Instant::now() > deadline {
+        if page.dead_letters.len() >= poison_entries.len() || tokio::time::Instant::now() > deadline
+        {
             break page.dead_letters;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -362,7 +429,11 @@ async fn poison_and_replayed_entries_go_to_the_dead_letter_stream_and_never_issu
             .iter()
             .find(|l| l.verification_id == *entry)
             .unwrap_or_else(|| panic!("{entry} ({code}) dead-lettered"));
-        assert!(letter.reason.starts_with(code), "{entry}: {} is not {code}", letter.reason);
+        assert!(
+            letter.reason.starts_with(code),
+            "{entry}: {} is not {code}",
+            letter.reason
+        );
     }
     let big = letters
         .iter()
@@ -375,25 +446,42 @@ async fn poison_and_replayed_entries_go_to_the_dead_letter_stream_and_never_issu
     );
     // Newest first, paginated.
     let first = api
-        .list_dead_letters(pb::ListDeadLettersRequest { page_size: 2, page_token: String::new() })
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            page_size: 2,
+            page_token: String::new(),
+        })
         .await
         .expect("page")
         .into_inner();
     assert_eq!(first.dead_letters.len(), 2);
-    assert_eq!(first.dead_letters[0].dead_letter_id, letters[0].dead_letter_id);
+    assert_eq!(
+        first.dead_letters[0].dead_letter_id,
+        letters[0].dead_letter_id
+    );
     let second = api
-        .list_dead_letters(pb::ListDeadLettersRequest { page_size: 2, page_token: first.next_page_token })
+        .list_dead_letters(pb::ListDeadLettersRequest {
+            page_size: 2,
+            page_token: first.next_page_token,
+        })
         .await
         .expect("page")
         .into_inner();
-    assert_eq!(second.dead_letters[0].dead_letter_id, letters[2].dead_letter_id);
+    assert_eq!(
+        second.dead_letters[0].dead_letter_id,
+        letters[2].dead_letter_id
+    );
 
     // A replay of the whole stream (the group destroyed and made again from
     // 0, as after a lost group): nothing is issued twice, nothing new in the
     // dead-letter stream beyond the same poison again.
     let issued_before = common::attestation::issued(m).await;
     let _: u64 = m
-        .query(redis::cmd("XGROUP").arg("DESTROY").arg(keys::VERIFICATION_STREAM).arg(keys::GROUP))
+        .query(
+            redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(keys::VERIFICATION_STREAM)
+                .arg(keys::GROUP),
+        )
         .await
         .expect("destroy");
     // The processor meets NOGROUP and makes the group again from 0 itself
@@ -409,7 +497,10 @@ async fn poison_and_replayed_entries_go_to_the_dead_letter_stream_and_never_issu
         .await;
     let deadline = tokio::time::Instant::now() + SOON;
     loop {
-        let pending: u64 = common::attestation::pending_by_consumer(m).await.values().sum();
+        let pending: u64 = common::attestation::pending_by_consumer(m)
+            .await
+            .values()
+            .sum();
         let lag = group_lag(m).await;
         if pending == 0 && lag == Some(0) {
             break;
@@ -420,14 +511,22 @@ async fn poison_and_replayed_entries_go_to_the_dead_letter_stream_and_never_issu
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(common::attestation::issued(m).await, issued_before, "the replay issued nothing");
+    assert_eq!(
+        common::attestation::issued(m).await,
+        issued_before,
+        "the replay issued nothing"
+    );
     check_invariants(m, &ids, &[&key]).await;
 }
 
 /// The attestation group's lag (entries not yet delivered to it).
 async fn group_lag(m: &openoes::redis::process::RedisProcess) -> Option<i64> {
     let groups: Vec<redis::Value> = m
-        .query(redis::cmd("XINFO").arg("GROUPS").arg(keys::VERIFICATION_STREAM))
+        .query(
+            redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(keys::VERIFICATION_STREAM),
+        )
         .await
         .ok()?;
     let redis::Value::Array(group) = groups.into_iter().next()? else {
@@ -458,14 +557,24 @@ async fn revocation_is_idempotent_published_in_the_status_list_and_watched() {
         .await
         .expect("watch")
         .into_inner();
-    let a = api.submit_verification(submission("w-1", "0xwatched", now_ms())).await.expect("a").into_inner();
-    let b = api.submit_verification(submission("w-2", "0xother", now_ms())).await.expect("b").into_inner();
+    let a = api
+        .submit_verification(submission("w-1", "0xwatched", now_ms()))
+        .await
+        .expect("a")
+        .into_inner();
+    let b = api
+        .submit_verification(submission("w-2", "0xother", now_ms()))
+        .await
+        .expect("b")
+        .into_inner();
     let att = wait_for_attestation(&mut api, &a.attestation_id, SOON).await;
     wait_for_attestation(&mut api, &b.attestation_id, SOON).await;
 
     // Before: the list exists, nothing is set, it verifies.
     let list = api
-        .get_status_list(pb::GetStatusListRequest { status_list_id: att.status_list_id.clone() })
+        .get_status_list(pb::GetStatusListRequest {
+            status_list_id: att.status_list_id.clone(),
+        })
         .await
         .expect("list")
         .into_inner();
@@ -475,11 +584,16 @@ async fn revocation_is_idempotent_published_in_the_status_list_and_watched() {
     data_integrity::verify_proof_with_key(&doc, &key.public_key()).expect("list verifies");
     assert_eq!(doc["issuer"], key.did_key());
     let again = api
-        .get_status_list(pb::GetStatusListRequest { status_list_id: list.url.clone() })
+        .get_status_list(pb::GetStatusListRequest {
+            status_list_id: list.url.clone(),
+        })
         .await
         .expect("by url")
         .into_inner();
-    assert_eq!(again.credential_json, list.credential_json, "kept until it changes");
+    assert_eq!(
+        again.credential_json, list.credential_json,
+        "kept until it changes"
+    );
 
     let revoked = api
         .revoke_attestation(pb::RevokeAttestationRequest {
@@ -503,7 +617,10 @@ async fn revocation_is_idempotent_published_in_the_status_list_and_watched() {
         .into_inner()
         .attestation
         .expect("attestation");
-    assert_eq!(twice.revocation_reason, "key compromised", "as first revoked");
+    assert_eq!(
+        twice.revocation_reason, "key compromised",
+        "as first revoked"
+    );
     assert_eq!(twice.revoked_at, revoked.revoked_at);
     let unknown = api
         .revoke_attestation(pb::RevokeAttestationRequest {
@@ -515,17 +632,32 @@ async fn revocation_is_idempotent_published_in_the_status_list_and_watched() {
     assert_eq!(unknown.code(), Code::NotFound);
 
     let list = api
-        .get_status_list(pb::GetStatusListRequest { status_list_id: att.status_list_id.clone() })
+        .get_status_list(pb::GetStatusListRequest {
+            status_list_id: att.status_list_id.clone(),
+        })
         .await
         .expect("list")
         .into_inner();
-    assert_eq!(list.revision, 1, "one revocation, the repeat changed nothing");
+    assert_eq!(
+        list.revision, 1,
+        "one revocation, the repeat changed nothing"
+    );
     let doc: serde_json::Value = serde_json::from_str(&list.credential_json).expect("json");
     data_integrity::verify_proof_with_key(&doc, &key.public_key()).expect("list verifies");
-    let bits = StatusList::decode(doc["credentialSubject"]["encodedList"].as_str().expect("list"))
-        .expect("decode");
-    let set: Vec<usize> = (0..bits.len()).filter(|&i| bits.get(i) == Ok(true)).collect();
-    assert_eq!(set, [att.status_list_index as usize], "exactly the revoked one");
+    let bits = StatusList::decode(
+        doc["credentialSubject"]["encodedList"]
+            .as_str()
+            .expect("list"),
+    )
+    .expect("decode");
+    let set: Vec<usize> = (0..bits.len())
+        .filter(|&i| bits.get(i) == Ok(true))
+        .collect();
+    assert_eq!(
+        set,
+        [att.status_list_index as usize],
+        "exactly the revoked one"
+    );
 
     let verdict = api
         .verify_attestation(pb::VerifyAttestationRequest {
@@ -535,7 +667,10 @@ async fn revocation_is_idempotent_published_in_the_status_list_and_watched() {
         .expect("verify")
         .into_inner();
     assert!(!verdict.valid);
-    assert_eq!(verdict.failed_checks, [pb::VerificationCheck::Revocation as i32]);
+    assert_eq!(
+        verdict.failed_checks,
+        [pb::VerificationCheck::Revocation as i32]
+    );
     let other = api
         .verify_attestation(pb::VerifyAttestationRequest {
             target: Some(Target::AttestationId(b.attestation_id.clone())),
@@ -561,7 +696,11 @@ async fn revocation_is_idempotent_published_in_the_status_list_and_watched() {
     assert_eq!(seen[1].r#type, pb::AttestationEventType::Revoked as i32);
     let issued_event = seen[0].attestation.as_ref().expect("attestation");
     assert_eq!(issued_event.attestation_id, a.attestation_id);
-    assert_eq!(issued_event.status, pb::AttestationStatus::Active as i32, "as of the event");
+    assert_eq!(
+        issued_event.status,
+        pb::AttestationStatus::Active as i32,
+        "as of the event"
+    );
     assert_eq!(issued_event.credential_json, att.credential_json);
     // Resumed after the first event: the second comes again.
     let mut resumed = api
@@ -573,7 +712,10 @@ async fn revocation_is_idempotent_published_in_the_status_list_and_watched() {
         .expect("resume")
         .into_inner();
     let mut after = Vec::new();
-    while !after.iter().any(|e: &pb::AttestationEvent| e.event_id == seen[1].event_id) {
+    while !after
+        .iter()
+        .any(|e: &pb::AttestationEvent| e.event_id == seen[1].event_id)
+    {
         let event = tokio::time::timeout(SOON, resumed.next())
             .await
             .expect("in time")
@@ -601,7 +743,11 @@ async fn verification_fails_for_the_right_reason() {
     let gateway = Gateway::start(attested_config(&link, &key_file)).await;
     let mut api = client(&gateway.channel().await);
 
-    let good = api.submit_verification(submission("v-1", "0xv", now_ms())).await.expect("good").into_inner();
+    let good = api
+        .submit_verification(submission("v-1", "0xv", now_ms()))
+        .await
+        .expect("good")
+        .into_inner();
     // Verified two years ago: valid for one year, so expired already.
     let old = api
         .submit_verification(submission("v-2", "0xv", now_ms() - 2 * 365 * 86_400_000))
@@ -616,19 +762,33 @@ async fn verification_fails_for_the_right_reason() {
         target: Some(Target::CredentialJson(json)),
     };
     let mut verify = async |json: String| {
-        api.verify_attestation(check(json)).await.expect("verify").into_inner()
+        api.verify_attestation(check(json))
+            .await
+            .expect("verify")
+            .into_inner()
     };
     let ok = verify(good.credential_json.clone()).await;
     assert!(ok.valid, "{ok:?}");
-    assert_eq!(ok.attestation.expect("known here").attestation_id, good.attestation_id);
+    assert_eq!(
+        ok.attestation.expect("known here").attestation_id,
+        good.attestation_id
+    );
 
     let mut changed: serde_json::Value = serde_json::from_str(&good.credential_json).expect("json");
     changed["credentialSubject"]["verificationResult"] = "failed".into();
     let v = verify(changed.to_string()).await;
-    assert_eq!(v.failed_checks, [pb::VerificationCheck::Signature as i32], "{v:?}");
+    assert_eq!(
+        v.failed_checks,
+        [pb::VerificationCheck::Signature as i32],
+        "{v:?}"
+    );
 
     let v = verify(old.credential_json.clone()).await;
-    assert_eq!(v.failed_checks, [pb::VerificationCheck::Expiry as i32], "{v:?}");
+    assert_eq!(
+        v.failed_checks,
+        [pb::VerificationCheck::Expiry as i32],
+        "{v:?}"
+    );
     assert!(v.reasons[0].contains("expired"), "{:?}", v.reasons);
 
     // Signed by another key (a forger's), with its own issuer.
@@ -647,7 +807,11 @@ async fn verification_fails_for_the_right_reason() {
     )
     .expect("forge");
     let v = verify(forged.to_string()).await;
-    assert_eq!(v.failed_checks, [pb::VerificationCheck::Key as i32], "{v:?}");
+    assert_eq!(
+        v.failed_checks,
+        [pb::VerificationCheck::Key as i32],
+        "{v:?}"
+    );
 
     api.revoke_attestation(pb::RevokeAttestationRequest {
         attestation_id: good.attestation_id.clone(),
@@ -660,7 +824,11 @@ async fn verification_fails_for_the_right_reason() {
         .await
         .expect("verify")
         .into_inner();
-    assert_eq!(v.failed_checks, [pb::VerificationCheck::Revocation as i32], "{v:?}");
+    assert_eq!(
+        v.failed_checks,
+        [pb::VerificationCheck::Revocation as i32],
+        "{v:?}"
+    );
 
     check_invariants(
         &link.topology.master,
@@ -678,7 +846,11 @@ async fn a_rotated_key_signs_new_credentials_and_old_ones_still_verify() {
     let (new_file, new_key) = issuer_key(dir.path(), "new.key");
     let mut gateway = Gateway::start(attested_config(&link, &old_file)).await;
     let mut api = client(&gateway.channel().await);
-    let before = api.submit_verification(submission("k-1", "0xk", now_ms())).await.expect("a").into_inner();
+    let before = api
+        .submit_verification(submission("k-1", "0xk", now_ms()))
+        .await
+        .expect("a")
+        .into_inner();
     let before = wait_for_attestation(&mut api, &before.attestation_id, SOON).await;
     gateway.signal_stop();
     let _ = gateway.task.await;
@@ -687,21 +859,41 @@ async fn a_rotated_key_signs_new_credentials_and_old_ones_still_verify() {
     config.attestation.retired_key_files = vec![old_file.clone()];
     let gateway = Gateway::start(config).await;
     let mut api = client(&gateway.channel().await);
-    let after = api.submit_verification(submission("k-2", "0xk", now_ms())).await.expect("b").into_inner();
+    let after = api
+        .submit_verification(submission("k-2", "0xk", now_ms()))
+        .await
+        .expect("b")
+        .into_inner();
     let after = wait_for_attestation(&mut api, &after.attestation_id, SOON).await;
     assert_eq!(before.key_id, old_key.verification_method());
     assert_eq!(after.key_id, new_key.verification_method());
-    assert_ne!(after.status_list_id, before.status_list_id, "a list per key");
+    assert_ne!(
+        after.status_list_id, before.status_list_id,
+        "a list per key"
+    );
 
-    let keys = api.get_issuer_key(pb::GetIssuerKeyRequest::default()).await.expect("keys").into_inner();
+    let keys = api
+        .get_issuer_key(pb::GetIssuerKeyRequest::default())
+        .await
+        .expect("keys")
+        .into_inner();
     assert_eq!(keys.key_id, new_key.verification_method());
-    let listed: Vec<(String, bool)> = keys.keys.iter().map(|k| (k.key_id.clone(), k.active)).collect();
+    let listed: Vec<(String, bool)> = keys
+        .keys
+        .iter()
+        .map(|k| (k.key_id.clone(), k.active))
+        .collect();
     assert_eq!(
         listed,
-        [(new_key.verification_method(), true), (old_key.verification_method(), false)]
+        [
+            (new_key.verification_method(), true),
+            (old_key.verification_method(), false)
+        ]
     );
     let old = api
-        .get_issuer_key(pb::GetIssuerKeyRequest { key_id: old_key.did_key() })
+        .get_issuer_key(pb::GetIssuerKeyRequest {
+            key_id: old_key.did_key(),
+        })
         .await
         .expect("old key by did")
         .into_inner();
@@ -725,13 +917,16 @@ async fn a_rotated_key_signs_new_credentials_and_old_ones_still_verify() {
     .await
     .expect("revoke");
     let list = api
-        .get_status_list(pb::GetStatusListRequest { status_list_id: before.status_list_id.clone() })
+        .get_status_list(pb::GetStatusListRequest {
+            status_list_id: before.status_list_id.clone(),
+        })
         .await
         .expect("old list")
         .into_inner();
     let doc: serde_json::Value = serde_json::from_str(&list.credential_json).expect("json");
     assert_eq!(doc["issuer"], old_key.did_key());
-    data_integrity::verify_proof_with_key(&doc, &old_key.public_key()).expect("signed by the old key");
+    data_integrity::verify_proof_with_key(&doc, &old_key.public_key())
+        .expect("signed by the old key");
 
     check_invariants(
         &link.topology.master,
@@ -750,16 +945,32 @@ async fn without_an_issuer_key_the_service_refuses_and_says_why() {
     wait_for_health(&channel, SERVICE, ServingStatus::NotServing, SOON).await;
     let mut api = client(&channel);
     let statuses = [
-        api.submit_verification(submission("n-1", "0xn", now_ms())).await.map(drop),
-        api.get_issuer_key(pb::GetIssuerKeyRequest::default()).await.map(drop),
-        api.get_status_list(pb::GetStatusListRequest { status_list_id: "1".into() }).await.map(drop),
-        api.list_attestations(pb::ListAttestationsRequest { subject: "0xn".into(), ..Default::default() }).await.map(drop),
+        api.submit_verification(submission("n-1", "0xn", now_ms()))
+            .await
+            .map(drop),
+        api.get_issuer_key(pb::GetIssuerKeyRequest::default())
+            .await
+            .map(drop),
+        api.get_status_list(pb::GetStatusListRequest {
+            status_list_id: "1".into(),
+        })
+        .await
+        .map(drop),
+        api.list_attestations(pb::ListAttestationsRequest {
+            subject: "0xn".into(),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
     ];
     for result in statuses {
         let status = result.expect_err("refused");
         assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
         assert_eq!(reason(&status), "ISSUER_KEY_NOT_CONFIGURED");
-        assert!(status.message().contains("attestation.key_file"), "{status:?}");
+        assert!(
+            status.message().contains("attestation.key_file"),
+            "{status:?}"
+        );
     }
     // Nothing consumed the stream: no group, no key material anywhere.
     let groups: redis::Value = link

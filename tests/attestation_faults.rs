@@ -29,7 +29,15 @@ fn fields(i: usize) -> Vec<(String, String)> {
     vec![
         ("user_wallet".into(), format!("0xw{}", i % 50)),
         ("did_id".into(), "0".into()),
-        ("result".into(), if i % 3 == 0 { "failed" } else { "verified" }.into()),
+        (
+            "result".into(),
+            if i.is_multiple_of(3) {
+                "failed"
+            } else {
+                "verified"
+            }
+            .into(),
+        ),
         ("evidence_hash".into(), format!("{i:08x}")),
         ("verified_at".into(), "2025-10-03T18:15:10".into()),
         ("request_id".into(), format!("r-{i}")),
@@ -95,7 +103,10 @@ async fn a_sigkilled_processors_results_are_reclaimed_and_each_attested_once() {
     doomed.kill();
     assert!(held > 0);
     let stranded: u64 = pending_by_consumer(m).await.values().sum();
-    println!("SIGKILL with {stranded} results held, {} attested", common::attestation::issued(m).await);
+    println!(
+        "SIGKILL with {stranded} results held, {} attested",
+        common::attestation::issued(m).await
+    );
     while produced < N {
         produce(&mut conn, produced).await;
         produced += 1;
@@ -108,7 +119,10 @@ async fn a_sigkilled_processors_results_are_reclaimed_and_each_attested_once() {
     // Settle: nothing pending any more (the last acks).
     let deadline = tokio::time::Instant::now() + SOON;
     while pending_by_consumer(m).await.values().sum::<u64>() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "results left pending");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "results left pending"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check_invariants(m, &ids, &[&key]).await;
@@ -158,7 +172,11 @@ async fn redis_restarting_mid_flow_loses_no_result_and_issues_none_twice() {
             redis.restart().await.expect("restart redis");
             restarted = true;
         }
-        let request = submission(&format!("s-{submitted}"), &format!("0xs{}", submitted % 20), now_ms());
+        let request = submission(
+            &format!("s-{submitted}"),
+            &format!("0xs{}", submitted % 20),
+            now_ms(),
+        );
         match api.submit_verification(request).await {
             Ok(_) => submitted += 1,
             Err(status) => {
@@ -174,7 +192,10 @@ async fn redis_restarting_mid_flow_loses_no_result_and_issues_none_twice() {
     wait_for_issued(&redis, N as u64, Duration::from_secs(60)).await;
     let deadline = tokio::time::Instant::now() + SOON;
     while pending_by_consumer(&redis).await.values().sum::<u64>() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "results left pending");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "results left pending"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check_invariants(&redis, &ids, &[&key]).await;
@@ -201,10 +222,11 @@ async fn five_thousand_results_from_concurrent_producers_make_five_thousand_atte
         tasks.push(tokio::spawn(async move {
             let mut api = client(&channel);
             for i in (p..N).step_by(PRODUCERS) {
-                if p % 2 == 0 {
+                if p.is_multiple_of(2) {
                     produce(&mut conn, i).await;
                 } else {
-                    let request = submission(&format!("r-{i}"), &format!("0xw{}", i % 50), now_ms());
+                    let request =
+                        submission(&format!("r-{i}"), &format!("0xw{}", i % 50), now_ms());
                     api.submit_verification(request).await.expect("submit");
                 }
             }
@@ -215,11 +237,17 @@ async fn five_thousand_results_from_concurrent_producers_make_five_thousand_atte
     }
     let start = tokio::time::Instant::now();
     wait_for_issued(&link.topology.master, N as u64, Duration::from_secs(120)).await;
-    println!("5,000 attested {:?} after the last result was produced", start.elapsed());
+    println!(
+        "5,000 attested {:?} after the last result was produced",
+        start.elapsed()
+    );
     let m = &link.topology.master;
     let deadline = tokio::time::Instant::now() + SOON;
     while pending_by_consumer(m).await.values().sum::<u64>() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "results left pending");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "results left pending"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ids: Vec<String> = (0..N).map(|i| id_of(&format!("r-{i}"))).collect();

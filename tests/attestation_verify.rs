@@ -97,7 +97,8 @@ async fn independent_verifiers_accept_issued_credentials_and_refuse_bad_ones_for
         .into_inner();
     assert_eq!(issuer.did_key, key.did_key());
 
-    let parse = |a: &pb::Attestation| -> Value { serde_json::from_str(&a.credential_json).expect("json") };
+    let parse =
+        |a: &pb::Attestation| -> Value { serde_json::from_str(&a.credential_json).expect("json") };
     let mut changed = parse(&good);
     changed["credentialSubject"]["verificationResult"] = "failed".into();
     let stranger = ServerKey::generate("stranger").expect("key");
@@ -129,8 +130,15 @@ async fn independent_verifiers_accept_issued_credentials_and_refuse_bad_ones_for
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("report");
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-    assert_eq!(report["networkAttempts"], json!([]), "nothing fetched from the network");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
+    assert_eq!(
+        report["networkAttempts"],
+        json!([]),
+        "nothing fetched from the network"
+    );
     let result = |name: &str| -> Value {
         report["results"]
             .as_array()
@@ -145,7 +153,10 @@ async fn independent_verifiers_accept_issued_credentials_and_refuse_bad_ones_for
     let issued = result("issued");
     assert_eq!(issued["verified"], true, "{issued}");
     assert_eq!(issued["proofVerified"], true);
-    assert_eq!(issued["statusChecked"], true, "the status list was read and verified");
+    assert_eq!(
+        issued["statusChecked"], true,
+        "the status list was read and verified"
+    );
     assert_eq!(issued["revoked"], false);
 
     let changed = result("changed");
@@ -158,14 +169,20 @@ async fn independent_verifiers_accept_issued_credentials_and_refuse_bad_ones_for
     assert!(errors(&other).contains("issuer"), "{other}");
 
     let impostor = result("other-issuer");
-    assert_eq!(impostor["proofVerified"], true, "a did:key always resolves: {impostor}");
+    assert_eq!(
+        impostor["proofVerified"], true,
+        "a did:key always resolves: {impostor}"
+    );
     assert_eq!(impostor["trustedIssuer"], false);
     assert_eq!(impostor["verified"], false);
 
     // vc checks the validity period before the proof: the error says why.
     let expired = result("expired");
     assert_eq!(expired["verified"], false);
-    assert!(errors(&expired).contains("is after \\\"validuntil\\\""), "{expired}");
+    assert!(
+        errors(&expired).contains("is after \\\"validuntil\\\""),
+        "{expired}"
+    );
 
     let revoked = result("revoked");
     assert_eq!(revoked["revoked"], true, "{revoked}");

@@ -47,7 +47,10 @@ pub fn submission(
             Some(code) => did_id = code,
             None => v.add(
                 "did_type",
-                format!("must be one of the configured did types ({})", rules.did_type_names()),
+                format!(
+                    "must be one of the configured did types ({})",
+                    rules.did_type_names()
+                ),
             ),
         }
     }
@@ -113,9 +116,7 @@ pub fn submission(
 }
 
 /// A ListAttestations call: (subject, issued before this sequence, size).
-pub fn list_page(
-    r: &pb::ListAttestationsRequest,
-) -> Result<(Option<u64>, usize), FieldViolations> {
+pub fn list_page(r: &pb::ListAttestationsRequest) -> Result<(Option<u64>, usize), FieldViolations> {
     let mut v = FieldViolations::default();
     v.check_id("subject", &r.subject);
     let size = v.page_size(r.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
@@ -127,7 +128,10 @@ pub fn list_page(
             _ => {
                 v.add(
                     "page_token",
-                    format!("{} is not a next_page_token of ListAttestations", echo(&r.page_token)),
+                    format!(
+                        "{} is not a next_page_token of ListAttestations",
+                        echo(&r.page_token)
+                    ),
                 );
                 None
             }
@@ -151,7 +155,10 @@ pub fn dead_letter_page(
             Err(()) => {
                 v.add(
                     "page_token",
-                    format!("{} is not a next_page_token of ListDeadLetters", echo(&r.page_token)),
+                    format!(
+                        "{} is not a next_page_token of ListDeadLetters",
+                        echo(&r.page_token)
+                    ),
                 );
                 None
             }
@@ -387,11 +394,25 @@ mod tests {
         };
         assert_eq!(
             fields(all_bad),
-            ["request_id", "subject", "did_type", "result", "evidence_hash", "verified_at"]
+            [
+                "request_id",
+                "subject",
+                "did_type",
+                "result",
+                "evidence_hash",
+                "verified_at"
+            ]
         );
         assert_eq!(
             fields(pb::SubmitVerificationRequest::default()),
-            ["request_id", "subject", "did_type", "result", "evidence_hash", "verified_at"]
+            [
+                "request_id",
+                "subject",
+                "did_type",
+                "result",
+                "evidence_hash",
+                "verified_at"
+            ]
         );
         let mut near = good();
         near.verified_at = Some(timestamp_ms(NOW + 30_000));

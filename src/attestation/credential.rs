@@ -335,9 +335,10 @@ pub fn verify_offline(
     let until = text(credential, "validUntil").map(|t| datetime::parse_xsd(&t));
     let from = text(credential, "validFrom").map(|t| datetime::parse_xsd(&t));
     match (from, until) {
-        (Some(None), _) | (_, Some(None)) => verdict
-            .failed
-            .push((Check::Expiry, "validFrom or validUntil is not a time".into())),
+        (Some(None), _) | (_, Some(None)) => verdict.failed.push((
+            Check::Expiry,
+            "validFrom or validUntil is not a time".into(),
+        )),
         (_, Some(Some(until))) if until < now_ms => verdict.failed.push((
             Check::Expiry,
             format!("expired at {}", datetime::format_xsd(until)),
@@ -378,7 +379,9 @@ mod tests {
 
     fn key(seed: u8) -> ServerKey {
         let signing = crate::crypto::ed25519::SigningKey::from_seed(&[seed; 32]).expect("key");
-        ServerKey::from_signer(NoteSigner::new("openoes.test/attestation", signing).expect("signer"))
+        ServerKey::from_signer(
+            NoteSigner::new("openoes.test/attestation", signing).expect("signer"),
+        )
     }
 
     fn verification() -> Verification {
@@ -469,7 +472,12 @@ mod tests {
             credential["credentialStatus"]["statusListCredential"],
             "urn:openoes:status-list:1"
         );
-        let verdict = verify_offline(&issuer, &credential, "urn:openoes:status-list:", 1_759_515_400_000);
+        let verdict = verify_offline(
+            &issuer,
+            &credential,
+            "urn:openoes:status-list:",
+            1_759_515_400_000,
+        );
         assert!(verdict.failed.is_empty(), "{:?}", verdict.failed);
         assert_eq!(
             verdict.status,
@@ -533,9 +541,15 @@ mod tests {
         .expect("signs");
         let doc: Value = serde_json::from_str(&json).expect("json");
         assert!(data_integrity::verify_proof_with_key(&doc, &issuer.active().public_key()).is_ok());
-        let list = StatusList::decode(doc["credentialSubject"]["encodedList"].as_str().expect("list"))
-            .expect("decodes");
-        let set: Vec<usize> = (0..list.len()).filter(|&i| list.get(i) == Ok(true)).collect();
+        let list = StatusList::decode(
+            doc["credentialSubject"]["encodedList"]
+                .as_str()
+                .expect("list"),
+        )
+        .expect("decodes");
+        let set: Vec<usize> = (0..list.len())
+            .filter(|&i| list.get(i) == Ok(true))
+            .collect();
         assert_eq!(set, [0, 9]);
         assert_eq!(doc["issuer"], issuer.active().did);
     }

@@ -50,7 +50,8 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 /// `±HH`. Without an offset the time is UTC (what existing producers mean
 /// by a naive time). The error says what is wrong, for a person.
 pub fn parse_iso8601(text: &str) -> Result<i64, &'static str> {
-    const SHAPE: &str = "must be an ISO-8601 date and time, e.g. 2025-10-03T18:15:10Z (no offset means UTC)";
+    const SHAPE: &str =
+        "must be an ISO-8601 date and time, e.g. 2025-10-03T18:15:10Z (no offset means UTC)";
     if text.len() > MAX_TIME_LEN || !text.is_ascii() {
         return Err(SHAPE);
     }

@@ -89,7 +89,11 @@ mod tests {
         for byte in tagged.bytes() {
             crc ^= u16::from(byte) << 8;
             for _ in 0..8 {
-                crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+                crc = if crc & 0x8000 != 0 {
+                    (crc << 1) ^ 0x1021
+                } else {
+                    crc << 1
+                };
             }
         }
         crc % 16384
@@ -98,7 +102,7 @@ mod tests {
     #[test]
     fn every_key_of_a_script_is_in_the_stream_slot() {
         // The CRC itself, against the Redis Cluster spec's example.
-        assert_eq!(slot("123456789"), 0x31c3 % 16384);
+        assert_eq!(slot("123456789"), 0x31c3);
         let stream = slot(VERIFICATION_STREAM);
         for key in [
             EVENTS.to_string(),

@@ -43,12 +43,7 @@ use std::sync::Arc;
 use tonic::{server::NamedService, service::RoutesBuilder};
 
 pub use self::service::AttestationApi;
-use self::{
-    credential::Issuer,
-    processor::Processor,
-    service::Ready,
-    store::AttestationStore,
-};
+use self::{credential::Issuer, processor::Processor, service::Ready, store::AttestationStore};
 use crate::{
     config::Config,
     crypto::keys::KeyError,

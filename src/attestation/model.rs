@@ -251,7 +251,11 @@ impl Rules {
     /// maybe empty) and `did_id` (std).
     fn resolve(&self, did_type: &str, did_id: &str) -> Result<(String, String), Rejection> {
         if !self.restricts_did_types() {
-            let name = if did_type.is_empty() { did_id } else { did_type };
+            let name = if did_type.is_empty() {
+                did_id
+            } else {
+                did_type
+            };
             return Ok((name.to_string(), did_id.to_string()));
         }
         if did_type.is_empty() {
@@ -501,10 +505,7 @@ impl AttestationRecord {
             ("subject", self.subject.clone()),
             ("did_type", self.did_type.clone()),
             ("did_id", self.did_id.clone()),
-            (
-                "result",
-                self.outcome.map_or("", Outcome::word).to_string(),
-            ),
+            ("result", self.outcome.map_or("", Outcome::word).to_string()),
             ("evidence_hash", self.evidence_hash.clone()),
             ("verified_ms", self.verified_ms.to_string()),
             ("issued_ms", self.issued_ms.to_string()),
@@ -678,7 +679,9 @@ mod tests {
             if !value.is_empty() {
                 pairs.push((name, value));
             }
-            parse_entry(&entry(&pairs), &rules, NOW).map(drop).map_err(|r| r.code)
+            parse_entry(&entry(&pairs), &rules, NOW)
+                .map(drop)
+                .map_err(|r| r.code)
         };
         use rejection::*;
         assert_eq!(with("result", "maybe"), Err(UNKNOWN_RESULT));
@@ -690,7 +693,10 @@ mod tests {
         assert_eq!(with("evidence_hash", "xyz"), Err(INVALID_FIELD));
         assert_eq!(with("evidence_hash", "abc"), Err(INVALID_FIELD));
         assert_eq!(with("verified_at", "yesterday"), Err(BAD_TIME));
-        assert_eq!(with("verified_at", "2999-01-01T00:00:00Z"), Err(FUTURE_TIME));
+        assert_eq!(
+            with("verified_at", "2999-01-01T00:00:00Z"),
+            Err(FUTURE_TIME)
+        );
         assert_eq!(with("v", "2"), Err(UNSUPPORTED_VERSION));
         assert_eq!(with("v", "1"), Ok(()));
         assert_eq!(with("request_id", "a:b"), Err(INVALID_FIELD));
@@ -703,7 +709,10 @@ mod tests {
             Err(ENTRY_TOO_LARGE)
         );
         // Non-UTF-8 in a required field is a missing text field.
-        let mut raw = entry(&foreign()).pairs().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<Vec<_>>();
+        let mut raw = entry(&foreign())
+            .pairs()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect::<Vec<_>>();
         raw.retain(|(k, _)| k != b"result");
         raw.push((b"result".to_vec(), vec![0xff, 0xfe]));
         assert_eq!(

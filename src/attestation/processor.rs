@@ -154,7 +154,9 @@ impl Processor {
             match self.store.trim_results().await {
                 Ok(0) => {}
                 Ok(n) => tracing::debug!(trimmed = n, "verification stream trimmed"),
-                Err(e) => tracing::warn!(error = %ErrorChain(&e), "cannot trim the verification stream; will try again"),
+                Err(e) => {
+                    tracing::warn!(error = %ErrorChain(&e), "cannot trim the verification stream; will try again")
+                }
             }
         }
     }
@@ -182,8 +184,7 @@ impl Processor {
             Ok(v) => v,
             Err(rejection) => return self.dead_letter(delivery, &rejection).await,
         };
-        let attestation_id =
-            model::attestation_id(verification.request_id.as_deref(), delivery.id);
+        let attestation_id = model::attestation_id(verification.request_id.as_deref(), delivery.id);
         let digest = verification.digest();
         if delivery.delivery_count > 1
             && let Some(stored) = self.store.digest(&attestation_id).await?

@@ -151,7 +151,10 @@ impl AttestationService for AttestationApi {
                     Some(false) => {}
                     Some(true) => verdict.failed.push((
                         Check::Revocation,
-                        format!("revoked in status list {} (index {})", entry.list_id, entry.index),
+                        format!(
+                            "revoked in status list {} (index {})",
+                            entry.list_id, entry.index
+                        ),
                     )),
                     None => verdict.failed.push((
                         Check::Revocation,
@@ -274,7 +277,10 @@ impl AttestationService for AttestationApi {
                 _ => String::new(),
             };
             Ok(pb::ListDeadLettersResponse {
-                dead_letters: page.into_iter().map(convert::dead_letter_to_proto).collect(),
+                dead_letters: page
+                    .into_iter()
+                    .map(convert::dead_letter_to_proto)
+                    .collect(),
                 next_page_token,
             })
         })

@@ -27,7 +27,10 @@ pub fn issuer_key(dir: &Path, name: &str) -> (String, ServerKey) {
     let path = dir.join(name);
     let key = ServerKey::generate("openoes.test/attestation").expect("generate");
     key.write(&path).expect("write key");
-    (path.display().to_string(), ServerKey::read(&path).expect("read back"))
+    (
+        path.display().to_string(),
+        ServerKey::read(&path).expect("read back"),
+    )
 }
 
 /// The secured link's config with an issuer key and fast reclaim: an entry
@@ -46,7 +49,11 @@ pub fn client(channel: &Channel) -> AttestationServiceClient<Channel> {
 }
 
 /// A SubmitVerification request.
-pub fn submission(request_id: &str, subject: &str, verified_ms: i64) -> pb::SubmitVerificationRequest {
+pub fn submission(
+    request_id: &str,
+    subject: &str,
+    verified_ms: i64,
+) -> pb::SubmitVerificationRequest {
     pb::SubmitVerificationRequest {
         request_id: request_id.into(),
         subject: subject.into(),
@@ -162,16 +169,23 @@ pub async fn pending_by_consumer(master: &RedisProcess) -> HashMap<String, u64> 
 /// One connection to `redis`: as the tests' admin where ACLs are on.
 pub async fn connection(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
     for url in [
-        format!("redis://admin:{}@127.0.0.1:{}", super::TEST_PASSWORDS[2].1, redis.port()),
+        format!(
+            "redis://admin:{}@127.0.0.1:{}",
+            super::TEST_PASSWORDS[2].1,
+            redis.port()
+        ),
         redis.url(),
     ] {
         let client = redis::Client::open(url).expect("client");
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(10)));
+        let config =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
         if let Ok(mut conn) = client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+            && redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
         {
             return conn;
         }
@@ -219,7 +233,9 @@ pub async fn check_invariants(master: &RedisProcess, ids: &[String], keys_ok: &[
         let key = keys_ok
             .iter()
             .find(|k| k.verification_method() == r.key_id)
-            .unwrap_or_else(|| panic!("{} signed by an unknown key {}", r.attestation_id, r.key_id));
+            .unwrap_or_else(|| {
+                panic!("{} signed by an unknown key {}", r.attestation_id, r.key_id)
+            });
         data_integrity::verify_proof_with_key(&doc, &key.public_key())
             .unwrap_or_else(|e| panic!("{} does not verify: {e}", r.attestation_id));
         assert_eq!(doc["id"], format!("urn:uuid:{}", r.attestation_id));
@@ -235,19 +251,27 @@ pub async fn check_invariants(master: &RedisProcess, ids: &[String], keys_ok: &[
             .query_async(&mut conn)
             .await
             .expect("zscore");
-        assert_eq!(score, Some(r.seq as f64), "{} in its subject's index", r.attestation_id);
+        assert_eq!(
+            score,
+            Some(r.seq as f64),
+            "{} in its subject's index",
+            r.attestation_id
+        );
     }
     let events = xrange_all(master, keys::EVENTS).await;
-    let issued_events: HashMap<&str, usize> =
-        events.iter().filter(|(_, f)| f["type"] == "issued").fold(
-            HashMap::new(),
-            |mut m, (_, f)| {
-                *m.entry(f["attestation_id"].as_str()).or_default() += 1;
-                m
-            },
-        );
+    let issued_events: HashMap<&str, usize> = events
+        .iter()
+        .filter(|(_, f)| f["type"] == "issued")
+        .fold(HashMap::new(), |mut m, (_, f)| {
+            *m.entry(f["attestation_id"].as_str()).or_default() += 1;
+            m
+        });
     for id in ids {
-        assert_eq!(issued_events.get(id.as_str()), Some(&1), "one issued event for {id}");
+        assert_eq!(
+            issued_events.get(id.as_str()),
+            Some(&1),
+            "one issued event for {id}"
+        );
     }
     assert_eq!(issued_events.len(), ids.len(), "no other issued events");
     let pending: u64 = pending_by_consumer(master).await.values().sum();
