@@ -302,9 +302,9 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
          \x20 grpcurl -plaintext -d '{{\"user_id\":\"alice\",\"asset\":\"BTC\"}}' {a} openoes.credit.v1.CreditService/GetCreditInventory\n\
          \x20 grpcurl -plaintext -d '{{\"start_after_event_id\":\"0-0\"}}' {a} openoes.credit.v1.CreditService/WatchCreditEvents\n\n\
          Attestations (issuer key {key}; README.md walks through it):\n\
-         \x20 grpcurl -plaintext -d '{{\"request_id\":\"kyc-1\",\"subject\":\"0xabc\",\"did_type\":\"kyc\",\"result\":\"VERIFICATION_RESULT_PASSED\",\"evidence_hash\":\"abc123\",\"verified_at\":\"2025-10-03T18:15:10Z\"}}' {a} {att}/SubmitVerification\n\
+         \x20 grpcurl -plaintext -d '{{\"request_id\":\"kyc-1\",\"subject\":\"0xabc\",\"did_type\":\"kyc\",\"result\":\"VERIFICATION_RESULT_PASSED\",\"evidence_hash\":\"abc123\",\"verified_at\":\"{now}Z\"}}' {a} {att}/SubmitVerification\n\
          \x20 # a producer without gRPC, as existing ones do:\n\
-         \x20 redis-cli -u {admin} XADD verification_stream '*' user_wallet 0xabc did_id 0 result verified evidence_hash abc123 verified_at 2025-10-03T18:15:10\n\
+         \x20 redis-cli -u {admin} XADD verification_stream '*' user_wallet 0xabc did_id 0 result verified evidence_hash abc123 verified_at {now}\n\
          \x20 grpcurl -plaintext -d '{{\"subject\":\"0xabc\"}}' {a} {att}/ListAttestations\n\
          \x20 grpcurl -plaintext -d '{{\"attestation_id\":\"<id>\"}}' {a} {att}/VerifyAttestation\n\
          \x20 grpcurl -plaintext -d '{{\"attestation_id\":\"<id>\",\"reason\":\"demo\"}}' {a} {att}/RevokeAttestation\n\
@@ -318,6 +318,10 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
         admin = info.master.admin_url,
         dev_json = dir.join(DEV_JSON).display(),
         key = info.issuer_key,
+        // Now, to the second: credentials are valid for a year after it.
+        now = crate::attestation::datetime::format_xsd(crate::time::now().s as i64 * 1000)
+            .trim_end_matches('Z')
+            .to_string(),
         att = "openoes.attestation.v1.AttestationService",
     )
 }

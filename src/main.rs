@@ -166,6 +166,27 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The attestation pipeline through a gateway with an issuer key: XADD
+    /// to issued attestation (signing included), paced and as a burst,
+    /// next to Ed25519 signs/s on one core and redis-benchmark XADD.
+    Attest {
+        /// The Redis the gateway attests on (M), as a user that may XADD to
+        /// verification_stream and read the attestation events.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// Results per second of the paced run.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of the paced run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Results XADDed at once for the maximum rate.
+        #[arg(long, default_value_t = 20_000)]
+        burst: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// GetQuote, single hop crossing 10 bins and 3 hops, vs redis-benchmark
     /// MGET of 10 keys. Writes its own BENCH-* pools through UpsertPool.
     Quote {
@@ -314,6 +335,25 @@ fn main() -> ExitCode {
                 command: BenchCommand::Credit { load, rate, json },
             } => {
                 let figures = bench::credit::run(&load.options(50), rate).await?;
+                report(&figures, json)?;
+            }
+            Command::Bench {
+                command:
+                    BenchCommand::Attest {
+                        redis_url,
+                        rate,
+                        seconds,
+                        burst,
+                        json,
+                    },
+            } => {
+                let options = bench::attest::AttestBenchOptions {
+                    redis_url,
+                    rate,
+                    duration: std::time::Duration::from_secs(seconds),
+                    burst,
+                };
+                let figures = bench::attest::run(&options).await?;
                 report(&figures, json)?;
             }
             Command::Bench {

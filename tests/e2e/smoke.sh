@@ -128,11 +128,14 @@ SUB_PID=
 
 # The README's attestation walk-through, step by step.
 A=openoes.attestation.v1.AttestationService
+# Now: a credential is valid for 365 days after its verification.
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+NAIVE=${NOW%Z}
 grep -q "$A/SubmitVerification" "$WORK/dev.out" && ok "dev prints the attestation examples" || fail "dev prints no attestation examples"
-out=$(grpcurl -plaintext -d '{"request_id":"kyc-1","subject":"0xabc","did_type":"kyc","result":"VERIFICATION_RESULT_PASSED","evidence_hash":"abc123","verified_at":"2025-10-03T18:15:10Z"}' "$ADDR" $A/SubmitVerification 2>&1)
+out=$(grpcurl -plaintext -d '{"request_id":"kyc-1","subject":"0xabc","did_type":"kyc","result":"VERIFICATION_RESULT_PASSED","evidence_hash":"abc123","verified_at":"'"$NOW"'"}' "$ADDR" $A/SubmitVerification 2>&1)
 ATT1=$(python3 -c "import json,sys; print(json.loads(sys.stdin.read())['attestationId'])" <<<"$out" 2>/dev/null)
 [ -n "$ATT1" ] && ok "SubmitVerification: attestation $ATT1 on its way" || fail "SubmitVerification: $out"
-entry=$(redis-cli -u "$M_ADMIN" XADD verification_stream '*' user_wallet 0xabc did_id 0 result verified evidence_hash abc123 verified_at 2025-10-03T18:15:10 2>&1)
+entry=$(redis-cli --no-auth-warning -u "$M_ADMIN" XADD verification_stream '*' user_wallet 0xabc did_id 0 result verified evidence_hash abc123 verified_at "$NAIVE" 2>&1)
 [[ "$entry" =~ ^[0-9]+-[0-9]+$ ]] && ok "a producer without gRPC: redis-cli XADD verification_stream ($entry)" || fail "XADD: $entry"
 for _ in $(seq 1 50); do
   out=$(grpcurl -plaintext -d '{"subject":"0xabc"}' "$ADDR" $A/ListAttestations 2>&1)
@@ -156,10 +159,10 @@ out=$(grpcurl -plaintext -d '{"status_list_id":"1"}' "$ADDR" $A/GetStatusList 2>
 python3 -c "import json,sys; open('$WORK/list.json','w').write(json.loads(sys.stdin.read())['credentialJson'])" <<<"$out" 2>/dev/null
 out=$("$PYTHON" "$ROOT/clients/python/verify_attestation.py" "$WORK/cred.json" --public-key "$DID" --status-list "$WORK/list.json" 2>&1)
 grep -q "revocation: revoked" <<<"$out" && ok "GetStatusList: the signed list shows it revoked to verify_attestation.py" || fail "status list check: $out"
-out=$(grpcurl -plaintext -d '{"request_id":"kyc-2","subject":"0xabc","did_type":"kyc","result":"VERIFICATION_RESULT_PASSED","evidence_hash":"xyz","verified_at":"2025-10-03T18:15:10Z"}' "$ADDR" $A/SubmitVerification 2>&1)
+out=$(grpcurl -plaintext -d '{"request_id":"kyc-2","subject":"0xabc","did_type":"kyc","result":"VERIFICATION_RESULT_PASSED","evidence_hash":"xyz","verified_at":"'"$NOW"'"}' "$ADDR" $A/SubmitVerification 2>&1)
 grep -q "Code: InvalidArgument" <<<"$out" && grep -q '"field":"evidence_hash"' <<<"$out" \
   && ok "evidence_hash not hex: INVALID_ARGUMENT naming the field" || fail "bad evidence_hash: $out"
-redis-cli -u "$M_ADMIN" XADD verification_stream '*' user_wallet 0xabc did_id 0 result maybe evidence_hash abc123 verified_at 2025-10-03T18:15:10 >/dev/null 2>&1
+redis-cli --no-auth-warning -u "$M_ADMIN" XADD verification_stream '*' user_wallet 0xabc did_id 0 result maybe evidence_hash abc123 verified_at "$NAIVE" >/dev/null 2>&1
 for _ in $(seq 1 50); do
   out=$(grpcurl -plaintext -d '{}' "$ADDR" $A/ListDeadLetters 2>&1)
   grep -q UNKNOWN_RESULT <<<"$out" && break
