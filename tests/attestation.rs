@@ -981,3 +981,97 @@ async fn without_an_issuer_key_the_service_refuses_and_says_why() {
         .expect("exists");
     assert_eq!(groups, redis::Value::Int(0));
 }
+
+#[tokio::test]
+async fn the_verification_stream_is_trimmed_only_of_what_every_group_acknowledged() {
+    use openoes::attestation::store::AttestationStore;
+    let link = Link::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let (key_file, key) = issuer_key(dir.path(), "issuer.key");
+    let mut config = link.config();
+    config.attestation.key_file = key_file;
+    let gateway = Gateway::start(config).await;
+    let mut api = client(&gateway.channel().await);
+    let m = &link.topology.master;
+    let store = AttestationStore::new(common::endpoint_on(m), 1000);
+    let xlen = async || -> u64 {
+        m.query(redis::cmd("XLEN").arg(keys::VERIFICATION_STREAM))
+            .await
+            .expect("xlen")
+    };
+
+    // Another party's group that has read nothing yet: nothing goes.
+    let _: () = m
+        .query(
+            redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(keys::VERIFICATION_STREAM)
+                .arg("their-auditors")
+                .arg("0")
+                .arg("MKSTREAM"),
+        )
+        .await
+        .expect("their group");
+    const N: usize = 450;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let entry = xadd(
+            m,
+            &[
+                ("user_wallet", "0xtrim"),
+                ("did_id", "0"),
+                ("result", "verified"),
+                ("evidence_hash", "abc123"),
+                ("verified_at", "2025-10-03T18:15:10"),
+                ("n", &i.to_string()),
+            ],
+        )
+        .await;
+        ids.push(id_of_entry(&entry));
+    }
+    wait_for_attestation(&mut api, ids.last().expect("last"), SOON).await;
+    common::attestation::wait_for_issued(m, N as u64, SOON).await;
+    assert_eq!(
+        store.trim_results().await.expect("trim"),
+        0,
+        "their group read nothing"
+    );
+    assert_eq!(xlen().await, N as u64);
+
+    // Once they have read and acknowledged everything, it goes (whole
+    // stream nodes of 100 entries: approximate trimming).
+    let read: redis::Value = m
+        .query(
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("their-auditors")
+                .arg("auditor-1")
+                .arg("STREAMS")
+                .arg(keys::VERIFICATION_STREAM)
+                .arg(">"),
+        )
+        .await
+        .expect("their read");
+    let theirs: Vec<String> = openoes::streams::reply::read_entries(read)
+        .into_iter()
+        .filter_map(|p| p.id().map(|id| id.to_string()))
+        .collect();
+    assert_eq!(theirs.len(), N);
+    // Still pending on them: nothing goes.
+    assert_eq!(
+        store.trim_results().await.expect("trim"),
+        0,
+        "pending on their consumer"
+    );
+    let mut ack = redis::cmd("XACK");
+    ack.arg(keys::VERIFICATION_STREAM).arg("their-auditors");
+    for id in &theirs {
+        ack.arg(id);
+    }
+    let _: u64 = m.query(&mut ack).await.expect("their ack");
+    let trimmed = store.trim_results().await.expect("trim");
+    assert!(trimmed >= 100, "trimmed {trimmed}");
+    let left = xlen().await;
+    assert!(left < N as u64 && left >= 1, "{left} left");
+    check_invariants(m, &ids, &[&key]).await;
+}
