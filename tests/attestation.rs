@@ -1075,3 +1075,54 @@ async fn the_verification_stream_is_trimmed_only_of_what_every_group_acknowledge
     assert!(left < N as u64 && left >= 1, "{left} left");
     check_invariants(m, &ids, &[&key]).await;
 }
+
+#[test]
+fn keys_generate_writes_a_private_file_and_serve_refuses_a_readable_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("issuer.key");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_openoes"))
+            .args(args)
+            .output()
+            .expect("run openoes")
+    };
+    let out = run(&["keys", "generate", "--out", path.to_str().expect("path")]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let key = openoes::crypto::keys::ServerKey::read(&path).expect("a key file");
+    assert!(stdout.contains(&key.did_key()), "{stdout}");
+    assert!(stdout.contains(&key.verification_method()), "{stdout}");
+    let secret = std::fs::read_to_string(&path).expect("read");
+    let secret_part = secret.trim().rsplit('+').next().expect("key part");
+    assert!(
+        !stdout.contains(secret_part),
+        "the private key is never printed"
+    );
+    assert_eq!(
+        std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let again = run(&["keys", "generate", "--out", path.to_str().expect("path")]);
+    assert!(!again.status.success(), "never overwritten");
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), secret);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let config = dir.path().join("openoes.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[attestation]\nkey_file = {:?}\n",
+            path.display().to_string()
+        ),
+    )
+    .expect("config");
+    let serve = run(&["serve", "--config", config.to_str().expect("path")]);
+    assert_eq!(serve.status.code(), Some(2), "{serve:?}");
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        stderr.contains("attestation.key_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret_part));
+}
