@@ -94,3 +94,17 @@ ensure_go_client() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $GO_CLIENT_DEBS >/dev/null
   say "Go client's toolchain and libraries installed in $((SECONDS - start))s"
 }
+
+# The independent attestation verifier's npm packages (the Digital Bazaar VC
+# stack, tests/attestation-verify/package-lock.json) into its node_modules
+# with `npm ci`, reinstalled when the lock file changes. tests/attestation_verify.rs
+# runs it. Needs Node.js 20+ (ensure_ts_client installs it where missing).
+ensure_attestation_verifier() {
+  local dir=tests/attestation-verify
+  cmp -s "$dir/package-lock.json" "$dir/node_modules/.openoes-package-lock.json" && return
+  say "installing the attestation verifier's dependencies (npm ci) into $dir/node_modules"
+  local start=$SECONDS
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dir/package-lock.json" "$dir/node_modules/.openoes-package-lock.json"
+  say "attestation verifier's dependencies installed in $((SECONDS - start))s"
+}

@@ -37,6 +37,8 @@ pub struct Config {
     pub pledge: PledgeConfig,
     /// Swap quotes (QuoteService).
     pub quote: QuoteConfig,
+    /// Signed attestations (AttestationService).
+    pub attestation: AttestationConfig,
     /// How health follows Redis.
     pub health: HealthConfig,
     /// How the process stops.
@@ -57,6 +59,7 @@ impl Default for Config {
             credit: CreditConfig::default(),
             pledge: PledgeConfig::default(),
             quote: QuoteConfig::default(),
+            attestation: AttestationConfig::default(),
             health: HealthConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
@@ -476,6 +479,90 @@ impl Default for QuoteConfig {
     }
 }
 
+/// Signed attestations: the issuer's keys, what credentials say, and the
+/// bounds of the processor that issues them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// The issuer's Ed25519 key file (`openoes keys generate`), the active
+    /// key: it signs every new credential. Empty: no key, and the service
+    /// answers FAILED_PRECONDITION (ISSUER_KEY_NOT_CONFIGURED) rather than
+    /// invent one. A key that cannot be read fails start-up.
+    pub key_file: String,
+    /// Earlier issuer key files: their credentials still verify and their
+    /// status lists are still signed (a status list is signed by the key of
+    /// the credentials it covers, so verifiers can match the issuers), but
+    /// no new credential uses them.
+    pub retired_key_files: Vec<String>,
+    /// How long a credential is valid after its verification (`validUntil`
+    /// = `verified_at` + this), unless its did type says otherwise.
+    #[serde(with = "humantime_serde")]
+    pub default_validity: Duration,
+    /// The did types results may name, with their `did_id` (the code
+    /// existing producers send) and validity. Empty: any did type, and a
+    /// result's did type and did_id are the same string. Not empty: an
+    /// allow-list; a result of another did type is dead-lettered.
+    pub did_types: Vec<DidType>,
+    /// Prefix of every status list's URL (the list id follows it): what
+    /// credentials name as `statusListCredential`. A URN by default; an
+    /// `https://` prefix where the lists are published for verifiers.
+    pub status_list_url: String,
+    /// Entries per status list, in bits: at least the spec's 131,072 (16
+    /// KiB, so a list hides which credential a verifier checks), a multiple
+    /// of 8. A full list is followed by a new one.
+    pub status_list_size: usize,
+    /// Status list indexes a processor reserves per round trip to Redis.
+    /// At most this many stay unused per gateway stop (unused bits are
+    /// harmless).
+    pub index_block: usize,
+    /// Results a gateway attests at once (signing and the issuing script in
+    /// flight).
+    pub concurrency: usize,
+    /// A result entry larger than this (all names and values) is
+    /// dead-lettered unread: producers are another party.
+    pub max_entry_bytes: usize,
+    /// How long SubmitVerification remembers a request_id whose result is
+    /// not attested yet (once attested, the attestation itself answers
+    /// repeats, for good).
+    #[serde(with = "humantime_serde")]
+    pub request_retention: Duration,
+    /// Approximate MAXLEN of the attestation event log. Each event carries
+    /// its attestation (about 2 KB), so this bounds the log's memory
+    /// (10,000: about 20 MB) and how far back a watch can resume.
+    pub events_maxlen: usize,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        Self {
+            key_file: String::new(),
+            retired_key_files: Vec::new(),
+            default_validity: Duration::from_secs(365 * 24 * 3600),
+            did_types: Vec::new(),
+            status_list_url: "urn:openoes:status-list:".into(),
+            status_list_size: 131_072,
+            index_block: 64,
+            concurrency: 16,
+            max_entry_bytes: 16 * 1024,
+            request_retention: Duration::from_secs(30 * 24 * 3600),
+            events_maxlen: 10_000,
+        }
+    }
+}
+
+/// One did type results may name.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DidType {
+    /// Its name, the `did_type` field (and SubmitVerification's).
+    pub name: String,
+    /// Its code, the `did_id` field existing producers send.
+    pub did_id: String,
+    /// How long its credentials are valid; `default_validity` if unset.
+    #[serde(default, with = "humantime_serde")]
+    pub validity: Option<Duration>,
+}
+
 /// How health follows Redis.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -708,6 +795,7 @@ impl Config {
         if self.streams.maxlen.values().any(|n| *n == 0) {
             return Err(invalid("streams.maxlen", "every length must be at least 1"));
         }
+        self.validate_attestation()?;
         if self.grpc.max_concurrent_streams == 0 {
             return Err(invalid("grpc.max_concurrent_streams", "must be at least 1"));
         }
@@ -720,6 +808,96 @@ impl Config {
         ] {
             redis::IntoConnectionInfo::into_connection_info(endpoint.url.as_str())
                 .map_err(|e| invalid(field, format!("is not a Redis URL: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn validate_attestation(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            }
+        }
+        let a = &self.attestation;
+        if a.default_validity.is_zero() {
+            return Err(invalid(
+                "attestation.default_validity",
+                "must be greater than zero",
+            ));
+        }
+        if a.request_retention.is_zero() {
+            return Err(invalid(
+                "attestation.request_retention",
+                "must be greater than zero",
+            ));
+        }
+        let size = a.status_list_size;
+        if size < 131_072 || !size.is_multiple_of(8) || size > 16 * 8 * 1024 * 1024 {
+            return Err(invalid(
+                "attestation.status_list_size",
+                "must be a multiple of 8 from 131072 (16 KiB) to 134217728 (16 MiB)",
+            ));
+        }
+        for (field, value, max) in [
+            ("attestation.index_block", a.index_block, 4096),
+            ("attestation.concurrency", a.concurrency, 1024),
+            ("attestation.events_maxlen", a.events_maxlen, usize::MAX),
+        ] {
+            if value == 0 || value > max {
+                return Err(invalid(field, format!("must be from 1 to {max}")));
+            }
+        }
+        if a.max_entry_bytes < 1024 {
+            return Err(invalid(
+                "attestation.max_entry_bytes",
+                "must be at least 1024",
+            ));
+        }
+        let url = &a.status_list_url;
+        if url.is_empty()
+            || !url.contains(':')
+            || url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '#' || c == '?')
+        {
+            return Err(invalid(
+                "attestation.status_list_url",
+                "must be a URL prefix (e.g. \"urn:openoes:status-list:\" or \"https://issuer.example/status/\") without spaces, '#' or '?'",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut codes = std::collections::HashSet::new();
+        for t in &a.did_types {
+            let rule = |s: &str| {
+                (1..=64).contains(&s.len())
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+            };
+            if !rule(&t.name) || !rule(&t.did_id) {
+                return Err(invalid(
+                    "attestation.did_types",
+                    "each name and did_id must be 1-64 characters of [A-Za-z0-9._:-]",
+                ));
+            }
+            if !names.insert(&t.name) || !codes.insert(&t.did_id) {
+                return Err(invalid(
+                    "attestation.did_types",
+                    format!("names and did_ids must be unique ({:?} repeats)", t.name),
+                ));
+            }
+            if t.validity.is_some_and(|v| v.is_zero()) {
+                return Err(invalid(
+                    "attestation.did_types",
+                    "a validity must be greater than zero",
+                ));
+            }
+        }
+        if a.key_file.is_empty() && !a.retired_key_files.is_empty() {
+            return Err(invalid(
+                "attestation.retired_key_files",
+                "needs an active key_file: retired keys sign nothing new",
+            ));
         }
         Ok(())
     }

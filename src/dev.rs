@@ -8,7 +8,9 @@
 //! role as its own ACL user, prints grpcurl examples and writes
 //! `<data dir>/dev.json` (gRPC address, Redis URLs, users, an admin URL,
 //! ports, pids and config files) so scripts can attach. It loads a demo
-//! data set: DLMM pools BTC/USDC, ETH/USDC and SOL/USDC. On
+//! data set: DLMM pools BTC/USDC, ETH/USDC and SOL/USDC. Unless the config
+//! names an attestation issuer key, it makes a fresh one,
+//! `<data dir>/issuer.key` (mode 0600), and uses it. On
 //! SIGINT or SIGTERM the gateway drains, then both Redis servers are shut
 //! down; nothing is left running. Redis data is throw-away: every start
 //! begins empty.
@@ -70,6 +72,9 @@ pub enum DevError {
     /// The ACLs could not be applied.
     #[error("cannot apply the ACLs")]
     Acl(#[from] AclError),
+    /// The attestation issuer key could not be made.
+    #[error("cannot make the attestation issuer key")]
+    Key(#[from] crate::crypto::keys::KeyError),
 }
 
 /// The ACL users `dev` gives passwords to.
@@ -88,6 +93,8 @@ pub struct DevInfo {
     pub replica: DevRedis,
     /// The ACL users' passwords (`user = "password"` lines, mode 0600).
     pub passwords: PathBuf,
+    /// The attestation issuer's key file.
+    pub issuer_key: String,
 }
 
 /// One local Redis, as `dev.json` describes it.
@@ -155,6 +162,15 @@ pub async fn run(
     if let Some(listen) = options.listen {
         config.grpc.listen = listen;
     }
+    if config.attestation.key_file.is_empty() {
+        match fresh_issuer_key(dir) {
+            Ok(path) => config.attestation.key_file = path,
+            Err(e) => {
+                topology.stop().await;
+                return Err(e);
+            }
+        }
+    }
     let result = serve(config, &topology, dir, &passwords["admin"], stop_signal).await;
     topology.stop().await;
     let _ = std::fs::remove_file(dir.join(DEV_JSON));
@@ -183,6 +199,23 @@ async fn prepare(
         process.set_auth("admin", &passwords["admin"]);
     }
     Ok(passwords)
+}
+
+/// A new attestation issuer key in the data directory, replacing the one
+/// an earlier run left there (dev data is throw-away; a configured
+/// `attestation.key_file` is used instead and never touched).
+fn fresh_issuer_key(dir: &Path) -> Result<String, DevError> {
+    let path = dir.join("issuer.key");
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(io(format!("cannot remove {}", path.display()))(e));
+        }
+        _ => {}
+    }
+    let key = crate::crypto::keys::ServerKey::generate(crate::attestation::KEY_NAME)?;
+    key.write(&path)?;
+    tracing::info!(did = %key.did_key(), file = %path.display(), "dev: fresh attestation issuer key");
+    Ok(path.display().to_string())
 }
 
 /// Writes a file only its owner can read.
@@ -236,6 +269,7 @@ async fn serve(
         master: DevRedis::of(&topology.master, "wsp", admin_password),
         replica: DevRedis::of(&topology.replica, "exchange", admin_password),
         passwords: dir.join("passwords.toml"),
+        issuer_key: config.attestation.key_file.clone(),
     };
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     std::fs::write(dir.join(DEV_JSON), json + "\n")
@@ -271,12 +305,28 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
          \x20 grpcurl -plaintext -d '{{\"request_id\":\"dep-1\",\"user_id\":\"bob\",\"asset\":\"BTC\",\"amount\":\"10\",\"chain\":\"bitcoin\",\"address\":\"bc1qbob\"}}' {a} openoes.pledge.v1.PledgeService/RecordDeposit\n\
          \x20 grpcurl -plaintext -d '{{\"request_id\":\"pledge-1\",\"user_id\":\"bob\",\"asset\":\"BTC\",\"amount\":\"4\",\"chain\":\"bitcoin\",\"address\":\"bc1qbob\"}}' {a} openoes.pledge.v1.PledgeService/CreatePledge\n\
          \x20 grpcurl -plaintext -d '{{\"user_id\":\"bob\",\"asset\":\"BTC\"}}' {a} openoes.pledge.v1.PledgeService/GetVaultBalance\n\n\
+         Attestations (issuer key {key}; README.md walks through it):\n\
+         \x20 grpcurl -plaintext -d '{{\"request_id\":\"kyc-1\",\"subject\":\"0xabc\",\"did_type\":\"kyc\",\"result\":\"VERIFICATION_RESULT_PASSED\",\"evidence_hash\":\"abc123\",\"verified_at\":\"{now}Z\"}}' {a} {att}/SubmitVerification\n\
+         \x20 # a producer without gRPC, as existing ones do:\n\
+         \x20 redis-cli -u {admin} XADD verification_stream '*' user_wallet 0xabc did_id 0 result verified evidence_hash abc123 verified_at {now}\n\
+         \x20 grpcurl -plaintext -d '{{\"subject\":\"0xabc\"}}' {a} {att}/ListAttestations\n\
+         \x20 grpcurl -plaintext -d '{{\"attestation_id\":\"<id>\"}}' {a} {att}/VerifyAttestation\n\
+         \x20 grpcurl -plaintext -d '{{\"attestation_id\":\"<id>\",\"reason\":\"demo\"}}' {a} {att}/RevokeAttestation\n\
+         \x20 grpcurl -plaintext -d '{{\"status_list_id\":\"1\"}}' {a} {att}/GetStatusList\n\
+         \x20 grpcurl -plaintext -d '{{}}' {a} {att}/GetIssuerKey\n\
+         \x20 grpcurl -plaintext -d '{{}}' {a} {att}/ListDeadLetters\n\n\
          Ctrl-C stops the gateway and both Redis servers.\n",
         m = info.master.url,
         r = info.replica.url,
         pw = info.passwords.display(),
         admin = info.master.admin_url,
         dev_json = dir.join(DEV_JSON).display(),
+        key = info.issuer_key,
+        // Now, to the second: credentials are valid for a year after it.
+        now = crate::attestation::datetime::format_xsd(crate::time::now().s as i64 * 1000)
+            .trim_end_matches('Z')
+            .to_string(),
+        att = "openoes.attestation.v1.AttestationService",
     )
 }
 

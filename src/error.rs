@@ -129,6 +129,13 @@ reasons! {
     /// A quote needs more work (pool reads, swaps, bins) than the
     /// `quote.max_*_per_quote` bounds allow before any route is priced.
     QUOTE_WORK_LIMIT,
+    // --- attestation ---
+    /// AttestationService: this gateway has no issuer key
+    /// (`attestation.key_file`), so it attests and verifies nothing.
+    ISSUER_KEY_NOT_CONFIGURED,
+    /// GetStatusList: the key that signs this list (a retired key) is not
+    /// loaded on this gateway.
+    ISSUER_KEY_NOT_LOADED,
 }
 
 /// Any error an RPC can fail with: one domain's or layer's [`RpcError`].

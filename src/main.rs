@@ -1,4 +1,5 @@
-//! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`, `bench`, `config`.
+//! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`,
+//! `keys generate`, `bench`, `config`.
 
 mod bench;
 
@@ -52,6 +53,11 @@ enum Command {
     Acl {
         #[command(subcommand)]
         command: AclCommand,
+    },
+    /// Signing keys (the attestation issuer's).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Load tools that report ratios to redis-benchmark in the same run.
     Bench {
@@ -108,6 +114,21 @@ enum AclCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new Ed25519 key file (mode 0600; never overwrites one) and
+    /// print its public forms: did:key, verification method, vkey. The
+    /// private key is never printed. Point `attestation.key_file` at it.
+    Generate {
+        /// The key file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// The key's name (a C2SP signed-note key name).
+        #[arg(long, default_value = openoes::attestation::KEY_NAME)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Watch fan-out (the stream bridge, in this process): latency from
     /// XADD to each subscriber, events lost, RSS with idle watches.
@@ -154,6 +175,27 @@ enum BenchCommand {
         /// Round trips per second of the paced scenarios.
         #[arg(long, default_value_t = 500)]
         rate: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The attestation pipeline through a gateway with an issuer key: XADD
+    /// to issued attestation (signing included), paced and as a burst,
+    /// next to Ed25519 signs/s on one core and redis-benchmark XADD.
+    Attest {
+        /// The Redis the gateway attests on (M), as a user that may XADD to
+        /// verification_stream and read the attestation events.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis_url: String,
+        /// Results per second of the paced run.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of the paced run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Results XADDed at once for the maximum rate.
+        #[arg(long, default_value_t = 20_000)]
+        burst: u64,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -222,7 +264,7 @@ fn main() -> ExitCode {
         | Command::Pools {
             command: PoolsCommand::Load { config, .. },
         } => config.as_deref(),
-        Command::Bench { .. } | Command::Acl { .. } => None,
+        Command::Bench { .. } | Command::Acl { .. } | Command::Keys { .. } => None,
     };
     let mut config = match Config::load(file) {
         Ok(config) => config,
@@ -234,6 +276,18 @@ fn main() -> ExitCode {
     if let Command::Config { .. } = cli.command {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
+    }
+    if let Command::Keys {
+        command: KeysCommand::Generate { out, name },
+    } = &cli.command
+    {
+        return generate_key(out, name);
+    }
+    if let Command::Serve { .. } = cli.command
+        && let Err(e) = openoes::attestation::check_keys(&config)
+    {
+        eprintln!("openoes: attestation.key_file: {}", ErrorChain(&e));
+        return ExitCode::from(2);
     }
     if let Command::Pools {
         command: PoolsCommand::Load {
@@ -318,6 +372,25 @@ fn main() -> ExitCode {
             }
             Command::Bench {
                 command:
+                    BenchCommand::Attest {
+                        redis_url,
+                        rate,
+                        seconds,
+                        burst,
+                        json,
+                    },
+            } => {
+                let options = bench::attest::AttestBenchOptions {
+                    redis_url,
+                    rate,
+                    duration: std::time::Duration::from_secs(seconds),
+                    burst,
+                };
+                let figures = bench::attest::run(&options).await?;
+                report(&figures, json)?;
+            }
+            Command::Bench {
+                command:
                     BenchCommand::Watch {
                         redis_url,
                         subscribers,
@@ -358,7 +431,7 @@ fn main() -> ExitCode {
                     println!("set ACL user {user} on {side}");
                 }
             }
-            Command::Config { .. } => {}
+            Command::Config { .. } | Command::Keys { .. } => {}
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     });
@@ -367,6 +440,27 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %ErrorChain(e.as_ref()), "openoes failed");
             eprintln!("openoes: {}", ErrorChain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `openoes keys generate`: a new key file, and its public forms.
+fn generate_key(out: &std::path::Path, name: &str) -> ExitCode {
+    let written = openoes::crypto::keys::ServerKey::generate(name).and_then(|key| {
+        key.write(out)?;
+        Ok(key)
+    });
+    match written {
+        Ok(key) => {
+            println!("wrote {} (mode 0600)", out.display());
+            println!("did:key              {}", key.did_key());
+            println!("verification method  {}", key.verification_method());
+            println!("vkey                 {}", key.vkey());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("openoes: {}", ErrorChain(&e));
             ExitCode::FAILURE
         }
     }

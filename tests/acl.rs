@@ -387,6 +387,40 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         ],
     )
     .await;
+    // The attestation pipeline: the results stream (std name), its dead
+    // letters, and our hash-tagged keys; not a look-alike stream.
+    for args in [
+        &["XADD", "verification_stream", "*", "user_wallet", "0xabc"][..],
+        &[
+            "XGROUP",
+            "CREATE",
+            "verification_stream",
+            "attestation_processors",
+            "0",
+        ],
+        &["XADD", "verification_stream:dlq", "*", "reason", "x"],
+        &[
+            "HSET",
+            "attestation:{verification_stream}:att:a",
+            "status",
+            "active",
+        ],
+        &["XINFO", "GROUPS", "verification_stream"],
+    ] {
+        allowed(&mut wsp, "wsp", args).await;
+    }
+    denied(
+        &mut wsp,
+        "wsp",
+        &["XADD", "verification_stream2", "*", "a", "b"],
+    )
+    .await;
+    denied(
+        &mut wsp,
+        "wsp",
+        &["XADD", "verification_stream:x", "*", "a", "b"],
+    )
+    .await;
     denied(&mut wsp, "wsp", &["FLUSHALL"]).await;
     denied(&mut wsp, "wsp", &["CONFIG", "GET", "maxmemory"]).await;
     denied(&mut wsp, "wsp", &["KEYS", "*"]).await;

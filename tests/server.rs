@@ -19,7 +19,11 @@ const SOON: Duration = Duration::from_secs(5);
 #[tokio::test]
 async fn health_follows_the_master_going_down_and_coming_back() {
     let mut link = Link::start().await;
-    let gateway = Gateway::start(link.config()).await;
+    // AttestationService serves only with an issuer key.
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut config = link.config();
+    config.attestation.key_file = common::attestation::issuer_key(dir.path(), "issuer.key").0;
+    let gateway = Gateway::start(config).await;
     let channel = gateway.channel().await;
     for service in SERVICE_NAMES.iter().chain(&[""]) {
         wait_for_health(&channel, service, ServingStatus::Serving, SOON).await;
@@ -161,28 +165,17 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
 
 #[tokio::test]
 async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
-    use openoes::proto::{
-        attestation::v1::{
-            GetIssuerKeyRequest, attestation_service_client::AttestationServiceClient,
-        },
-        settlement::v1::{
-            GetSettlementReportRequest, settlement_service_client::SettlementServiceClient,
-        },
+    use openoes::proto::settlement::v1::{
+        GetSettlementReportRequest, settlement_service_client::SettlementServiceClient,
     };
     let link = Link::start().await;
     let gateway = Gateway::start(link.config()).await;
     let channel = gateway.channel().await;
 
-    let statuses = [
-        SettlementServiceClient::new(channel.clone())
-            .get_settlement_report(GetSettlementReportRequest::default())
-            .await
-            .map(drop),
-        AttestationServiceClient::new(channel.clone())
-            .get_issuer_key(GetIssuerKeyRequest::default())
-            .await
-            .map(drop),
-    ];
+    let statuses = [SettlementServiceClient::new(channel.clone())
+        .get_settlement_report(GetSettlementReportRequest::default())
+        .await
+        .map(drop)];
     for result in statuses {
         let status = result.expect_err("not built yet");
         assert_eq!(status.code(), Code::Unimplemented, "{status:?}");

@@ -12,8 +12,10 @@
 //! how many of the watches survived it.
 //!
 //! `bench watch` measures the stream bridge's fan-out in this process;
-//! `bench credit` ([`credit`]) the credit flow through a gateway.
+//! `bench credit` ([`credit`]) the credit flow through a gateway;
+//! `bench attest` ([`attest`]) the attestation pipeline, XADD to issued.
 
+pub mod attest;
 pub mod credit;
 
 use std::{

@@ -2,6 +2,7 @@
 //! on drop) and the gateway running in-process on a free port.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod attestation;
 pub mod books;
 pub mod credit;
 
