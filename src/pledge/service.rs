@@ -14,11 +14,11 @@ use super::{
     store::VaultStore,
 };
 use crate::{
-    credit::{model::NewCreditRequest, store::CreditStore, wsp::Waiters},
+    credit::{model::NewCreditRequest, store::CreditStore},
     error::{Error, NotFound, rpc},
     proto::pledge::v1::{self as pb, pledge_service_server::PledgeService},
     server::{RoleSlot, layers::Call},
-    streams::{Pump, ResponseStream, watch::WatchHub},
+    streams::{Pump, ResponseStream, waiters::Waiters, watch::WatchHub},
     validate::require_id,
 };
 
@@ -59,7 +59,7 @@ impl WspRole {
         if let Some(mut waiter) = waiter
             && !record.status.is_final()
         {
-            let _ = tokio::time::timeout(wait, waiter.decided()).await;
+            let _ = tokio::time::timeout(wait, waiter.woken()).await;
         }
         Ok(())
     }
