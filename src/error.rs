@@ -113,6 +113,35 @@ reasons! {
     /// RequestCredit for a (user, asset) whose credit moves only through
     /// PledgeService.
     CREDIT_MANAGED_BY_PLEDGES,
+    // --- settlement ---
+    /// The report_id was used before for another report.
+    REPORT_ID_REUSED,
+    /// The settlement cycle is closed: it takes no more reports.
+    CYCLE_CLOSED,
+    /// `supersedes` names a report that is not DISPUTED (or of another user).
+    NOT_DISPUTED,
+    /// The WSP refused to record the report; the message says why.
+    REPORT_REFUSED,
+    /// The report already has another verdict.
+    ALREADY_CONFIRMED,
+    /// The report cannot be confirmed (SUPERSEDED, REFUSED, not recorded).
+    NOT_CONFIRMABLE,
+    /// The cycle's signed root is not what the WSP recorded: none of its
+    /// reports can be confirmed.
+    CYCLE_MISMATCH,
+    /// The cycle is not closed (or did not verify): it has no proofs yet.
+    CYCLE_NOT_CLOSED,
+    /// CloseSettlementCycle: reports this exchange published in the cycle
+    /// are not recorded by the WSP yet; retry.
+    REPORTS_NOT_RECORDED,
+    /// The WSP's record of a report differs from what this exchange
+    /// published under its id.
+    RECORD_MISMATCH,
+    /// The signing key of this role is not configured
+    /// (`settlement.exchange_key_file`, `settlement.wsp_key_file`).
+    SIGNING_KEY_NOT_CONFIGURED,
+    /// A cycle has more reports than `settlement.max_cycle_reports`.
+    CYCLE_TOO_LARGE,
     // --- quote ---
     /// No pool trades the token.
     UNKNOWN_TOKEN,
@@ -122,7 +151,8 @@ reasons! {
     INSUFFICIENT_LIQUIDITY,
     /// The best output is 0.
     AMOUNT_TOO_SMALL,
-    /// An amount (input or output) exceeds the u64 range.
+    /// An amount exceeds its range: a quote's input or output the u64
+    /// range, a settlement's sum the exact decimal range.
     AMOUNT_TOO_LARGE,
     /// Quote ingest: an existing pool's tokens cannot change.
     POOL_TOKENS_CHANGED,

@@ -117,7 +117,10 @@ enum AclCommand {
 enum KeysCommand {
     /// Write a new Ed25519 key file (mode 0600; never overwrites one) and
     /// print its public forms: did:key, verification method, vkey. The
-    /// private key is never printed. Point `attestation.key_file` at it.
+    /// private key is never printed. Point `attestation.key_file` or
+    /// `settlement.exchange_key_file` / `settlement.wsp_key_file` at it
+    /// (give settlement keys a `--name` of your own, e.g.
+    /// `exchange.example/settlement`: verifiers see it).
     Generate {
         /// The key file to create.
         #[arg(long)]
@@ -287,6 +290,12 @@ fn main() -> ExitCode {
         && let Err(e) = openoes::attestation::check_keys(&config)
     {
         eprintln!("openoes: attestation.key_file: {}", ErrorChain(&e));
+        return ExitCode::from(2);
+    }
+    if let Command::Serve { .. } = cli.command
+        && let Err(e) = openoes::settlement::check_keys(&config)
+    {
+        eprintln!("openoes: {}", ErrorChain(&e));
         return ExitCode::from(2);
     }
     if let Command::Pools {

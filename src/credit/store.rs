@@ -124,6 +124,23 @@ pub enum ApplyOutcome {
     Anomaly,
 }
 
+/// One (user, asset) as a settlement reads it ([`CreditStore::pair_state`]).
+#[derive(Debug, Clone)]
+pub struct PairState {
+    /// CI's `version` as stored ("0" if none): the verdict script checks it.
+    pub ci_version: String,
+    /// CI's `amount` as stored ("" if none): checked too.
+    pub ci_stored: String,
+    /// CI's amount.
+    pub ci: Decimal,
+    /// The vault.
+    pub vault: Vault,
+    /// The pending credit request, if any.
+    pub inflight: Option<String>,
+    /// Active pledges, oldest first.
+    pub active: Vec<custody::ActivePledge>,
+}
+
 /// Credit data on M.
 #[derive(Clone)]
 pub struct CreditStore {
@@ -376,6 +393,48 @@ impl CreditStore {
             self.durability.wait(&mut *conn).await?;
         }
         Ok(applied)
+    }
+
+    /// Everything a settlement's net position is computed from, for one
+    /// (user, asset): CI as stored, the vault, the pending request if any,
+    /// and the active pledges oldest first (read only with a vault).
+    pub async fn pair_state(&self, uid: &str, asset: &str) -> Result<PairState, CreditError> {
+        let ci_key = keys::ci(uid, asset);
+        let vault_key = keys::vault(uid, asset);
+        let mut conn = self.redis.conn().await?;
+        let ((version, stored), vault, inflight): ((Option<String>, Option<String>), Fields, Option<String>) =
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(&ci_key)
+                .arg("version")
+                .arg("amount")
+                .hgetall(&vault_key)
+                .get(keys::inflight(uid, asset))
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| self.err(e))?;
+        drop(conn);
+        let ci = match &stored {
+            Some(text) => amount::parse(text).map_err(|e| CreditError::Corrupt {
+                key: ci_key.clone(),
+                reason: format!("amount: {e}"),
+            })?,
+            None => Decimal::ZERO,
+        };
+        let vault = Vault::parse(&vault_key, &vault)?;
+        let active = if vault.version > 0 {
+            self.active_pledges(uid, asset).await?
+        } else {
+            Vec::new()
+        };
+        Ok(PairState {
+            ci_version: version.unwrap_or_else(|| "0".into()),
+            ci_stored: stored.unwrap_or_default(),
+            ci,
+            vault,
+            inflight,
+            active,
+        })
     }
 
     /// A user's active pledges in `asset`, oldest first, with what remains
@@ -834,7 +893,6 @@ mod tests {
             Request::SHAPE,
             ApplyResponse::SHAPE,
             SkipResponse::SHAPE,
-            RewindCursor::SHAPE,
             RecordGap::SHAPE,
             Republish::SHAPE,
         ] {

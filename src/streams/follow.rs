@@ -265,3 +265,11 @@ pub fn gap(cursor: StreamId, info: &StreamInfo) -> Option<StreamId> {
         info.first.prev().unwrap_or_default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn script_headers_match_their_structs() {
+        super::RewindCursor::SHAPE.check();
+    }
+}
