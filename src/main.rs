@@ -182,6 +182,21 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// SettlementService through a gateway serving both roles with both
+    /// settlement keys (`openoes dev`): confirmations per second on a
+    /// 10,000-line cycle, CloseSettlementCycle of a cycle of `--reports`,
+    /// GetSettlementProof and the proof size, next to redis-benchmark XADD
+    /// and the gRPC floor.
+    Settlement {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Reports in the cycle whose close is timed.
+        #[arg(long, default_value_t = 100_000)]
+        reports: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The attestation pipeline through a gateway with an issuer key: XADD
     /// to issued attestation (signing included), paced and as a burst,
     /// next to Ed25519 signs/s on one core and redis-benchmark XADD.
@@ -371,6 +386,17 @@ fn main() -> ExitCode {
                 command: BenchCommand::Credit { load, rate, json },
             } => {
                 let figures = bench::credit::run(&load.options(50), rate).await?;
+                report(&figures, json)?;
+            }
+            Command::Bench {
+                command:
+                    BenchCommand::Settlement {
+                        load,
+                        reports,
+                        json,
+                    },
+            } => {
+                let figures = bench::settlement::run(&load.options(50), reports).await?;
                 report(&figures, json)?;
             }
             Command::Bench {

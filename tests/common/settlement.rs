@@ -293,3 +293,84 @@ pub async fn reports(m: &mut MultiplexedConnection) -> HashMap<String, HashMap<S
         cursor = next;
     }
 }
+
+/// The standard `data` JSON of `r` as a plain exchange writes it: amounts
+/// as given, `eod_time` ISO-8601 ([`eod`]).
+pub fn std_data(r: &pb::SubmitSettlementReportRequest) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let legs = |legs: &[pb::TradeLeg]| -> Value {
+        legs.iter()
+            .map(|l| json!({ "asset_id": l.asset, "amount": l.amount, "price": l.price }))
+            .collect()
+    };
+    let instructions = r.instructions.clone().unwrap_or_default();
+    json!({
+        "user_id": r.user_id,
+        "cycle_id": r.cycle_id,
+        "eod_time": "2025-04-04T17:00:00Z",
+        "assets": { "bought": legs(&r.bought), "sold": legs(&r.sold) },
+        "net_position": r.net_positions.iter()
+            .map(|n| (n.asset.clone(), Value::String(n.net.clone())))
+            .collect::<serde_json::Map<_, _>>(),
+        "settlement_instructions": {
+            "deposit_address": instructions.deposit_address,
+            "withdrawal_address": instructions.withdrawal_address,
+        },
+    })
+}
+
+/// A stream entry as a plain-Redis exchange writes it with XADD: names and
+/// values as bytes, in order (any bytes: the exchange is another company).
+#[derive(Debug, Clone, Default)]
+pub struct Raw(pub Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Raw {
+    /// The standard report entry of `r`: `type`, `report_id`, `timestamp`
+    /// (unix seconds) and `data`, none of our extensions (no salt).
+    pub fn report(r: &pb::SubmitSettlementReportRequest) -> Self {
+        Self::default()
+            .set("type", "settlement")
+            .set("report_id", &r.report_id)
+            .set("timestamp", super::credit::now_s().to_string())
+            .set("data", std_data(r).to_string())
+    }
+
+    /// `name` set to `value`: in its place if present, else last.
+    pub fn set(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
+        let (name, value) = (name.as_ref().to_vec(), value.as_ref().to_vec());
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(pair) => pair.1 = value,
+            None => self.0.push((name, value)),
+        }
+        self
+    }
+
+    /// Without the field `name`.
+    pub fn without(mut self, name: &str) -> Self {
+        self.0.retain(|(n, _)| n != name.as_bytes());
+        self
+    }
+
+    /// With its `data` JSON edited.
+    pub fn data(self, edit: impl FnOnce(&mut serde_json::Value)) -> Self {
+        let (_, data) = self.0.iter().find(|(n, _)| n == b"data").expect("data");
+        let mut data: serde_json::Value = serde_json::from_slice(data).expect("data JSON");
+        edit(&mut data);
+        self.set("data", data.to_string())
+    }
+
+    /// XADDs the entry to `stream` at `id` (`*`: the next one); its id.
+    pub async fn xadd_at(&self, conn: &mut MultiplexedConnection, stream: &str, id: &str) -> String {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(stream).arg(id);
+        for (name, value) in &self.0 {
+            cmd.arg(name.as_slice()).arg(value.as_slice());
+        }
+        cmd.query_async(conn).await.expect("xadd")
+    }
+
+    /// XADDs the entry to `stream`; its id.
+    pub async fn xadd(&self, conn: &mut MultiplexedConnection, stream: &str) -> String {
+        self.xadd_at(conn, stream, "*").await
+    }
+}
