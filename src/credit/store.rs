@@ -140,6 +140,16 @@ pub enum ApplyOutcome {
     Anomaly,
 }
 
+/// What `lua/read_pair.lua` answers: CI's version and amount, the vault,
+/// the pending request, the active pledges and their remaining.
+type PairReply = (
+    Option<String>,
+    Option<String>,
+    Fields,
+    Option<String>,
+    Vec<(String, String)>,
+);
+
 /// One (user, asset) as of one moment ([`CreditStore::pair_state`]).
 #[derive(Debug, Clone)]
 pub struct PairState {
@@ -395,13 +405,7 @@ impl CreditStore {
         let ci_key = keys::ci(uid, asset);
         let vault_key = keys::vault(uid, asset);
         let mut conn = self.redis.conn().await?;
-        let (ci_version, ci_stored, vault, inflight, active): (
-            Option<String>,
-            Option<String>,
-            Fields,
-            Option<String>,
-            Vec<(String, String)>,
-        ) = ReadPair {
+        let (ci_version, ci_stored, vault, inflight, active): PairReply = ReadPair {
             ci: ci_key.clone(),
             vault: vault_key.clone(),
             inflight: keys::inflight(uid, asset),
