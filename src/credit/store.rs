@@ -30,6 +30,14 @@ use crate::{
 const MAX_STALE_RETRIES: usize = 8;
 
 lua_script! {
+    /// `lua/read_pair.lua`: one (user, asset), read atomically.
+    struct ReadPair(include_str!("lua/read_pair.lua")) {
+        keys { ci: String, vault: String, inflight: String, active: String }
+        args {}
+    }
+}
+
+lua_script! {
     /// `lua/request.lua`: records a new request and sends it, atomically,
     /// with its custody plan (pledge, release).
     struct Request<'a>(include_str!("lua/request.lua")) {
@@ -124,14 +132,24 @@ pub enum ApplyOutcome {
     Anomaly,
 }
 
-/// One (user, asset) as a settlement reads it ([`CreditStore::pair_state`]).
+/// What `lua/read_pair.lua` answers: CI's version and amount, the vault,
+/// the pending request, the active pledges and their remaining.
+type PairReply = (
+    Option<String>,
+    Option<String>,
+    Fields,
+    Option<String>,
+    Vec<(String, String)>,
+);
+
+/// One (user, asset) as of one moment ([`CreditStore::pair_state`]).
 #[derive(Debug, Clone)]
 pub struct PairState {
-    /// CI's `version` as stored ("0" if none): the verdict script checks it.
-    pub ci_version: String,
-    /// CI's `amount` as stored ("" if none): checked too.
-    pub ci_stored: String,
-    /// CI's amount.
+    /// CI's `version` as stored (`None`: no CI yet).
+    pub ci_version: Option<String>,
+    /// CI's `amount` as stored.
+    pub ci_stored: Option<String>,
+    /// CI's amount (zero if none).
     pub ci: Decimal,
     /// The vault.
     pub vault: Vault,
@@ -195,21 +213,14 @@ impl CreditStore {
             Purpose::Plain | Purpose::Pledge => keys::pledge(&request.request_id),
         };
         for _ in 0..MAX_STALE_RETRIES {
-            let mut conn = self.redis.conn().await?;
-            let ((ci_version, stored), vault, inflight): (
-                (Option<String>, Option<String>),
-                Fields,
-                Option<String>,
-            ) = redis::pipe()
-                .cmd("HMGET")
-                .arg(&ci_key)
-                .arg("version")
-                .arg("amount")
-                .hgetall(&vault_key)
-                .get(keys::inflight(uid, asset))
-                .query_async(&mut *conn)
-                .await
-                .map_err(|e| self.err(e))?;
+            let PairState {
+                ci_version,
+                ci_stored: stored,
+                ci: current,
+                vault,
+                inflight,
+                active,
+            } = self.pair_state(uid, asset).await?;
             // Another request in flight for the pair wins over the checks
             // below (its decision may change what they see), but not over
             // this request's own record (a retry returns it).
@@ -219,14 +230,6 @@ impl CreditStore {
                 }
                 return Err(CreditError::InFlight { pending });
             }
-            let current = match &stored {
-                Some(text) => amount::parse(text).map_err(|e| CreditError::Corrupt {
-                    key: ci_key.clone(),
-                    reason: format!("amount: {e}"),
-                })?,
-                None => Decimal::ZERO,
-            };
-            let vault = Vault::parse(&vault_key, &vault)?;
             // Refusals by state: an existing record for this id wins over
             // them, so a retry of a request that was fine when made (an
             // accepted decrease, a pledge that locked what was available)
@@ -239,17 +242,9 @@ impl CreditStore {
                 },
             };
             let ci = refused?;
-            let plan = match request.purpose {
-                Purpose::Plain => None,
-                purpose => {
-                    let active = match purpose {
-                        Purpose::Release => self.active_pledges(uid, asset).await?,
-                        _ => Vec::new(),
-                    };
-                    custody::plan(purpose, request.change.abs(), &vault, &active)?
-                }
-            };
+            let plan = custody::plan(request.purpose, request.change.abs(), &vault, &active)?;
             let now = time::now();
+            let mut conn = self.redis.conn().await?;
             let reply: redis::RedisResult<(String, Fields, usize)> = Request {
                 record: keys::request(&request.request_id),
                 ci: ci_key.clone(),
@@ -395,86 +390,50 @@ impl CreditStore {
         Ok(applied)
     }
 
-    /// Everything a settlement's net position is computed from, for one
-    /// (user, asset): CI as stored, the vault, the pending request if any,
-    /// and the active pledges oldest first (read only with a vault).
+    /// Everything a credit request or a settlement of one (user, asset) is
+    /// computed from, read atomically (`lua/read_pair.lua`): CI, the vault,
+    /// the pending request, the active pledges oldest first.
     pub async fn pair_state(&self, uid: &str, asset: &str) -> Result<PairState, CreditError> {
         let ci_key = keys::ci(uid, asset);
         let vault_key = keys::vault(uid, asset);
         let mut conn = self.redis.conn().await?;
-        let ((version, stored), vault, inflight): ((Option<String>, Option<String>), Fields, Option<String>) =
-            redis::pipe()
-                .cmd("HMGET")
-                .arg(&ci_key)
-                .arg("version")
-                .arg("amount")
-                .hgetall(&vault_key)
-                .get(keys::inflight(uid, asset))
-                .query_async(&mut *conn)
-                .await
-                .map_err(|e| self.err(e))?;
-        drop(conn);
-        let ci = match &stored {
+        let (ci_version, ci_stored, vault, inflight, active): PairReply = ReadPair {
+            ci: ci_key.clone(),
+            vault: vault_key.clone(),
+            inflight: keys::inflight(uid, asset),
+            active: keys::active_pledges(uid, asset),
+        }
+        .invoke(&mut *conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        let ci = match &ci_stored {
             Some(text) => amount::parse(text).map_err(|e| CreditError::Corrupt {
-                key: ci_key.clone(),
+                key: ci_key,
                 reason: format!("amount: {e}"),
             })?,
             None => Decimal::ZERO,
         };
-        let vault = Vault::parse(&vault_key, &vault)?;
-        let active = if vault.version > 0 {
-            self.active_pledges(uid, asset).await?
-        } else {
-            Vec::new()
-        };
-        Ok(PairState {
-            ci_version: version.unwrap_or_else(|| "0".into()),
-            ci_stored: stored.unwrap_or_default(),
-            ci,
-            vault,
-            inflight,
-            active,
-        })
-    }
-
-    /// A user's active pledges in `asset`, oldest first, with what remains
-    /// of each.
-    async fn active_pledges(
-        &self,
-        uid: &str,
-        asset: &str,
-    ) -> Result<Vec<custody::ActivePledge>, CreditError> {
-        let mut conn = self.redis.conn().await?;
-        let ids: Vec<String> = conn
-            .zrange(keys::active_pledges(uid, asset), 0, -1)
-            .await
-            .map_err(|e| self.err(e))?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hget(keys::pledge(id), "remaining");
-        }
-        let left: Vec<Option<String>> = pipe
-            .query_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        ids.into_iter()
-            .zip(left)
-            .map(|(id, left)| {
-                let remaining = amount::parse(left.as_deref().unwrap_or("0")).map_err(|e| {
-                    CreditError::Corrupt {
-                        key: keys::pledge(&id),
-                        reason: format!("remaining: {e}"),
-                    }
+        let active = active
+            .into_iter()
+            .map(|(pledge_id, left)| {
+                let remaining = amount::parse(&left).map_err(|e| CreditError::Corrupt {
+                    key: keys::pledge(&pledge_id),
+                    reason: format!("remaining: {e}"),
                 })?;
                 Ok(custody::ActivePledge {
-                    pledge_id: id,
+                    pledge_id,
                     remaining,
                 })
             })
-            .collect()
+            .collect::<Result<_, CreditError>>()?;
+        Ok(PairState {
+            ci_version,
+            ci_stored,
+            ci,
+            vault: Vault::parse(&vault_key, &vault)?,
+            inflight,
+            active,
+        })
     }
 
     /// A request's record, if it exists.
@@ -891,6 +850,7 @@ mod tests {
     fn scripts_match_their_headers() {
         for shape in [
             Request::SHAPE,
+            ReadPair::SHAPE,
             ApplyResponse::SHAPE,
             SkipResponse::SHAPE,
             RecordGap::SHAPE,

@@ -651,8 +651,8 @@ impl SettlementStore {
             plan.push(json!({
                 "asset": asset,
                 "net": format_net(*net),
-                "ci_version": state.ci_version,
-                "ci_amount": state.ci_stored,
+                "ci_version": state.ci_version.as_deref().unwrap_or("0"),
+                "ci_amount": state.ci_stored.as_deref().unwrap_or_default(),
                 "ci_new": amount::format(settled.ci),
                 "vault_version": state.vault.version.to_string(),
                 "vault": vault,
