@@ -1059,23 +1059,10 @@ async fn a_watch_resumed_by_cursor_after_its_gateway_was_sigkilled_sees_every_ev
         seen.push(next_event(&mut watch).await.event_id);
     }
 
-    // The gateway dies with events not yet read by the watcher; whatever
-    // reached it before is kept, then the stream ends.
+    // The watcher crashes having read 5 of the 9 (whatever else its
+    // transport had buffered is lost with it), and the gateway dies too.
+    drop(watch);
     sides.kill_wsp();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), watch.next())
-            .await
-            .expect("the watch ends when its gateway dies")
-        {
-            Some(Ok(e)) => seen.push(e.event.expect("event").event_id),
-            Some(Err(e)) => {
-                assert!(transient(&e), "{e:?}");
-                break;
-            }
-            None => break,
-        }
-    }
-    assert!(seen.len() < 9, "some events were not delivered: {seen:?}");
 
     // Reports published meanwhile are recorded once the WSP is back: events
     // before the watcher resumes (its catch-up), and more after (live).
