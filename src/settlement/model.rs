@@ -535,6 +535,23 @@ impl Incoming {
             ));
         }
         let shape = |why: String| Refusal::new(report_id, why);
+        // Every name and value text, no name twice: Redis keeps every pair,
+        // and a reader that picks another of a repeated name (most take the
+        // last) would see another report than the one recorded here.
+        let mut names = std::collections::HashSet::new();
+        for (name, value) in f.pairs() {
+            let shown =
+                || String::from_utf8_lossy(&name.escape_ascii().collect::<Vec<u8>>()).into_owned();
+            let why = if std::str::from_utf8(name).is_err() || std::str::from_utf8(value).is_err() {
+                format!("field {} is not UTF-8 text", shown())
+            } else if !names.insert(name) {
+                format!("field {} appears more than once", shown())
+            } else {
+                continue;
+            };
+            let id = if name == b"report_id" { "" } else { report_id };
+            return Err(Refusal::new(id, format!("{why}: {}", f.describe(256))));
+        }
         match f.get("type") {
             Some("settlement") => {}
             _ => {
