@@ -791,7 +791,10 @@ impl Config {
                 "settlement.confirmation_retention",
                 self.settlement.confirmation_retention,
             ),
-            ("settlement.refused_retention", self.settlement.refused_retention),
+            (
+                "settlement.refused_retention",
+                self.settlement.refused_retention,
+            ),
             ("settlement.sweep_interval", self.settlement.sweep_interval),
         ];
         for (field, value) in positive {

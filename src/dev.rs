@@ -168,9 +168,21 @@ pub async fn run(
         config.grpc.listen = listen;
     }
     let keys = [
-        (&mut config.attestation.key_file, "issuer.key", crate::attestation::KEY_NAME),
-        (&mut config.settlement.exchange_key_file, "exchange.key", "openoes-dev-exchange/settlement"),
-        (&mut config.settlement.wsp_key_file, "wsp.key", "openoes-dev-wsp/settlement"),
+        (
+            &mut config.attestation.key_file,
+            "issuer.key",
+            crate::attestation::KEY_NAME,
+        ),
+        (
+            &mut config.settlement.exchange_key_file,
+            "exchange.key",
+            "openoes-dev-exchange/settlement",
+        ),
+        (
+            &mut config.settlement.wsp_key_file,
+            "wsp.key",
+            "openoes-dev-wsp/settlement",
+        ),
     ];
     for (setting, file, name) in keys {
         if setting.is_empty() {

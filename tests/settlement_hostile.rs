@@ -453,7 +453,7 @@ async fn malformed_reports_are_refused_with_a_bounded_reason_and_never_stop_the_
             "m-num-net",
             btc_net("m-num-net", json!(1)),
             Refused,
-            &["data.net_position.\"BTC\": must be a decimal string"],
+            &["data.net_position.BTC: must be a decimal string"],
         ),
         case(
             "m-sign",
