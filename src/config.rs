@@ -35,6 +35,8 @@ pub struct Config {
     pub credit: CreditConfig,
     /// The custody vault and pledges (PledgeService).
     pub pledge: PledgeConfig,
+    /// Settlement reports, verdicts and signed cycles (SettlementService).
+    pub settlement: SettlementConfig,
     /// Swap quotes (QuoteService).
     pub quote: QuoteConfig,
     /// Signed attestations (AttestationService).
@@ -58,6 +60,7 @@ impl Default for Config {
             streams: StreamsConfig::default(),
             credit: CreditConfig::default(),
             pledge: PledgeConfig::default(),
+            settlement: SettlementConfig::default(),
             quote: QuoteConfig::default(),
             attestation: AttestationConfig::default(),
             health: HealthConfig::default(),
@@ -428,6 +431,84 @@ impl Default for PledgeConfig {
     }
 }
 
+/// Settlement: reports, verdicts, signed cycles.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SettlementConfig {
+    /// Exchange role: its Ed25519 key file (`openoes keys generate`); it
+    /// signs every closed cycle's checkpoint. Empty: CloseSettlementCycle
+    /// answers FAILED_PRECONDITION (SIGNING_KEY_NOT_CONFIGURED). A key that
+    /// cannot be read fails start-up.
+    pub exchange_key_file: String,
+    /// WSP role: its Ed25519 key file; it countersigns a verified cycle's
+    /// checkpoint once every report is decided. Empty: cycles are verified
+    /// but never countersigned.
+    pub wsp_key_file: String,
+    /// WSP role: the exchange's verifier key (C2SP vkey), which every
+    /// cycle's checkpoint must be signed with; a cycle that is not is
+    /// MISMATCH. Empty: the key of `exchange_key_file` if this gateway has
+    /// it (both roles), else every closed cycle is MISMATCH.
+    pub exchange_vkey: String,
+    /// Exchange role: the WSP's verifier key, for GetSigningKeys. Empty:
+    /// the key of `wsp_key_file` if this gateway has it.
+    pub wsp_vkey: String,
+    /// Longest `wait` a SubmitSettlementReport or CloseSettlementCycle may
+    /// ask for (always cut to the call's deadline too).
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// Calls waiting for the WSP's record at once, per process; more
+    /// answer RESOURCE_EXHAUSTED before anything is written.
+    pub max_waiters: usize,
+    /// WSP role: a report entry on R larger than this (all names and
+    /// values) is refused unread.
+    pub max_report_bytes: usize,
+    /// Most reports one cycle may have when it is closed (the tree is
+    /// built in memory: 100 bytes or so a report).
+    pub max_cycle_reports: usize,
+    /// Exchange role: how long its record of a published report (on R) is
+    /// kept: the idempotency window of SubmitSettlementReport before the
+    /// WSP records it (after, the WSP's record answers, for good).
+    #[serde(with = "humantime_serde")]
+    pub submission_retention: Duration,
+    /// WSP role: confirmations older than this are trimmed from
+    /// mirror:settlement:confirmation on M (the exchange has no cursor the
+    /// WSP can see: it must read them within this time; every verdict also
+    /// stays in its report's record).
+    #[serde(with = "humantime_serde")]
+    pub confirmation_retention: Duration,
+    /// WSP role: how long a refused report's record is kept (refusals of
+    /// a hostile stream must not grow M for good).
+    #[serde(with = "humantime_serde")]
+    pub refused_retention: Duration,
+    /// WSP role: how often cycles due for the countersignature are checked
+    /// (a verdict countersigns at once; this catches a gateway that died
+    /// in between).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// Closed cycles' trees kept in memory for GetSettlementProof.
+    pub cached_trees: usize,
+}
+
+impl Default for SettlementConfig {
+    fn default() -> Self {
+        Self {
+            exchange_key_file: String::new(),
+            wsp_key_file: String::new(),
+            exchange_vkey: String::new(),
+            wsp_vkey: String::new(),
+            max_wait: Duration::from_secs(30),
+            max_waiters: 10_000,
+            max_report_bytes: 64 * 1024,
+            max_cycle_reports: 1_000_000,
+            submission_retention: Duration::from_secs(30 * 24 * 3600),
+            confirmation_retention: Duration::from_secs(30 * 24 * 3600),
+            refused_retention: Duration::from_secs(7 * 24 * 3600),
+            sweep_interval: Duration::from_secs(5),
+            cached_trees: 4,
+        }
+    }
+}
+
 /// Swap quotes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -702,6 +783,19 @@ impl Config {
             ("redis.durability.timeout", self.redis.durability.timeout),
             ("health.probe_timeout", self.health.probe_timeout),
             ("shutdown.grace_period", self.shutdown.grace_period),
+            (
+                "settlement.submission_retention",
+                self.settlement.submission_retention,
+            ),
+            (
+                "settlement.confirmation_retention",
+                self.settlement.confirmation_retention,
+            ),
+            (
+                "settlement.refused_retention",
+                self.settlement.refused_retention,
+            ),
+            ("settlement.sweep_interval", self.settlement.sweep_interval),
         ];
         for (field, value) in positive {
             if value.is_zero() {

@@ -10,7 +10,8 @@
 //! ports, pids and config files) so scripts can attach. It loads a demo
 //! data set: DLMM pools BTC/USDC, ETH/USDC and SOL/USDC. Unless the config
 //! names an attestation issuer key, it makes a fresh one,
-//! `<data dir>/issuer.key` (mode 0600), and uses it. On
+//! `<data dir>/issuer.key` (mode 0600), and uses it; the same for the
+//! settlement keys of both sides (`exchange.key`, `wsp.key`). On
 //! SIGINT or SIGTERM the gateway drains, then both Redis servers are shut
 //! down; nothing is left running. Redis data is throw-away: every start
 //! begins empty.
@@ -72,8 +73,8 @@ pub enum DevError {
     /// The ACLs could not be applied.
     #[error("cannot apply the ACLs")]
     Acl(#[from] AclError),
-    /// The attestation issuer key could not be made.
-    #[error("cannot make the attestation issuer key")]
+    /// A signing key could not be made.
+    #[error("cannot make a signing key")]
     Key(#[from] crate::crypto::keys::KeyError),
 }
 
@@ -95,6 +96,10 @@ pub struct DevInfo {
     pub passwords: PathBuf,
     /// The attestation issuer's key file.
     pub issuer_key: String,
+    /// The exchange's settlement key file (signs cycle checkpoints).
+    pub exchange_key: String,
+    /// The WSP's settlement key file (countersigns them).
+    pub wsp_key: String,
 }
 
 /// One local Redis, as `dev.json` describes it.
@@ -162,12 +167,31 @@ pub async fn run(
     if let Some(listen) = options.listen {
         config.grpc.listen = listen;
     }
-    if config.attestation.key_file.is_empty() {
-        match fresh_issuer_key(dir) {
-            Ok(path) => config.attestation.key_file = path,
-            Err(e) => {
-                topology.stop().await;
-                return Err(e);
+    let keys = [
+        (
+            &mut config.attestation.key_file,
+            "issuer.key",
+            crate::attestation::KEY_NAME,
+        ),
+        (
+            &mut config.settlement.exchange_key_file,
+            "exchange.key",
+            "openoes-dev-exchange/settlement",
+        ),
+        (
+            &mut config.settlement.wsp_key_file,
+            "wsp.key",
+            "openoes-dev-wsp/settlement",
+        ),
+    ];
+    for (setting, file, name) in keys {
+        if setting.is_empty() {
+            match fresh_key(dir, file, name) {
+                Ok(path) => *setting = path,
+                Err(e) => {
+                    topology.stop().await;
+                    return Err(e);
+                }
             }
         }
     }
@@ -201,20 +225,20 @@ async fn prepare(
     Ok(passwords)
 }
 
-/// A new attestation issuer key in the data directory, replacing the one
-/// an earlier run left there (dev data is throw-away; a configured
-/// `attestation.key_file` is used instead and never touched).
-fn fresh_issuer_key(dir: &Path) -> Result<String, DevError> {
-    let path = dir.join("issuer.key");
+/// A new signing key `file` named `name` in the data directory, replacing
+/// the one an earlier run left there (dev data is throw-away; a configured
+/// key file is used instead and never touched).
+fn fresh_key(dir: &Path, file: &str, name: &str) -> Result<String, DevError> {
+    let path = dir.join(file);
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(io(format!("cannot remove {}", path.display()))(e));
         }
         _ => {}
     }
-    let key = crate::crypto::keys::ServerKey::generate(crate::attestation::KEY_NAME)?;
+    let key = crate::crypto::keys::ServerKey::generate(name)?;
     key.write(&path)?;
-    tracing::info!(did = %key.did_key(), file = %path.display(), "dev: fresh attestation issuer key");
+    tracing::info!(vkey = %key.vkey(), file = %path.display(), "dev: fresh signing key");
     Ok(path.display().to_string())
 }
 
@@ -270,6 +294,8 @@ async fn serve(
         replica: DevRedis::of(&topology.replica, "exchange", admin_password),
         passwords: dir.join("passwords.toml"),
         issuer_key: config.attestation.key_file.clone(),
+        exchange_key: config.settlement.exchange_key_file.clone(),
+        wsp_key: config.settlement.wsp_key_file.clone(),
     };
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     std::fs::write(dir.join(DEV_JSON), json + "\n")
@@ -305,6 +331,12 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
          \x20 grpcurl -plaintext -d '{{\"request_id\":\"dep-1\",\"user_id\":\"bob\",\"asset\":\"BTC\",\"amount\":\"10\",\"chain\":\"bitcoin\",\"address\":\"bc1qbob\"}}' {a} openoes.pledge.v1.PledgeService/RecordDeposit\n\
          \x20 grpcurl -plaintext -d '{{\"request_id\":\"pledge-1\",\"user_id\":\"bob\",\"asset\":\"BTC\",\"amount\":\"4\",\"chain\":\"bitcoin\",\"address\":\"bc1qbob\"}}' {a} openoes.pledge.v1.PledgeService/CreatePledge\n\
          \x20 grpcurl -plaintext -d '{{\"user_id\":\"bob\",\"asset\":\"BTC\"}}' {a} openoes.pledge.v1.PledgeService/GetVaultBalance\n\n\
+         Settlement (once the pledge above is accepted; README.md walks through it):\n\
+         \x20 grpcurl -plaintext -d '{{\"report_id\":\"rep-1\",\"user_id\":\"bob\",\"cycle_id\":\"day-1\",\"eod_time\":\"{now}Z\",\"sold\":[{{\"asset\":\"BTC\",\"amount\":\"0.25\",\"price\":\"100000\"}}],\"bought\":[{{\"asset\":\"USDC\",\"amount\":\"25000\",\"price\":\"1\"}}],\"net_positions\":[{{\"asset\":\"BTC\",\"net\":\"-0.25\"}},{{\"asset\":\"USDC\",\"net\":\"+25000\"}}],\"wait\":\"5s\"}}' {a} {st}/SubmitSettlementReport\n\
+         \x20 grpcurl -plaintext -d '{{\"report_id\":\"rep-1\",\"outcome\":\"SETTLEMENT_OUTCOME_COMPLETED\"}}' {a} {st}/ConfirmSettlement\n\
+         \x20 grpcurl -plaintext -d '{{\"cycle_id\":\"day-1\",\"wait\":\"5s\"}}' {a} {st}/CloseSettlementCycle\n\
+         \x20 grpcurl -plaintext -d '{{\"report_id\":\"rep-1\"}}' {a} {st}/GetSettlementProof\n\
+         \x20 grpcurl -plaintext -d '{{}}' {a} {st}/GetSigningKeys\n\n\
          Attestations (issuer key {key}; README.md walks through it):\n\
          \x20 grpcurl -plaintext -d '{{\"request_id\":\"kyc-1\",\"subject\":\"0xabc\",\"did_type\":\"kyc\",\"result\":\"VERIFICATION_RESULT_PASSED\",\"evidence_hash\":\"abc123\",\"verified_at\":\"{now}Z\"}}' {a} {att}/SubmitVerification\n\
          \x20 # a producer without gRPC, as existing ones do:\n\
@@ -322,8 +354,9 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
         admin = info.master.admin_url,
         dev_json = dir.join(DEV_JSON).display(),
         key = info.issuer_key,
+        st = "openoes.settlement.v1.SettlementService",
         // Now, to the second: credentials are valid for a year after it.
-        now = crate::attestation::datetime::format_xsd(crate::time::now().s as i64 * 1000)
+        now = crate::time::datetime::format_xsd(crate::time::now().s as i64 * 1000)
             .trim_end_matches('Z')
             .to_string(),
         att = "openoes.attestation.v1.AttestationService",

@@ -67,8 +67,6 @@ reasons! {
     /// A money-moving write happened on M but did not become as durable as
     /// configured (`redis.durability`) in time; retry with the same request_id.
     DURABILITY_TIMEOUT,
-    /// The RPC is part of the contract but not built yet.
-    NOT_IMPLEMENTED,
     /// The RPC belongs to an OpenOES role (wsp, exchange) this gateway does
     /// not serve.
     ROLE_NOT_SERVED,
@@ -113,6 +111,35 @@ reasons! {
     /// RequestCredit for a (user, asset) whose credit moves only through
     /// PledgeService.
     CREDIT_MANAGED_BY_PLEDGES,
+    // --- settlement ---
+    /// The report_id was used before for another report.
+    REPORT_ID_REUSED,
+    /// The settlement cycle is closed: it takes no more reports.
+    CYCLE_CLOSED,
+    /// `supersedes` names a report that is not DISPUTED (or of another user).
+    NOT_DISPUTED,
+    /// The WSP refused to record the report; the message says why.
+    REPORT_REFUSED,
+    /// The report already has another verdict.
+    ALREADY_CONFIRMED,
+    /// The report cannot be confirmed (SUPERSEDED, REFUSED, not recorded).
+    NOT_CONFIRMABLE,
+    /// The cycle's signed root is not what the WSP recorded: none of its
+    /// reports can be confirmed.
+    CYCLE_MISMATCH,
+    /// The cycle is not closed (or did not verify): it has no proofs yet.
+    CYCLE_NOT_CLOSED,
+    /// CloseSettlementCycle: reports this exchange published in the cycle
+    /// are not recorded by the WSP yet; retry.
+    REPORTS_NOT_RECORDED,
+    /// The WSP's record of a report differs from what this exchange
+    /// published under its id.
+    RECORD_MISMATCH,
+    /// The signing key of this role is not configured
+    /// (`settlement.exchange_key_file`, `settlement.wsp_key_file`).
+    SIGNING_KEY_NOT_CONFIGURED,
+    /// A cycle has more reports than `settlement.max_cycle_reports`.
+    CYCLE_TOO_LARGE,
     // --- quote ---
     /// No pool trades the token.
     UNKNOWN_TOKEN,
@@ -122,7 +149,8 @@ reasons! {
     INSUFFICIENT_LIQUIDITY,
     /// The best output is 0.
     AMOUNT_TOO_SMALL,
-    /// An amount (input or output) exceeds the u64 range.
+    /// An amount exceeds its range: a quote's input or output the u64
+    /// range, a settlement's sum the exact decimal range.
     AMOUNT_TOO_LARGE,
     /// Quote ingest: an existing pool's tokens cannot change.
     POOL_TOKENS_CHANGED,
@@ -255,23 +283,6 @@ impl RpcError for NotFound {
     }
     fn reason(&self) -> &'static str {
         reason::NOT_FOUND
-    }
-}
-
-/// The RPC exists in the contract but is not built yet.
-#[derive(Debug, thiserror::Error)]
-#[error("{rpc} is not implemented yet; README.md lists which RPCs are live")]
-pub struct Unimplemented {
-    /// Fully-qualified method, e.g. `openoes.pledge.v1.PledgeService/GetPledge`.
-    pub rpc: String,
-}
-
-impl RpcError for Unimplemented {
-    fn code(&self) -> Code {
-        Code::Unimplemented
-    }
-    fn reason(&self) -> &'static str {
-        reason::NOT_IMPLEMENTED
     }
 }
 

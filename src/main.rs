@@ -117,7 +117,10 @@ enum AclCommand {
 enum KeysCommand {
     /// Write a new Ed25519 key file (mode 0600; never overwrites one) and
     /// print its public forms: did:key, verification method, vkey. The
-    /// private key is never printed. Point `attestation.key_file` at it.
+    /// private key is never printed. Point `attestation.key_file` or
+    /// `settlement.exchange_key_file` / `settlement.wsp_key_file` at it
+    /// (give settlement keys a `--name` of your own, e.g.
+    /// `exchange.example/settlement`: verifiers see it).
     Generate {
         /// The key file to create.
         #[arg(long)]
@@ -175,6 +178,21 @@ enum BenchCommand {
         /// Round trips per second of the paced scenarios.
         #[arg(long, default_value_t = 500)]
         rate: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// SettlementService through a gateway serving both roles with both
+    /// settlement keys (`openoes dev`): confirmations per second on a
+    /// 10,000-line cycle, CloseSettlementCycle of a cycle of `--reports`,
+    /// GetSettlementProof and the proof size, next to redis-benchmark XADD
+    /// and the gRPC floor.
+    Settlement {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Reports in the cycle whose close is timed.
+        #[arg(long, default_value_t = 100_000)]
+        reports: u64,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -289,6 +307,12 @@ fn main() -> ExitCode {
         eprintln!("openoes: attestation.key_file: {}", ErrorChain(&e));
         return ExitCode::from(2);
     }
+    if let Command::Serve { .. } = cli.command
+        && let Err(e) = openoes::settlement::check_keys(&config)
+    {
+        eprintln!("openoes: {}", ErrorChain(&e));
+        return ExitCode::from(2);
+    }
     if let Command::Pools {
         command: PoolsCommand::Load {
             redis_url: Some(url),
@@ -362,6 +386,17 @@ fn main() -> ExitCode {
                 command: BenchCommand::Credit { load, rate, json },
             } => {
                 let figures = bench::credit::run(&load.options(50), rate).await?;
+                report(&figures, json)?;
+            }
+            Command::Bench {
+                command:
+                    BenchCommand::Settlement {
+                        load,
+                        reports,
+                        json,
+                    },
+            } => {
+                let figures = bench::settlement::run(&load.options(50), reports).await?;
                 report(&figures, json)?;
             }
             Command::Bench {

@@ -139,7 +139,7 @@ async fn a_foreign_producer_and_submit_verification_both_end_up_as_attestations(
     );
     assert_eq!(
         doc["validUntil"],
-        openoes::attestation::datetime::format_xsd(verified_ms + 365 * 86_400_000)
+        openoes::time::datetime::format_xsd(verified_ms + 365 * 86_400_000)
     );
     data_integrity::verify_proof_with_key(&doc, &key.public_key()).expect("verifies");
     assert!(key.public_key().verify(&mine.payload, &mine.signature));

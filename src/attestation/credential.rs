@@ -31,7 +31,7 @@ use std::{path::Path, sync::Arc};
 
 use serde_json::{Value, json};
 
-use super::{datetime, model::Verification};
+use super::model::Verification;
 use crate::{
     config::AttestationConfig,
     crypto::{
@@ -40,6 +40,7 @@ use crate::{
         keys::{KeyError, ServerKey},
         status_list::{StatusList, StatusListError},
     },
+    time::datetime,
 };
 
 /// The VC Data Model 2.0 context, the only one our credentials use.

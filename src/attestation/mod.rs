@@ -5,7 +5,6 @@
 //! - [`keys`]: every key and stream (all hash-tagged into one Cluster slot).
 //! - [`model`]: results (parsed strictly from a stream others write),
 //!   attestation records, dead letters, the rules of a result.
-//! - [`datetime`]: ISO-8601 in, XML Schema dateTime out.
 //! - [`credential`]: the issuer's keys, the credential and status list
 //!   documents, the offline checks (signing is [`crate::crypto`]'s).
 //! - [`error`]: the domain's errors and their gRPC codes.
@@ -30,7 +29,6 @@
 
 pub mod convert;
 pub mod credential;
-pub mod datetime;
 pub mod error;
 pub mod keys;
 pub mod model;

@@ -6,10 +6,10 @@
 
 use std::{collections::HashMap, fmt, time::Duration};
 
-use super::datetime;
 use crate::{
     config::AttestationConfig,
     streams::{Fields, StreamId},
+    time::datetime,
     validate::{ID_RULE, clip, is_valid_id},
 };
 

@@ -141,7 +141,7 @@ async fn round_trip(channel: Channel, user: &str, asset: &str) -> Result<(), ton
 /// An exchange backend that accepts every request, answering up to
 /// [`ANSWERS_IN_FLIGHT`] at once (as a real backend would, rather than one
 /// after another), until aborted.
-async fn accept_everything(channel: Channel, i: usize) {
+pub(crate) async fn accept_everything(channel: Channel, i: usize) {
     let client = Client::new(channel);
     let in_flight = Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT));
     loop {

@@ -13,10 +13,12 @@
 //!
 //! `bench watch` measures the stream bridge's fan-out in this process;
 //! `bench credit` ([`credit`]) the credit flow through a gateway;
+//! `bench settlement` ([`settlement`]) confirmations and signed cycles;
 //! `bench attest` ([`attest`]) the attestation pipeline, XADD to issued.
 
 pub mod attest;
 pub mod credit;
+pub mod settlement;
 
 use std::{
     process::Command,
@@ -154,18 +156,7 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
         ratio_to_redis: Some(1.0),
         ..Figure::default()
     }];
-    let health = load(&channels, options, |channel| {
-        let mut client = HealthClient::new(channel);
-        async move {
-            client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .map(drop)
-        }
-    })
-    .await;
+    let health = grpc_floor(&channels, options).await;
     for (name, request, mut figure) in [
         ("gRPC floor: Health/Check", None, health),
         (
@@ -405,6 +396,28 @@ async fn setup_pools(channel: &Channel) -> Result<(), BenchError> {
             .map_err(|e| BenchError::Gateway(format!("UpsertPool {id}: {e}")))?;
     }
     Ok(())
+}
+
+/// The gRPC floor: Health/Check from the same client, closed loop, named
+/// by the caller's table.
+pub(crate) async fn grpc_floor(channels: &[Channel], options: &BenchOptions) -> Figure {
+    let mut floor = load(channels, options, |channel| {
+        let mut client = HealthClient::new(channel);
+        async move {
+            client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(drop)
+        }
+    })
+    .await;
+    floor.name = format!(
+        "gRPC floor: Health/Check, concurrency {}",
+        options.concurrency
+    );
+    floor
 }
 
 /// Closed loop: `concurrency` tasks each send one request after another

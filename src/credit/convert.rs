@@ -270,6 +270,7 @@ pub fn event_to_proto(e: &CreditEvent) -> pb::CreditEvent {
             CreditEventKind::Rejected => T::Rejected,
             CreditEventKind::Anomaly => T::Anomaly,
             CreditEventKind::Redelivered => T::Redelivered,
+            CreditEventKind::Settled => T::Settled,
             CreditEventKind::Unknown => T::Unspecified,
         } as i32,
         request_id: e.request_id.clone(),

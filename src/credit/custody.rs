@@ -3,7 +3,9 @@
 //! unlocks pledged balance once accepted. What either decision will do to
 //! custody is computed here, exactly, when the request is made
 //! ([`plan`]), stored with it (`lua/request.lua`), and applied in the same
-//! step as the decision (`lua/apply_response.lua`).
+//! step as the decision (`lua/apply_response.lua`). A completed settlement
+//! moves credit and custody together too ([`settle`], applied by
+//! SettlementService's verdict script).
 //!
 //! The invariants it keeps, for every (user, asset): total = locked +
 //! available, none negative; locked = CI + the amounts of PENDING pledges;
@@ -160,6 +162,100 @@ pub fn plan(
     Ok(Some(plan))
 }
 
+/// What a completed settlement's net position does to one (user, asset).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// Credit Inventory after.
+    pub ci: Decimal,
+    /// The vault's total, locked and pledged after; `None` if the pair's
+    /// credit is not custody's (no vault, credit granted directly).
+    pub vault: Option<(Decimal, Decimal, Decimal)>,
+    /// The pledges a negative net takes from, oldest first: each one's
+    /// remaining after.
+    pub pledges: Vec<(String, Decimal)>,
+    /// A positive net's settlement lot: the custody that arrived, locked,
+    /// backing the credit it adds.
+    pub lot: Option<Decimal>,
+}
+
+/// Why a net position cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleError {
+    /// CI would go below zero.
+    InsufficientCredit,
+    /// A negative net needs more custody than the active pledges hold.
+    InsufficientCustody {
+        /// What they hold.
+        pledged: Decimal,
+    },
+    /// A sum beyond the exact range.
+    TooLarge,
+}
+
+/// The effect of a settlement's `net` on a pair with Credit Inventory `ci`
+/// and `vault`, whose active pledges are `active` (oldest first).
+///
+/// The pair's credit is custody's if it has a vault, or no credit yet (a
+/// position a settlement opens arrives as custody): then a positive net
+/// adds custody locked as a lot (total, locked and pledged grow by it), and
+/// a negative one takes its amount from the oldest pledges, leaving
+/// custody (total, locked and pledged shrink by it). Otherwise (credit
+/// granted directly, without custody here) only CI moves. Either way the
+/// vault invariants hold after: locked = CI + pending pledges, pledged =
+/// remaining of active pledges.
+pub fn settle(
+    net: Decimal,
+    ci: Decimal,
+    vault: &Vault,
+    active: &[ActivePledge],
+) -> Result<Settled, SettleError> {
+    let ci_after = amount::add(ci, net).map_err(|_| SettleError::TooLarge)?;
+    if ci_after < Decimal::ZERO {
+        return Err(SettleError::InsufficientCredit);
+    }
+    let custody = vault.version > 0 || ci.is_zero();
+    if !custody {
+        return Ok(Settled {
+            ci: ci_after,
+            vault: None,
+            pledges: Vec::new(),
+            lot: None,
+        });
+    }
+    let moved = |x: Decimal| amount::add(x, net).map_err(|_| SettleError::TooLarge);
+    let (total, locked, pledged) = (
+        moved(vault.total)?,
+        moved(vault.locked)?,
+        moved(vault.pledged)?,
+    );
+    let mut pledges = Vec::new();
+    let mut lot = None;
+    if net > Decimal::ZERO {
+        lot = Some(net);
+    } else {
+        let mut left = -net;
+        for pledge in active {
+            if left.is_zero() {
+                break;
+            }
+            let take = pledge.remaining.min(left);
+            left -= take;
+            pledges.push((pledge.pledge_id.clone(), pledge.remaining - take));
+        }
+        if !left.is_zero() || pledged < Decimal::ZERO || locked < Decimal::ZERO {
+            return Err(SettleError::InsufficientCustody {
+                pledged: vault.pledged,
+            });
+        }
+    }
+    Ok(Settled {
+        ci: ci_after,
+        vault: Some((total, locked, pledged)),
+        pledges,
+        lot,
+    })
+}
+
 /// `locked/pledged`, as the scripts store a plan's amounts.
 pub fn pair((locked, pledged): (Decimal, Decimal)) -> String {
     format!("{}/{}", amount::format(locked), amount::format(pledged))
@@ -205,6 +301,46 @@ mod tests {
         assert_eq!(p.unlocks, r#"[["p1","1"],["p2","0.5"]]"#);
         // More than the pledges hold: refused as corrupt, never half done.
         assert!(plan(Purpose::Release, d("5"), &v, &active).is_err());
+    }
+
+    #[test]
+    fn a_settlement_moves_custody_with_credit_oldest_pledge_first() {
+        let active = [
+            ActivePledge {
+                pledge_id: "p1".into(),
+                remaining: d("30000"),
+            },
+            ActivePledge {
+                pledge_id: "p2".into(),
+                remaining: d("40000"),
+            },
+        ];
+        let v = vault("70000", "70000", "70000");
+        let s = settle(d("-67500"), d("70000"), &v, &active).expect("settle");
+        assert_eq!(s.ci, d("2500"));
+        assert_eq!(s.vault, Some((d("2500"), d("2500"), d("2500"))));
+        assert_eq!(
+            s.pledges,
+            vec![("p1".into(), d("0")), ("p2".into(), d("2500"))]
+        );
+        assert_eq!(s.lot, None);
+        // A new position arrives as custody: a lot.
+        let s = settle(d("0.5"), Decimal::ZERO, &Vault::default(), &[]).expect("settle");
+        assert_eq!(s.vault, Some((d("0.5"), d("0.5"), d("0.5"))));
+        assert_eq!(s.lot, Some(d("0.5")));
+        // Below zero: refused, whatever the custody.
+        assert_eq!(
+            settle(d("-70001"), d("70000"), &v, &active),
+            Err(SettleError::InsufficientCredit)
+        );
+        // Credit granted directly (no vault): only CI moves.
+        let s = settle(d("-1"), d("3"), &Vault::default(), &[]).expect("settle");
+        assert_eq!((s.ci, s.vault), (d("2"), None));
+        // Pledges holding less than the vault says: refused, never half done.
+        assert!(matches!(
+            settle(d("-70000"), d("70000"), &v, &active[..1]),
+            Err(SettleError::InsufficientCustody { .. })
+        ));
     }
 
     #[test]

@@ -87,14 +87,6 @@ pub enum CreditError {
         /// The asset.
         asset: String,
     },
-    /// Too many RequestCredit calls are waiting for decisions.
-    #[error(
-        "{limit} calls already wait for credit decisions on this server; retry later, or without wait"
-    )]
-    TooManyWaiters {
-        /// The configured limit.
-        limit: usize,
-    },
     /// Stored data is not what the protocol says.
     #[error("corrupt credit data at {key}: {reason}")]
     Corrupt {
@@ -121,7 +113,6 @@ impl RpcError for CreditError {
             | Self::ManagedByPledges { .. } => Code::FailedPrecondition,
             Self::TooLarge { .. } => Code::InvalidArgument,
             Self::UnknownRequest(_) => Code::NotFound,
-            Self::TooManyWaiters { .. } => Code::ResourceExhausted,
             Self::Corrupt { .. } => Code::Internal,
             Self::Redis(e) => e.code(),
         }
@@ -140,7 +131,6 @@ impl RpcError for CreditError {
             Self::InsufficientAvailableBalance { .. } => reason::INSUFFICIENT_AVAILABLE_BALANCE,
             Self::InsufficientPledged { .. } => reason::INSUFFICIENT_PLEDGED,
             Self::ManagedByPledges { .. } => reason::CREDIT_MANAGED_BY_PLEDGES,
-            Self::TooManyWaiters { .. } => reason::TOO_MANY_WAITERS,
             Self::Corrupt { .. } => reason::DATA_CORRUPT,
             Self::Redis(e) => e.reason(),
         }

@@ -24,7 +24,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `mirror:vault:<uid>:<asset>` | hash | `total`, `locked`, `pledged` (remaining of active pledges), `version`, `updated_ms`; available = total - locked |
-//! | `mirror:pledge:<pledge_id>` | hash | a pledge: amount, remaining, status, credit_request_id (= pledge_id) |
+//! | `mirror:pledge:<pledge_id>` | hash | a pledge: amount, remaining, status, credit_request_id (= pledge_id); or a settlement lot ([`settlement_lot`]) |
 //! | `mirror:release:<release_id>` | hash | a release: amount, status, unlocks (JSON) |
 //! | `mirror:pledges-active:<uid>:<asset>` | sorted set | ACTIVE pledges with something left, oldest first |
 //! | `mirror:pledges:<uid>` | sorted set | every pledge of a user, score = creation ms |
@@ -103,6 +103,25 @@ pub fn user_pledges(uid: &str) -> String {
 /// `mirror:vault-op:<request_id>` (ext): a deposit's or withdrawal's record.
 pub fn vault_op(request_id: &str) -> String {
     format!("mirror:vault-op:{request_id}")
+}
+
+/// The pledge id of the settlement lot that a completed settlement's
+/// positive net in `asset` adds to custody (see SettlementService). No
+/// request id can take it (ids cannot contain `/`), so a CreatePledge never
+/// collides with a lot.
+pub fn settlement_lot(report_id: &str, asset: &str) -> String {
+    format!("settlement/{report_id}/{asset}")
+}
+
+/// True if `pledge_id` is a settlement lot's id (two valid ids after
+/// `settlement/`).
+pub fn is_settlement_lot(pledge_id: &str) -> bool {
+    pledge_id
+        .strip_prefix("settlement/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(report, asset)| {
+            crate::validate::is_valid_id(report) && crate::validate::is_valid_id(asset)
+        })
 }
 
 /// The vault event log (ext), on M.

@@ -35,12 +35,12 @@ use self::{
     exchange::Exchange,
     service::WspRole,
     store::{CreditStore, CreditView},
-    wsp::Waiters,
 };
 use crate::{
     config::Role,
     proto::credit::v1::credit_service_server::CreditServiceServer,
     server::{Context, Plugged},
+    streams::follow::follow,
 };
 
 /// The service's fully-qualified name.
@@ -53,13 +53,13 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     let config = &ctx.config;
     let wsp = ctx.role(Role::Wsp, || {
         let store = CreditStore::new(ctx.redis.master.clone(), config);
-        tokio::spawn(wsp::apply_responses(
-            store.clone(),
-            ctx.redis.replica_reader.clone(),
-            wsp::ReaderConfig {
-                streams: config.streams.clone(),
+        tokio::spawn(follow(
+            wsp::Responses {
+                store: store.clone(),
                 max_response_bytes: config.credit.max_response_bytes,
             },
+            ctx.redis.replica_reader.clone(),
+            config.streams.clone(),
             ctx.stop.clone(),
         ));
         tokio::spawn(wsp::sweep(
@@ -71,7 +71,7 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
         ));
         WspRole {
             store,
-            waiters: Waiters::start(
+            waiters: wsp::decision_waiters(
                 ctx.master_watches.clone(),
                 config.credit.max_waiters,
                 ctx.stop.clone(),

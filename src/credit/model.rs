@@ -184,6 +184,8 @@ pub enum CreditEventKind {
     Anomaly,
     /// Sent to the exchange again.
     Redelivered,
+    /// A completed settlement changed Credit Inventory.
+    Settled,
     /// A type this version does not know.
     Unknown,
 }
@@ -221,6 +223,7 @@ impl CreditEvent {
             "rejected" => CreditEventKind::Rejected,
             "anomaly" => CreditEventKind::Anomaly,
             "redelivered" => CreditEventKind::Redelivered,
+            "settled" => CreditEventKind::Settled,
             _ => CreditEventKind::Unknown,
         };
         Self {

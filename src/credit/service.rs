@@ -19,13 +19,12 @@ use super::{
     keys,
     model::CreditEvent,
     store::{CreditStore, CreditView},
-    wsp::Waiters,
 };
 use crate::{
     error::{Error, NotFound, rpc},
     proto::credit::v1::{self as pb, credit_service_server::CreditService},
     server::{RoleSlot, layers::Call},
-    streams::{Pump, ResponseStream, watch::WatchHub},
+    streams::{Pump, ResponseStream, waiters::Waiters, watch::WatchHub},
     validate::require_id,
 };
 
@@ -74,7 +73,7 @@ impl CreditService for CreditApi {
             {
                 // On timeout, read anyway: the follower may have missed it
                 // (e.g. while reconnecting), the record never does.
-                let _ = tokio::time::timeout(wait, waiter.decided()).await;
+                let _ = tokio::time::timeout(wait, waiter.woken()).await;
                 if let Some(now) = wsp.store.record(&new.request_id).await? {
                     record = now;
                 }

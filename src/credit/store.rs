@@ -20,7 +20,7 @@ use crate::{
     amount,
     config::Config,
     redis::{Durability, RedisEndpoint, RedisError, script::lua_script},
-    streams::{Fields, StreamId},
+    streams::{Fields, StreamId, follow},
     time,
 };
 
@@ -79,14 +79,6 @@ lua_script! {
     struct SkipResponse<'a>(include_str!("lua/skip_response.lua")) {
         keys { cursor: &'a str, events: &'a str }
         args { entry_id: &'a str, request_id: &'a str, reason: &'a str, now_ms: u64, events_maxlen: usize }
-    }
-}
-
-lua_script! {
-    /// `lua/rewind_cursor.lua`: sets the response cursor back to the start.
-    struct RewindCursor<'a>(include_str!("lua/rewind_cursor.lua")) {
-        keys { cursor: &'a str }
-        args { seen: String }
     }
 }
 
@@ -479,32 +471,17 @@ impl CreditStore {
 
     /// Where the WSP's reading of the response stream on R stands.
     pub async fn response_cursor(&self) -> Result<StreamId, CreditError> {
-        let mut conn = self.redis.conn().await?;
-        let cursor: Option<String> = conn
-            .get(keys::RESPONSE_CURSOR)
-            .await
-            .map_err(|e| self.err(e))?;
-        match cursor {
-            None => Ok(StreamId::default()),
-            Some(text) => text.parse().map_err(|()| CreditError::Corrupt {
+        follow::read_cursor(&self.redis, keys::RESPONSE_CURSOR)
+            .await?
+            .map_err(|text| CreditError::Corrupt {
                 key: keys::RESPONSE_CURSOR.into(),
                 reason: format!("{} is not a stream id", crate::validate::echo(&text)),
-            }),
-        }
+            })
     }
 
-    /// Sets the response cursor back to the start if it is still `seen`
-    /// (see `lua/rewind_cursor.lua`).
+    /// Sets the response cursor back to the start if it is still `seen`.
     pub async fn rewind_response_cursor(&self, seen: StreamId) -> Result<(), CreditError> {
-        let mut conn = self.redis.conn().await?;
-        let _: u64 = RewindCursor {
-            cursor: keys::RESPONSE_CURSOR,
-            seen: seen.to_string(),
-        }
-        .invoke(&mut *conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(follow::rewind_cursor(&self.redis, keys::RESPONSE_CURSOR, seen).await?)
     }
 
     /// Records responses lost on R and goes on from `resume` (see
@@ -876,7 +853,6 @@ mod tests {
             ReadPair::SHAPE,
             ApplyResponse::SHAPE,
             SkipResponse::SHAPE,
-            RewindCursor::SHAPE,
             RecordGap::SHAPE,
             Republish::SHAPE,
         ] {

@@ -5,17 +5,15 @@ use std::{sync::Arc, time::Duration};
 
 use rust_decimal::Decimal;
 
-use super::{
-    model::{
-        NewVaultOp, PledgeRecord, PledgeStatus, ReleaseRecord, ReleaseStatus, VaultBalance,
-        VaultEvent, VaultOpKind,
-    },
-    store::PageToken,
+use super::model::{
+    NewVaultOp, PledgeRecord, PledgeStatus, ReleaseRecord, ReleaseStatus, VaultBalance, VaultEvent,
+    VaultOpKind,
 };
 use crate::{
     amount,
     credit::model::{NewCreditRequest, Purpose},
     proto::pledge::v1 as pb,
+    redis::page::{self, PageToken},
     streams::{Entry, watch::Filter},
     time::timestamp_ms,
     validate::FieldViolations,
@@ -158,6 +156,7 @@ pub fn list(
         Ok(pb::PledgeStatus::Active) => Some(PledgeStatus::Active),
         Ok(pb::PledgeStatus::Rejected) => Some(PledgeStatus::Rejected),
         Ok(pb::PledgeStatus::Released) => Some(PledgeStatus::Released),
+        Ok(pb::PledgeStatus::Settled) => Some(PledgeStatus::Settled),
         Err(_) => {
             v.add("status", format!("unknown value {}", r.status));
             None
@@ -166,11 +165,7 @@ pub fn list(
     let token = if r.page_token.is_empty() {
         None
     } else {
-        let parsed = r
-            .page_token
-            .split_once('~')
-            .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.to_string())))
-            .filter(|(_, id)| crate::validate::is_valid_id(id));
+        let parsed = page::parse_token(&r.page_token);
         if parsed.is_none() {
             v.add("page_token", "is not a next_page_token of this RPC");
         }
@@ -182,13 +177,6 @@ pub fn list(
         (asset.is_empty() || p.asset == asset) && status.is_none_or(|s| p.status == s)
     };
     Ok((filter, token, size))
-}
-
-/// A page token for the next ListPledges page.
-pub fn page_token(token: Option<PageToken>) -> String {
-    token
-        .map(|(ms, id)| format!("{ms}~{id}"))
-        .unwrap_or_default()
 }
 
 /// A WatchPledgeEvents call: (resume cursor, filter).
@@ -234,11 +222,13 @@ pub fn pledge_to_proto(p: &PledgeRecord) -> pb::Pledge {
             PledgeStatus::Active => pb::PledgeStatus::Active,
             PledgeStatus::Rejected => pb::PledgeStatus::Rejected,
             PledgeStatus::Released => pb::PledgeStatus::Released,
+            PledgeStatus::Settled => pb::PledgeStatus::Settled,
         } as i32,
         credit_request_id: p.credit_request_id.clone(),
         reject_reason: p.reject_reason.clone(),
         created_at: p.created_ms.map(timestamp_ms),
         updated_at: p.updated_ms.map(timestamp_ms),
+        settlement_report_id: p.settlement_report_id.clone(),
     }
 }
 
@@ -280,6 +270,7 @@ pub fn event_to_proto(e: &VaultEvent) -> pb::PledgeEvent {
         "release_requested" => T::ReleaseRequested,
         "release_completed" => T::ReleaseCompleted,
         "release_rejected" => T::ReleaseRejected,
+        "settled" => T::Settled,
         _ => T::Unspecified,
     };
     let total = amount::parse(&e.total).unwrap_or_default();

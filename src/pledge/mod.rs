@@ -31,7 +31,7 @@ pub use self::service::PledgeApi;
 use self::{service::WspRole, store::VaultStore};
 use crate::{
     config::Role,
-    credit::{store::CreditStore, wsp::Waiters},
+    credit::{store::CreditStore, wsp},
     proto::pledge::v1::pledge_service_server::PledgeServiceServer,
     redis::Endpoint,
     server::{Context, Plugged},
@@ -46,7 +46,7 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     let wsp = ctx.role(Role::Wsp, || WspRole {
         vaults: VaultStore::new(ctx.redis.master.clone(), config),
         credit: CreditStore::new(ctx.redis.master.clone(), config),
-        waiters: Waiters::start(
+        waiters: wsp::decision_waiters(
             ctx.master_watches.clone(),
             config.credit.max_waiters,
             ctx.stop.clone(),

@@ -69,6 +69,8 @@ pub enum PledgeStatus {
     Rejected,
     /// Fully released.
     Released,
+    /// Used up by settlements (custody left to settle trades).
+    Settled,
 }
 
 impl PledgeStatus {
@@ -78,6 +80,7 @@ impl PledgeStatus {
             "active" => Self::Active,
             "rejected" => Self::Rejected,
             "released" => Self::Released,
+            "settled" => Self::Settled,
             _ => Self::Pending,
         }
     }
@@ -110,6 +113,8 @@ pub struct PledgeRecord {
     pub created_ms: Option<i64>,
     /// Unix ms last changed.
     pub updated_ms: Option<i64>,
+    /// A settlement lot's report ("" for a CreatePledge).
+    pub settlement_report_id: String,
 }
 
 impl PledgeRecord {
@@ -128,6 +133,7 @@ impl PledgeRecord {
             address: f.text("address").into(),
             created_ms: f.text("created_ms").parse().ok(),
             updated_ms: f.text("updated_ms").parse().ok(),
+            settlement_report_id: f.text("settlement_report_id").into(),
         }
     }
 }

@@ -14,11 +14,11 @@ use super::{
     store::VaultStore,
 };
 use crate::{
-    credit::{model::NewCreditRequest, store::CreditStore, wsp::Waiters},
+    credit::{model::NewCreditRequest, store::CreditStore},
     error::{Error, NotFound, rpc},
     proto::pledge::v1::{self as pb, pledge_service_server::PledgeService},
     server::{RoleSlot, layers::Call},
-    streams::{Pump, ResponseStream, watch::WatchHub},
+    streams::{Pump, ResponseStream, waiters::Waiters, watch::WatchHub},
     validate::require_id,
 };
 
@@ -59,7 +59,7 @@ impl WspRole {
         if let Some(mut waiter) = waiter
             && !record.status.is_final()
         {
-            let _ = tokio::time::timeout(wait, waiter.decided()).await;
+            let _ = tokio::time::timeout(wait, waiter.woken()).await;
         }
         Ok(())
     }
@@ -185,7 +185,10 @@ impl PledgeService for PledgeApi {
         rpc(async move {
             let wsp = self.wsp.get(&request)?;
             let r = request.into_inner();
-            require_id("pledge_id", &r.pledge_id)?;
+            // A pledge's id, or a settlement lot's (`settlement/<report>/<asset>`).
+            if !crate::credit::keys::is_settlement_lot(&r.pledge_id) {
+                require_id("pledge_id", &r.pledge_id)?;
+            }
             let pledge = wsp.vaults.pledge(&r.pledge_id).await?;
             let pledge = pledge.ok_or_else(|| NotFound::new("pledge", &r.pledge_id))?;
             Ok(pb::GetPledgeResponse {
@@ -206,7 +209,7 @@ impl PledgeService for PledgeApi {
             let (page, next) = wsp.vaults.pledges(&r.user_id, filter, after, size).await?;
             Ok(pb::ListPledgesResponse {
                 pledges: page.iter().map(convert::pledge_to_proto).collect(),
-                next_page_token: convert::page_token(next),
+                next_page_token: crate::redis::page::format_token(next),
             })
         })
         .await

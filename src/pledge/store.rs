@@ -15,19 +15,17 @@ use crate::{
     amount,
     config::Config,
     credit::custody::Vault,
-    redis::{Durability, RedisEndpoint, RedisError, script::lua_script},
+    redis::{
+        Durability, RedisEndpoint, RedisError,
+        page::{self, PageToken},
+        script::lua_script,
+    },
     streams::Fields,
     time,
 };
 
 /// Times an operation is retried when the vault changed under it.
 const MAX_STALE_RETRIES: usize = 8;
-/// Pledges read per round while a ListPledges page is filled: a filter
-/// that matches little costs bounded work per call (the page then ends
-/// early, with a token to go on).
-const LIST_SCAN: usize = 200;
-/// Rounds of [`LIST_SCAN`] per ListPledges call.
-const LIST_ROUNDS: usize = 10;
 
 lua_script! {
     /// `lua/vault_op.lua`: a deposit or withdrawal, atomically.
@@ -40,9 +38,6 @@ lua_script! {
         }
     }
 }
-
-/// Where a ListPledges page goes on: before (creation ms, pledge id).
-pub type PageToken = (i64, String);
 
 /// The vault data on M.
 #[derive(Clone)]
@@ -203,7 +198,7 @@ impl VaultStore {
 
     /// Up to `limit` of a user's pledges, newest first, before `after`,
     /// passing `filter`; and where the next page starts, if there may be
-    /// more. Reads at most [`LIST_ROUNDS`] x [`LIST_SCAN`] pledges.
+    /// more (bounded work per call: [`page::newest_first`]).
     pub async fn pledges(
         &self,
         uid: &str,
@@ -212,68 +207,17 @@ impl VaultStore {
         limit: usize,
     ) -> Result<(Vec<PledgeRecord>, Option<PageToken>), PledgeError> {
         let mut conn = self.redis.conn().await?;
-        let index = keys::user_pledges(uid);
-        let mut page = Vec::new();
-        let mut cursor = after;
-        for _ in 0..LIST_ROUNDS {
-            let max = cursor
-                .as_ref()
-                .map_or("+inf".to_string(), |(ms, _)| ms.to_string());
-            // Same-score members come in reverse id order: skip those at or
-            // after the cursor's id (seen already).
-            let rows: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(&max)
-                .arg("-inf")
-                .arg("BYSCORE")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(LIST_SCAN + 1)
-                .arg("WITHSCORES")
-                .query_async(&mut *conn)
-                .await
-                .map_err(|e| self.err(e))?;
-            let more = rows.len() > LIST_SCAN;
-            let rows: Vec<(String, i64)> = rows
-                .into_iter()
-                .map(|(id, ms)| (id, ms as i64))
-                .filter(|(id, ms)| {
-                    cursor
-                        .as_ref()
-                        .is_none_or(|(c_ms, c_id)| *ms < *c_ms || id < c_id)
-                })
-                .take(LIST_SCAN)
-                .collect();
-            if rows.is_empty() {
-                return Ok((page, None));
-            }
-            let mut pipe = redis::pipe();
-            for (id, _) in &rows {
-                pipe.hgetall(keys::pledge(id));
-            }
-            let records: Vec<Fields> = pipe
-                .query_async(&mut *conn)
-                .await
-                .map_err(|e| self.err(e))?;
-            for ((id, ms), fields) in rows.into_iter().zip(records) {
-                cursor = Some((ms, id));
-                if fields.is_empty() {
-                    continue; // expired or removed by an operator
-                }
-                let record = PledgeRecord::parse(&fields);
-                if filter(&record) {
-                    page.push(record);
-                    if page.len() == limit {
-                        return Ok((page, cursor));
-                    }
-                }
-            }
-            if !more {
-                return Ok((page, None));
-            }
-        }
-        Ok((page, cursor))
+        page::newest_first(
+            &mut *conn,
+            &keys::user_pledges(uid),
+            keys::pledge,
+            |fields: &Fields| (!fields.is_empty()).then(|| PledgeRecord::parse(fields)),
+            filter,
+            after,
+            limit,
+        )
+        .await
+        .map_err(|e| self.err(e))
     }
 }
 

@@ -16,6 +16,7 @@
 //! [`RedisEndpoint::conn`] fails at once with UNAVAILABLE instead of letting
 //! every call wait out the pool timeout.
 
+pub mod page;
 pub mod process;
 pub mod script;
 

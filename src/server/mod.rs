@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{service::RoutesBuilder, transport::server::TcpIncoming};
 
-pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot, unimplemented};
+pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot};
 use self::{
     health::{HealthMonitor, ServiceNeeds},
     layers::{DeadlineLayer, DrainLayer},

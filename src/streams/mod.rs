@@ -8,14 +8,20 @@
 //!   at-least-once, reclaim of dead subscribers' entries, dead letters.
 //! - [`pump`]: the one pump that serves every streaming RPC to its client
 //!   (limits, slow clients, client gone, failure, shutdown).
+//! - [`follow`]: the WSP following a peer's stream on R from a cursor on
+//!   M, entry by entry, through resyncs and trims.
+//! - [`waiters`]: calls waiting for an event of a log, woken by one
+//!   follower of it.
 //! - [`entry`] and [`reply`]: entries, ids and the parsers of raw stream
 //!   replies, entry by entry, for the bridge and for domains that read a
 //!   stream themselves.
 
 pub mod entry;
+pub mod follow;
 pub mod group;
 pub mod pump;
 pub mod reply;
+pub mod waiters;
 pub mod watch;
 
 use std::time::Duration;

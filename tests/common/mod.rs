@@ -5,6 +5,7 @@
 pub mod attestation;
 pub mod books;
 pub mod credit;
+pub mod settlement;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 

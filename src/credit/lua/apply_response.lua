@@ -48,7 +48,7 @@
 -- applied already); "unknown" (no such request here: another party's);
 -- "final" (the request was decided already: nothing changes); "anomaly"
 -- (another uid, asset or custodian, accepted with another ci, an unknown
--- status, or custody moved under a pending pledge: not applied, an anomaly
+-- status, CI or custody moved under a pending request: not applied, an anomaly
 -- event recorded, the request left pending for a person). All but
 -- "duplicate" advance the cursor of a response.
 -- Invariants: for every vault, total = locked + available and locked = CI
@@ -80,7 +80,7 @@ local function advance()
 end
 
 local req = redis.call('HMGET', KEYS[1], 'status', 'ci', 'uid', 'asset', 'c_change', 'purpose',
-  'custody_base', 'custody_accept', 'custody_reject')
+  'custody_base', 'custody_accept', 'custody_reject', 'ci_version')
 if not req[1] then
   advance()
   return 'unknown'
@@ -111,6 +111,13 @@ if from_r then
   if not accepted and ARGV[3] ~= 'rejected' then
     return anomaly('response with an unknown status')
   end
+end
+-- The request's `ci` is absolute: it was computed from the CI of the
+-- version it carries. Nothing else moves CI while a request is pending (a
+-- settlement of the pair waits for its decision), so a CI of another
+-- version means that broke: applying would overwrite the other change.
+if accepted and (redis.call('HGET', KEYS[2], 'version') or '0') ~= (req[10] or '0') then
+  return anomaly('Credit Inventory changed while this request was pending: not applied')
 end
 if purpose ~= '' then
   local v = redis.call('HMGET', KEYS[8], 'locked', 'pledged')

@@ -1,6 +1,9 @@
 //! Time as the protocol and the API write it: the standard's `timestamp`
 //! fields are unix seconds; our own fields keep unix milliseconds; the
-//! gRPC API speaks `google.protobuf.Timestamp`.
+//! gRPC API speaks `google.protobuf.Timestamp`; documents (credentials,
+//! settlement reports) write ISO-8601 ([`datetime`]).
+
+pub mod datetime;
 
 use std::time::SystemTime;
 
