@@ -167,10 +167,27 @@ pub async fn run(
     if let Some(listen) = options.listen {
         config.grpc.listen = listen;
     }
+    // dev is for trying things on a laptop: no credentials unless the
+    // config (or --auth) asks for them.
+    if config.auth.mode.is_none() {
+        config.auth.mode = Some(crate::config::AuthMode::Off);
+    }
     let keys = [
-        (&mut config.attestation.key_file, "issuer.key", crate::attestation::KEY_NAME),
-        (&mut config.settlement.exchange_key_file, "exchange.key", "openoes-dev-exchange/settlement"),
-        (&mut config.settlement.wsp_key_file, "wsp.key", "openoes-dev-wsp/settlement"),
+        (
+            &mut config.attestation.key_file,
+            "issuer.key",
+            crate::attestation::KEY_NAME,
+        ),
+        (
+            &mut config.settlement.exchange_key_file,
+            "exchange.key",
+            "openoes-dev-exchange/settlement",
+        ),
+        (
+            &mut config.settlement.wsp_key_file,
+            "wsp.key",
+            "openoes-dev-wsp/settlement",
+        ),
     ];
     for (setting, file, name) in keys {
         if setting.is_empty() {
