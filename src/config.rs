@@ -412,6 +412,9 @@ pub struct RedisEndpointConfig {
     pub user: String,
     /// ACL password; empty means none.
     pub password: Secret,
+    /// A file holding the password instead (e.g. a mounted secret);
+    /// trailing newlines are ignored. Not both.
+    pub password_file: String,
     /// Use TLS even if the URL says `redis://`. Server certificates are
     /// checked against the system roots (or the bundle named by the
     /// standard `SSL_CERT_FILE` variable).
@@ -425,6 +428,7 @@ impl RedisEndpointConfig {
             url: format!("redis://127.0.0.1:{port}"),
             user: String::new(),
             password: Secret::default(),
+            password_file: String::new(),
             tls: false,
         }
     }
@@ -445,6 +449,8 @@ pub struct Credentials {
     pub user: String,
     /// ACL password.
     pub password: Secret,
+    /// A file holding the password instead; not both.
+    pub password_file: String,
 }
 
 /// A string that never shows in logs or `Debug` output; [`Config::to_toml`]
@@ -948,9 +954,50 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.read_password_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads each `password_file` into its `password` (the file wins only
+    /// if the password is empty: both set is an error).
+    pub fn read_password_files(&mut self) -> Result<(), ConfigError> {
+        let redis = &mut self.redis;
+        for (field, password, file) in [
+            (
+                "redis.master.password_file",
+                &mut redis.master.password,
+                &redis.master.password_file,
+            ),
+            (
+                "redis.replica.password_file",
+                &mut redis.replica.password,
+                &redis.replica.password_file,
+            ),
+            (
+                "redis.replica_reader.password_file",
+                &mut redis.replica_reader.password,
+                &redis.replica_reader.password_file,
+            ),
+        ] {
+            if file.is_empty() {
+                continue;
+            }
+            if !password.expose().is_empty() {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "and the password are both set: keep one".into(),
+                });
+            }
+            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+                field,
+                // The path and the OS error only: never the contents.
+                reason: format!("cannot be read ({file}): {e}"),
+            })?;
+            *password = Secret::new(text.trim_end_matches(['\n', '\r']));
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: ranges, non-empty lists, parseable URLs.

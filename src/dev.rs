@@ -163,6 +163,7 @@ pub async fn run(
     config.redis.replica_reader = Credentials {
         user: "wsp-reader".into(),
         password: Secret::new(passwords["wsp-reader"].clone()),
+        ..Credentials::default()
     };
     if let Some(listen) = options.listen {
         config.grpc.listen = listen;

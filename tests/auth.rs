@@ -615,3 +615,63 @@ fn the_production_example_turns_everything_on_and_passes_the_start_up_checks() {
     assert!(!config.grpc.listen.ip().is_loopback());
     openoes::server::check_security(&config, config.grpc.listen).expect("secure defaults hold");
 }
+
+#[tokio::test]
+async fn redis_passwords_can_come_from_files_and_never_show() {
+    let link = Link::start_secured().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    for (user, password) in [
+        ("wsp", "wsp-pw"),
+        ("exchange", "exchange-pw"),
+        ("wsp-reader", "reader-pw"),
+    ] {
+        std::fs::write(
+            dir.path().join(format!("{user}.pw")),
+            format!("{password}\n"),
+        )
+        .expect("pw");
+    }
+    let pw = |user: &str| dir.path().join(format!("{user}.pw")).display().to_string();
+    let text = format!(
+        "[auth]\nmode = \"off\"\n[grpc]\nlisten = \"127.0.0.1:0\"\n\
+         [redis.master]\nurl = \"redis://127.0.0.1:{}\"\nuser = \"wsp\"\npassword_file = {:?}\n\
+         [redis.replica]\nurl = \"redis://127.0.0.1:{}\"\nuser = \"exchange\"\npassword_file = {:?}\n\
+         [redis.replica_reader]\nuser = \"wsp-reader\"\npassword_file = {:?}\n",
+        link.topology.master.port(),
+        pw("wsp"),
+        link.topology.replica.port(),
+        pw("exchange"),
+        pw("wsp-reader"),
+    );
+    let file = dir.path().join("openoes.toml");
+    std::fs::write(&file, &text).expect("config");
+    let config = openoes::config::Config::load(Some(&file)).expect("loads");
+    assert_eq!(
+        config.redis.master.password.expose(),
+        "wsp-pw",
+        "newline trimmed"
+    );
+    assert_eq!(config.redis.replica_reader.password.expose(), "reader-pw");
+    let shown = config.to_toml();
+    assert!(
+        !shown.contains("wsp-pw") && !shown.contains("exchange-pw"),
+        "{shown}"
+    );
+    // The ACL users accept them: the link is SERVING.
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    wait_for_health(&channel, "", ServingStatus::Serving, SOON).await;
+
+    let both = format!("{text}password = \"x\"\n");
+    std::fs::write(&file, both).expect("config");
+    let e = openoes::config::Config::load(Some(&file)).expect_err("both");
+    assert!(
+        e.to_string().contains("redis.replica_reader.password_file"),
+        "{e}"
+    );
+    std::fs::write(dir.path().join("exchange.pw"), "").expect("pw");
+    std::fs::remove_file(dir.path().join("wsp.pw")).expect("rm");
+    std::fs::write(&file, &text).expect("config");
+    let e = openoes::config::Config::load(Some(&file)).expect_err("missing file");
+    assert!(e.to_string().contains("redis.master.password_file"), "{e}");
+}
