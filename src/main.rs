@@ -43,6 +43,11 @@ enum Command {
         /// TOML config file (env vars OPENOES__* override it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Turn auth and TLS on: a throwaway CA (needs the openssl CLI) and
+        /// one token per role under the data dir, printed with grpcurl
+        /// examples.
+        #[arg(long)]
+        auth: bool,
     },
     /// DLMM pools: load pool files into Redis.
     Pools {
@@ -385,9 +390,17 @@ fn main() -> ExitCode {
                 services::run(config, listener, stop).await?;
             }
             Command::Dev {
-                data_dir, listen, ..
+                data_dir,
+                listen,
+                auth,
+                ..
             } => {
-                dev::run(config, DevOptions { data_dir, listen }, stop).await?;
+                let options = DevOptions {
+                    data_dir,
+                    listen,
+                    auth,
+                };
+                dev::run(config, options, stop).await?;
             }
             Command::Pools {
                 command: PoolsCommand::Load { files, .. },

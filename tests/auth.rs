@@ -675,3 +675,89 @@ async fn redis_passwords_can_come_from_files_and_never_show() {
     let e = openoes::config::Config::load(Some(&file)).expect_err("missing file");
     assert!(e.to_string().contains("redis.master.password_file"), "{e}");
 }
+
+#[tokio::test]
+async fn dev_with_auth_serves_tls_and_a_token_per_role() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut child = Command::new(OPENOES)
+        .args(["dev", "--auth", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn openoes dev --auth");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().expect("stdout");
+    let mut child = Kill(child);
+    let info: serde_json::Value = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(text) = std::fs::read_to_string(dir.path().join("dev.json"))
+                && let Ok(json) = serde_json::from_str(&text)
+            {
+                break json;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("dev.json appears");
+    let tokens: BTreeMap<String, String> = toml::from_str(
+        &std::fs::read_to_string(info["tokens"].as_str().expect("tokens file")).expect("read"),
+    )
+    .expect("tokens");
+    assert_eq!(tokens.len(), CallerRole::ALL.len());
+    let ca = std::fs::read(info["ca"].as_str().expect("ca")).expect("ca");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", info["grpc"].as_str().expect("addr")))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("TLS connect");
+    wait_for_health(
+        &channel,
+        "",
+        ServingStatus::Serving,
+        Duration::from_secs(30),
+    )
+    .await;
+    let quote = "openoes.quote.v1.QuoteService/GetQuote";
+    let status = call(&channel, quote, false, None)
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = call(&channel, quote, false, Some(&bearer(&tokens["reader"])))
+        .await
+        .expect_err("empty request");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    // The banner prints the grpcurl flags to use.
+    let pid = rustix::process::Pid::from_raw(child.0.id() as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut { stdout }, &mut text).expect("stdout");
+        text
+    })
+    .await
+    .expect("banner");
+    assert!(banner.contains("-cacert"), "{banner}");
+    assert!(
+        banner.contains("authorization: Bearer $OES_WSP"),
+        "{banner}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.0.try_wait().expect("wait").is_none() {
+        assert!(std::time::Instant::now() < deadline, "dev did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
