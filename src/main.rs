@@ -344,12 +344,6 @@ fn main() -> ExitCode {
         return create_token(name, roles);
     }
     if let Command::Serve { .. } = cli.command
-        && let Err(e) = openoes::server::check_security(&config, config.grpc.listen)
-    {
-        eprintln!("openoes: {}", ErrorChain(&e));
-        return ExitCode::from(2);
-    }
-    if let Command::Serve { .. } = cli.command
         && let Err(e) = openoes::attestation::check_keys(&config)
     {
         eprintln!("openoes: attestation.key_file: {}", ErrorChain(&e));
@@ -357,6 +351,14 @@ fn main() -> ExitCode {
     }
     if let Command::Serve { .. } = cli.command
         && let Err(e) = openoes::settlement::check_keys(&config)
+    {
+        eprintln!("openoes: {}", ErrorChain(&e));
+        return ExitCode::from(2);
+    }
+    // After the key checks: a broken key is reported even in a config
+    // that has not decided on auth yet.
+    if let Command::Serve { .. } = cli.command
+        && let Err(e) = openoes::server::check_security(&config, config.grpc.listen)
     {
         eprintln!("openoes: {}", ErrorChain(&e));
         return ExitCode::from(2);
