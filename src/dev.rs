@@ -47,7 +47,8 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// gRPC address; overrides the config's `grpc.listen`.
     pub listen: Option<SocketAddr>,
-    /// Auth and TLS on, with generated credentials ([`secure_dev`]).
+    /// Auth and TLS on, with generated credentials: a throwaway CA and one
+    /// token per role under the data dir.
     pub auth: bool,
 }
 
