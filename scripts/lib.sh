@@ -108,3 +108,17 @@ ensure_attestation_verifier() {
   cp "$dir/package-lock.json" "$dir/node_modules/.openoes-package-lock.json"
   say "attestation verifier's dependencies installed in $((SECONDS - start))s"
 }
+
+# The independent settlement proof checker's PyPI packages (pymerkle, an
+# RFC 9162 Merkle tree, pinned in tests/settlement-verify/requirements.txt)
+# into .tools/venv, reinstalled when that file changes.
+# tests/settlement_verify.rs runs tests/settlement-verify/pymerkle_check.py
+# with that venv's python.
+ensure_settlement_verifier() {
+  local venv="$TOOLS/venv" req=tests/settlement-verify/requirements.txt
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  cmp -s "$req" "$venv/.settlement-verifier-requirements" && return
+  say "installing the settlement verifier's dependencies (PyPI) into .tools/venv"
+  "$venv/bin/pip" install -q -r "$req"
+  cp "$req" "$venv/.settlement-verifier-requirements"
+}

@@ -71,8 +71,6 @@ reasons! {
     /// A money-moving write happened on M but did not become as durable as
     /// configured (`redis.durability`) in time; retry with the same request_id.
     DURABILITY_TIMEOUT,
-    /// The RPC is part of the contract but not built yet.
-    NOT_IMPLEMENTED,
     /// The RPC belongs to an OpenOES role (wsp, exchange) this gateway does
     /// not serve.
     ROLE_NOT_SERVED,
@@ -311,23 +309,6 @@ impl RpcError for NotFound {
     }
     fn reason(&self) -> &'static str {
         reason::NOT_FOUND
-    }
-}
-
-/// The RPC exists in the contract but is not built yet.
-#[derive(Debug, thiserror::Error)]
-#[error("{rpc} is not implemented yet; README.md lists which RPCs are live")]
-pub struct Unimplemented {
-    /// Fully-qualified method, e.g. `openoes.pledge.v1.PledgeService/GetPledge`.
-    pub rpc: String,
-}
-
-impl RpcError for Unimplemented {
-    fn code(&self) -> Code {
-        Code::Unimplemented
-    }
-    fn reason(&self) -> &'static str {
-        reason::NOT_IMPLEMENTED
     }
 }
 

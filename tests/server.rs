@@ -1,5 +1,5 @@
 //! The gateway over the wire: health that follows real Redis outages,
-//! reflection, honest UNIMPLEMENTED, and graceful shutdown.
+//! reflection, UNIMPLEMENTED for a role not served, and graceful shutdown.
 
 mod common;
 
@@ -164,33 +164,27 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
 }
 
 #[tokio::test]
-async fn rpcs_not_built_yet_answer_unimplemented_with_error_info() {
+async fn an_rpc_of_a_role_not_served_answers_unimplemented_naming_the_role() {
     use openoes::proto::settlement::v1::{
-        GetSettlementReportRequest, settlement_service_client::SettlementServiceClient,
+        SubmitSettlementReportRequest, settlement_service_client::SettlementServiceClient,
     };
     let link = Link::start().await;
-    let gateway = Gateway::start(link.config()).await;
-    let channel = gateway.channel().await;
-
-    let statuses = [SettlementServiceClient::new(channel.clone())
-        .get_settlement_report(GetSettlementReportRequest::default())
+    let mut config = link.config();
+    config.roles = vec![openoes::config::Role::Wsp];
+    let gateway = Gateway::start(config).await;
+    let status = SettlementServiceClient::new(gateway.channel().await)
+        .submit_settlement_report(SubmitSettlementReportRequest::default())
         .await
-        .map(drop)];
-    for result in statuses {
-        let status = result.expect_err("not built yet");
-        assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
-        assert!(
-            status.message().contains("not implemented yet"),
-            "{status:?}"
-        );
-        let info = status
-            .get_error_details()
-            .error_info()
-            .cloned()
-            .expect("ErrorInfo attached");
-        assert_eq!(info.reason, "NOT_IMPLEMENTED");
-        assert_eq!(info.domain, DOMAIN);
-    }
+        .expect_err("the exchange role is not served");
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("exchange role"), "{status:?}");
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo attached");
+    assert_eq!(info.reason, "ROLE_NOT_SERVED");
+    assert_eq!(info.domain, DOMAIN);
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use common::{
     books::assert_books_balance,
     credit::{admin, backend, login, serving, violations},
     settlement::{
-        self as s, confirm, cycle_until, get, pledged, report, settled_nets, status, submit,
-        until, worked_example,
+        self as s, confirm, cycle_until, get, pledged, report, settled_nets, status, submit, until,
+        worked_example,
     },
     xrange,
 };
@@ -23,7 +23,9 @@ use openoes::{
     proto::{
         credit::v1::{self as cpb, credit_service_client::CreditServiceClient},
         pledge::v1::{self as ppb, pledge_service_client::PledgeServiceClient},
-        settlement::v1::{self as pb, settlement_service_client::SettlementServiceClient as Client},
+        settlement::v1::{
+            self as pb, settlement_service_client::SettlementServiceClient as Client,
+        },
     },
 };
 use tonic::{Code, transport::Channel};
@@ -126,7 +128,11 @@ async fn the_worked_example_settles_once_into_credit_and_custody_and_proves_its_
         .pledge
         .expect("lot");
     assert_eq!(
-        (lot.status, lot.remaining.as_str(), lot.settlement_report_id.as_str()),
+        (
+            lot.status,
+            lot.remaining.as_str(),
+            lot.settlement_report_id.as_str()
+        ),
         (ppb::PledgeStatus::Active as i32, "10", "rep-1")
     );
 
@@ -153,7 +159,12 @@ async fn the_worked_example_settles_once_into_credit_and_custody_and_proves_its_
     assert_eq!(confirmations.len(), 1, "{confirmations:?}");
     let c = &confirmations[0].1;
     assert_eq!(
-        (c["type"].as_str(), c["settlement_id"].as_str(), c["user_id"].as_str(), c["status"].as_str()),
+        (
+            c["type"].as_str(),
+            c["settlement_id"].as_str(),
+            c["user_id"].as_str(),
+            c["status"].as_str()
+        ),
         ("confirmation", "rep-1", "alice", "completed")
     );
     let details: serde_json::Value = serde_json::from_str(&c["details"]).expect("details");
@@ -180,9 +191,14 @@ async fn the_worked_example_settles_once_into_credit_and_custody_and_proves_its_
         .expect("keys")
         .into_inner()
         .keys;
-    assert_eq!(keys.iter().map(|k| k.role.as_str()).collect::<Vec<_>>(), ["exchange", "wsp"]);
-    let verifiers: Vec<NoteVerifier> =
-        keys.iter().map(|k| NoteVerifier::parse(&k.vkey).expect("vkey")).collect();
+    assert_eq!(
+        keys.iter().map(|k| k.role.as_str()).collect::<Vec<_>>(),
+        ["exchange", "wsp"]
+    );
+    let verifiers: Vec<NoteVerifier> = keys
+        .iter()
+        .map(|k| NoteVerifier::parse(&k.vkey).expect("vkey"))
+        .collect();
     let proof = client
         .get_settlement_proof(pb::GetSettlementProofRequest {
             report_id: "rep-1".into(),
@@ -199,12 +215,17 @@ async fn the_worked_example_settles_once_into_credit_and_custody_and_proves_its_
     assert_eq!(proof.leaf_hash, leaf_hash.to_vec());
     let tlog = TlogProof::parse(&proof.tlog_proof).expect("tlog proof");
     let origin = format!("{}/2025-04-04", keys[0].name);
-    tlog.verify(&leaf_hash, &origin, &verifiers[..1]).expect("exchange's signature");
-    tlog.verify(&leaf_hash, &origin, &verifiers[1..]).expect("WSP's countersignature");
+    tlog.verify(&leaf_hash, &origin, &verifiers[..1])
+        .expect("exchange's signature");
+    tlog.verify(&leaf_hash, &origin, &verifiers[1..])
+        .expect("WSP's countersignature");
     // The closed cycle takes no more reports.
-    let e = submit(&mut client, report("rep-late", "alice", "2025-04-04", &[("BTC", "1", "1")], &[]))
-        .await
-        .expect_err("closed");
+    let e = submit(
+        &mut client,
+        report("rep-late", "alice", "2025-04-04", &[("BTC", "1", "1")], &[]),
+    )
+    .await
+    .expect_err("closed");
     assert_eq!(
         (e.code(), reason(&e).as_str()),
         (Code::FailedPrecondition, "CYCLE_CLOSED")
@@ -217,7 +238,15 @@ async fn bad_input_is_refused_field_by_field() {
     let dir = tempfile::tempdir().expect("tmp");
     let (_gateway, channel) = serving(s::config(&link, dir.path())).await;
     let mut client = Client::new(channel.clone());
-    let base = || report("r-1", "u", "c", &[("BTC", "1", "100")], &[("USDT", "100", "1")]);
+    let base = || {
+        report(
+            "r-1",
+            "u",
+            "c",
+            &[("BTC", "1", "100")],
+            &[("USDT", "100", "1")],
+        )
+    };
     type Edit = fn(&mut pb::SubmitSettlementReportRequest);
     let cases: Vec<(&str, Edit)> = vec![
         ("report_id", |r| r.report_id = "a b".into()),
@@ -227,20 +256,35 @@ async fn bad_input_is_refused_field_by_field() {
         ("bought[0].amount", |r| r.bought[0].amount = "1e5".into()),
         ("bought[0].amount", |r| r.bought[0].amount = "0".into()),
         ("bought[0].price", |r| r.bought[0].price = "-1".into()),
-        ("net_positions[0].net", |r| r.net_positions[0].net = "1".into()),
-        ("net_positions[0].net", |r| r.net_positions[0].net = "+0.1234567890123456789".into()),
-        ("net_positions[USDT]", |r| r.net_positions[1].net = "-99".into()),
+        ("net_positions[0].net", |r| {
+            r.net_positions[0].net = "1".into()
+        }),
+        ("net_positions[0].net", |r| {
+            r.net_positions[0].net = "+0.1234567890123456789".into()
+        }),
+        ("net_positions[USDT]", |r| {
+            r.net_positions[1].net = "-99".into()
+        }),
         ("bought", |r| {
             r.bought.clear();
             r.sold.clear();
         }),
-        ("bought[1].asset", |r| r.bought.push(s::leg("BTC", "1", "1"))),
+        ("bought[1].asset", |r| {
+            r.bought.push(s::leg("BTC", "1", "1"))
+        }),
         ("net_positions", |r| r.net_positions.clear()),
-        ("net_positions[2].asset", |r| r.net_positions.push(s::net("BTC", "+1"))),
-        ("net_positions[ETH]", |r| r.net_positions.push(s::net("ETH", "+1"))),
+        ("net_positions[2].asset", |r| {
+            r.net_positions.push(s::net("BTC", "+1"))
+        }),
+        ("net_positions[ETH]", |r| {
+            r.net_positions.push(s::net("ETH", "+1"))
+        }),
         ("supersedes", |r| r.supersedes = "r-1".into()),
         ("instructions.deposit_address", |r| {
-            r.instructions.as_mut().expect("instructions").deposit_address = "a\u{202e}b".into()
+            r.instructions
+                .as_mut()
+                .expect("instructions")
+                .deposit_address = "a\u{202e}b".into()
         }),
     ];
     for (field, edit) in cases {
@@ -261,7 +305,10 @@ async fn bad_input_is_refused_field_by_field() {
     // The asset is named when the net does not match its legs.
     let mut wrong = base();
     wrong.net_positions[1].net = "-99".into();
-    let e = client.submit_settlement_report(wrong).await.expect_err("net");
+    let e = client
+        .submit_settlement_report(wrong)
+        .await
+        .expect_err("net");
     assert!(e.message().contains("USDT"), "{}", e.message());
 
     // Verdicts: unknown reports, missing reasons, unknown outcomes.
@@ -337,13 +384,30 @@ async fn a_dispute_is_corrected_by_a_report_that_supersedes_it() {
     let mut client = Client::new(channel.clone());
     pledged(&channel, "bob", "USDT", "1000").await;
 
-    submit(&mut client, report("d-1", "bob", "c1", &[("BTC", "0.01", "60000")], &[("USDT", "600", "1")]))
-        .await
-        .expect("submit");
+    submit(
+        &mut client,
+        report(
+            "d-1",
+            "bob",
+            "c1",
+            &[("BTC", "0.01", "60000")],
+            &[("USDT", "600", "1")],
+        ),
+    )
+    .await
+    .expect("submit");
     // Superseding a report that is not disputed is refused.
-    let mut early = report("d-2", "bob", "c1", &[("BTC", "0.01", "50000")], &[("USDT", "500", "1")]);
+    let mut early = report(
+        "d-2",
+        "bob",
+        "c1",
+        &[("BTC", "0.01", "50000")],
+        &[("USDT", "500", "1")],
+    );
     early.supersedes = "d-1".into();
-    let e = submit(&mut client, early.clone()).await.expect_err("not disputed");
+    let e = submit(&mut client, early.clone())
+        .await
+        .expect_err("not disputed");
     assert_eq!(
         (e.code(), reason(&e).as_str()),
         (Code::FailedPrecondition, "NOT_DISPUTED")
@@ -439,9 +503,18 @@ async fn a_pending_credit_request_blocks_the_pair_and_nothing_goes_below_zero() 
         })
         .await
         .expect("pledge");
-    submit(&mut client, report("p-1", "carol", "c", &[("BTC", "0.5", "100")], &[("USDT", "50", "1")]))
-        .await
-        .expect("submit");
+    submit(
+        &mut client,
+        report(
+            "p-1",
+            "carol",
+            "c",
+            &[("BTC", "0.5", "100")],
+            &[("USDT", "50", "1")],
+        ),
+    )
+    .await
+    .expect("submit");
     let e = confirm(&mut client, "p-1").await.expect_err("in flight");
     assert_eq!(
         (e.code(), reason(&e).as_str()),
@@ -464,16 +537,29 @@ async fn a_pending_credit_request_blocks_the_pair_and_nothing_goes_below_zero() 
     assert_eq!(ci(&channel, "carol", "BTC").await, "1.5");
 
     // More than CI: FAILED_PRECONDITION naming the asset, nothing applied.
-    submit(&mut client, report("p-2", "carol", "c", &[("ETH", "1", "100")], &[("BTC", "2", "1")]))
-        .await
-        .expect("submit");
+    submit(
+        &mut client,
+        report(
+            "p-2",
+            "carol",
+            "c",
+            &[("ETH", "1", "100")],
+            &[("BTC", "2", "1")],
+        ),
+    )
+    .await
+    .expect("submit");
     let e = confirm(&mut client, "p-2").await.expect_err("below zero");
     assert_eq!(
         (e.code(), reason(&e).as_str()),
         (Code::FailedPrecondition, "INSUFFICIENT_CREDIT")
     );
     assert!(e.message().contains("BTC"), "{}", e.message());
-    assert_eq!(ci(&channel, "carol", "ETH").await, "0", "not even the other line");
+    assert_eq!(
+        ci(&channel, "carol", "ETH").await,
+        "0",
+        "not even the other line"
+    );
     assert_eq!(
         status(&get(&mut client, "p-2").await.expect("get")),
         pb::SettlementStatus::Reported
@@ -516,9 +602,18 @@ async fn reports_are_listed_by_user_and_cycle_and_watched() {
         .expect("watch")
         .into_inner();
     for (i, user) in ["dave", "erin", "dave", "dave"].iter().enumerate() {
-        submit(&mut client, report(&format!("l-{i}"), user, &format!("c{}", i % 2), &[("BTC", "0.001", "1")], &[("USDT", "1", "1")]))
-            .await
-            .expect("submit");
+        submit(
+            &mut client,
+            report(
+                &format!("l-{i}"),
+                user,
+                &format!("c{}", i % 2),
+                &[("BTC", "0.001", "1")],
+                &[("USDT", "1", "1")],
+            ),
+        )
+        .await
+        .expect("submit");
     }
     let page = client
         .list_settlement_reports(pb::ListSettlementReportsRequest {
@@ -531,7 +626,10 @@ async fn reports_are_listed_by_user_and_cycle_and_watched() {
         .expect("list")
         .into_inner();
     assert_eq!(
-        page.reports.iter().map(|r| r.report_id.as_str()).collect::<Vec<_>>(),
+        page.reports
+            .iter()
+            .map(|r| r.report_id.as_str())
+            .collect::<Vec<_>>(),
         ["l-3", "l-2"]
     );
     let rest = client
@@ -544,7 +642,13 @@ async fn reports_are_listed_by_user_and_cycle_and_watched() {
         .await
         .expect("list")
         .into_inner();
-    assert_eq!(rest.reports.iter().map(|r| r.report_id.as_str()).collect::<Vec<_>>(), ["l-0"]);
+    assert_eq!(
+        rest.reports
+            .iter()
+            .map(|r| r.report_id.as_str())
+            .collect::<Vec<_>>(),
+        ["l-0"]
+    );
     let c0 = client
         .list_settlement_reports(pb::ListSettlementReportsRequest {
             user_id: String::new(),
@@ -555,18 +659,27 @@ async fn reports_are_listed_by_user_and_cycle_and_watched() {
         .await
         .expect("list")
         .into_inner();
-    assert_eq!(c0.reports.iter().map(|r| r.report_id.as_str()).collect::<Vec<_>>(), ["l-2", "l-0"]);
+    assert_eq!(
+        c0.reports
+            .iter()
+            .map(|r| r.report_id.as_str())
+            .collect::<Vec<_>>(),
+        ["l-2", "l-0"]
+    );
 
     confirm(&mut client, "l-0").await.expect("confirm");
     let mut seen = Vec::new();
     while seen.len() < 4 {
-        let event = tokio::time::timeout(Duration::from_secs(10), futures_util::StreamExt::next(&mut watch))
-            .await
-            .expect("event in time")
-            .expect("open")
-            .expect("ok")
-            .event
-            .expect("event");
+        let event = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut watch),
+        )
+        .await
+        .expect("event in time")
+        .expect("open")
+        .expect("ok")
+        .event
+        .expect("event");
         let r = event.report.expect("report");
         assert_eq!(r.user_id, "dave", "filtered by user");
         seen.push(format!("{}:{}", r.report_id, event.r#type));

@@ -461,7 +461,10 @@ def verify(proof, keys, origin=None, expect=None):
     try:
         index = as_int(proof["index"], "the index")
         size = None if proof["size"] is None else as_int(proof["size"], "the size")
-        path = [b64decode(h, "an audit path hash") if isinstance(h, str) else None
+        # From a tlog proof alone the path is already decoded (and checked
+        # to be 32-byte hashes); from JSON it is base64 strings.
+        path = [h if isinstance(h, bytes) else
+                b64decode(h, "an audit path hash") if isinstance(h, str) else None
                 for h in proof["audit_path"]]
         if not all(h is not None and len(h) == 32 for h in path):
             raise Malformed("an audit path hash is not 32 bytes")

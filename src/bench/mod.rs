@@ -413,7 +413,10 @@ pub(crate) async fn grpc_floor(channels: &[Channel], options: &BenchOptions) -> 
         }
     })
     .await;
-    floor.name = format!("gRPC floor: Health/Check, concurrency {}", options.concurrency);
+    floor.name = format!(
+        "gRPC floor: Health/Check, concurrency {}",
+        options.concurrency
+    );
     floor
 }
 

@@ -27,8 +27,8 @@ use openoes::proto::{
     credit::v1::{RequestCreditRequest, credit_service_client::CreditServiceClient},
     settlement::v1::{
         CloseSettlementCycleRequest, ConfirmSettlementRequest, CycleStatus, Delivery,
-        GetSettlementCycleRequest, GetSettlementProofRequest,
-        NetPosition, SettlementOutcome, SettlementStatus, SubmitSettlementReportRequest, TradeLeg,
+        GetSettlementCycleRequest, GetSettlementProofRequest, NetPosition, SettlementOutcome,
+        SettlementStatus, SubmitSettlementReportRequest, TradeLeg,
         settlement_service_client::SettlementServiceClient as Client,
     },
 };
@@ -76,7 +76,18 @@ pub async fn run(options: &BenchOptions, reports: u64) -> Result<Vec<Figure>, Be
         &options.redis_url,
         options.concurrency,
         requests,
-        &["XADD", "sbench-baseline", "MAXLEN", "~", "1000", "*", "type", "settlement", "report_id", "r"],
+        &[
+            "XADD",
+            "sbench-baseline",
+            "MAXLEN",
+            "~",
+            "1000",
+            "*",
+            "type",
+            "settlement",
+            "report_id",
+            "r",
+        ],
     )?;
     let mut figures = vec![Figure {
         name: format!("redis-benchmark XADD, -c {}", options.concurrency),
@@ -261,7 +272,9 @@ async fn submit_all(
                 .await?
                 .into_inner();
             if r.delivery != Delivery::Recorded as i32 {
-                return Err(tonic::Status::deadline_exceeded("not recorded within the wait"));
+                return Err(tonic::Status::deadline_exceeded(
+                    "not recorded within the wait",
+                ));
             }
             Ok(())
         }
@@ -355,9 +368,8 @@ async fn close(channel: &Channel, cycle: &str, size: u64) -> Result<Figure, Benc
             .map_err(|e| BenchError::Gateway(format!("GetSettlementCycle: {e}")))?
             .into_inner()
             .cycle;
-        recorded = cycle.is_some_and(|c| {
-            [CycleStatus::Verified, CycleStatus::Cosigned].contains(&c.status())
-        });
+        recorded = cycle
+            .is_some_and(|c| [CycleStatus::Verified, CycleStatus::Cosigned].contains(&c.status()));
     }
     let took = started.elapsed();
     if !recorded {

@@ -5,11 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use rust_decimal::Decimal;
 
-use super::{
-    model::{
-        NewVaultOp, PledgeRecord, PledgeStatus, ReleaseRecord, ReleaseStatus, VaultBalance,
-        VaultEvent, VaultOpKind,
-    },
+use super::model::{
+    NewVaultOp, PledgeRecord, PledgeStatus, ReleaseRecord, ReleaseStatus, VaultBalance, VaultEvent,
+    VaultOpKind,
 };
 use crate::{
     amount,
@@ -180,7 +178,6 @@ pub fn list(
     };
     Ok((filter, token, size))
 }
-
 
 /// A WatchPledgeEvents call: (resume cursor, filter).
 pub fn watch(r: pb::WatchPledgeEventsRequest) -> Result<(String, Filter), FieldViolations> {

@@ -39,7 +39,6 @@ lua_script! {
     }
 }
 
-
 /// The vault data on M.
 #[derive(Clone)]
 pub struct VaultStore {
@@ -211,7 +210,7 @@ impl VaultStore {
         page::newest_first(
             &mut *conn,
             &keys::user_pledges(uid),
-            |id| keys::pledge(id),
+            keys::pledge,
             |fields: &Fields| (!fields.is_empty()).then(|| PledgeRecord::parse(fields)),
             filter,
             after,

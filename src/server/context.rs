@@ -9,7 +9,7 @@ use tonic::{Code, Request, service::RoutesBuilder};
 use super::{health::HealthFlags, layers::Call};
 use crate::{
     config::{Config, Role},
-    error::{Error, RpcError, Unimplemented, reason},
+    error::{RpcError, reason},
     redis::{Endpoint, Redis},
     streams::{Pump, watch::WatchHub},
 };
@@ -126,12 +126,6 @@ impl<T> RoleSlot<T> {
     pub fn served(&self) -> Option<&T> {
         self.inner.as_ref()
     }
-}
-
-/// The answer of an RPC that is part of the contract but not built yet.
-pub fn unimplemented<T>(request: &Request<T>) -> tonic::Status {
-    let rpc = Call::of(request).rpc;
-    Error::from(Unimplemented { rpc }).into()
 }
 
 /// An RPC of a role this gateway does not serve.

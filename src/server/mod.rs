@@ -25,7 +25,7 @@ use tonic::{
     transport::{Certificate, Identity, ServerTlsConfig, server::TcpIncoming},
 };
 
-pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot, unimplemented};
+pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot};
 use self::{
     auth::{
         layer::{AuthLayer, Gate},

@@ -92,7 +92,10 @@ pub fn submit(r: pb::SubmitSettlementReportRequest) -> Result<(Report, Duration)
                 if net.insert(p.asset.clone(), n).is_some() {
                     v.add(
                         format!("net_positions[{i}].asset"),
-                        format!("{} appears twice: one net position per asset", echo(&p.asset)),
+                        format!(
+                            "{} appears twice: one net position per asset",
+                            echo(&p.asset)
+                        ),
                     );
                 }
             }
@@ -139,7 +142,10 @@ pub fn confirm(r: pb::ConfirmSettlementRequest) -> Result<(String, Decision), Fi
             Decision::Fail(r.reason)
         }
         _ => {
-            v.add("outcome", "must be SETTLEMENT_OUTCOME_COMPLETED or SETTLEMENT_OUTCOME_FAILED");
+            v.add(
+                "outcome",
+                "must be SETTLEMENT_OUTCOME_COMPLETED or SETTLEMENT_OUTCOME_FAILED",
+            );
             Decision::Complete
         }
     };
@@ -210,7 +216,11 @@ pub fn lines_in_report(lines: &[DisputedLine], report: &Report) -> Result<(), Fi
         if !report.net.contains_key(&line.asset) {
             v.add(
                 format!("lines[{i}].asset"),
-                format!("{} is not a line of report {}", echo(&line.asset), report.report_id),
+                format!(
+                    "{} is not a line of report {}",
+                    echo(&line.asset),
+                    report.report_id
+                ),
             );
         }
     }
@@ -283,7 +293,9 @@ fn legs_to_proto(legs: &[Leg]) -> Vec<pb::TradeLeg> {
         .collect()
 }
 
-fn nets_to_proto<'a>(nets: impl IntoIterator<Item = (&'a String, &'a Decimal)>) -> Vec<pb::NetPosition> {
+fn nets_to_proto<'a>(
+    nets: impl IntoIterator<Item = (&'a String, &'a Decimal)>,
+) -> Vec<pb::NetPosition> {
     nets.into_iter()
         .map(|(asset, net)| pb::NetPosition {
             asset: asset.clone(),

@@ -186,9 +186,7 @@ pub fn verify(
         ));
     }
     if merkle::root(hashes) != summary.root {
-        return Err(
-            "the exchange's root is not the root of the reports the WSP recorded".into(),
-        );
+        return Err("the exchange's root is not the root of the reports the WSP recorded".into());
     }
     Ok(origin)
 }
@@ -259,11 +257,18 @@ pub fn parse_root(text: &str) -> Option<Hash> {
         .and_then(|b| Hash::try_from(b.as_slice()).ok())
 }
 
+/// A closed cycle's leaf hashes in tree order, and its tree.
+pub type CachedTree = (Vec<Hash>, MerkleTree);
+
+/// A cached cycle: its id, its root, its tree.
+type CacheEntry = (String, Hash, Arc<CachedTree>);
+
 /// The trees of recently closed cycles, for proofs: building one hashes
 /// every leaf, so each is built once and kept (at most `capacity`).
 #[derive(Clone)]
 pub struct TreeCache {
-    inner: Arc<Mutex<VecDeque<(String, Hash, Arc<(Vec<Hash>, MerkleTree)>)>>>,
+    /// (cycle, root, the tree's leaves in order and the tree), newest last.
+    inner: Arc<Mutex<VecDeque<CacheEntry>>>,
     capacity: usize,
 }
 
@@ -286,7 +291,12 @@ impl TreeCache {
     }
 
     /// Builds the tree of `sorted` leaves and keeps it for `cycle_id`.
-    pub fn build(&self, cycle_id: &str, root: &Hash, sorted: Vec<Hash>) -> Arc<(Vec<Hash>, MerkleTree)> {
+    pub fn build(
+        &self,
+        cycle_id: &str,
+        root: &Hash,
+        sorted: Vec<Hash>,
+    ) -> Arc<(Vec<Hash>, MerkleTree)> {
         let tree = Arc::new((sorted.clone(), MerkleTree::from_leaf_hashes(sorted)));
         if self.capacity > 0
             && let Ok(mut cache) = self.inner.lock()
@@ -303,11 +313,12 @@ impl TreeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::ed25519::SigningKey;
-    use crate::crypto::note::NoteSigner;
+    use crate::crypto::{ed25519::SigningKey, note::NoteSigner};
 
     fn key(name: &str) -> ServerKey {
-        ServerKey::from_signer(NoteSigner::new(name, SigningKey::generate().expect("key")).expect("signer"))
+        ServerKey::from_signer(
+            NoteSigner::new(name, SigningKey::generate().expect("key")).expect("signer"),
+        )
     }
 
     #[test]
@@ -330,10 +341,22 @@ mod tests {
             verify(&summary, &hashes, Some(&verifier)),
             Ok("exchange.example/settlement/2025-04-04".into())
         );
-        assert!(verify(&summary, &hashes[..4], Some(&verifier)).unwrap_err().contains("leaves"));
+        assert!(
+            verify(&summary, &hashes[..4], Some(&verifier))
+                .expect_err("refused")
+                .contains("leaves")
+        );
         let stranger = key("exchange.example/settlement").note_signer().verifier();
-        assert!(verify(&summary, &hashes, Some(&stranger)).unwrap_err().contains("does not verify"));
-        assert!(verify(&summary, &hashes, None).unwrap_err().contains("no exchange verifier"));
+        assert!(
+            verify(&summary, &hashes, Some(&stranger))
+                .expect_err("refused")
+                .contains("does not verify")
+        );
+        assert!(
+            verify(&summary, &hashes, None)
+                .expect_err("refused")
+                .contains("no exchange verifier")
+        );
 
         // The proof of each leaf verifies under the countersigned note too.
         let wsp = key("wsp.example/settlement");
@@ -343,7 +366,11 @@ mod tests {
             let proof = prove(&tree, &hashes, leaf, &cosigned).expect("in tree");
             let parsed = TlogProof::parse(&proof.tlog_proof).expect("parse");
             parsed
-                .verify(leaf, &summary_origin(), &[verifier.clone(), wsp.note_signer().verifier()])
+                .verify(
+                    leaf,
+                    &summary_origin(),
+                    &[verifier.clone(), wsp.note_signer().verifier()],
+                )
                 .expect("verifies");
         }
         assert!(prove(&tree, &hashes, &merkle::leaf_hash(b"x"), &cosigned).is_none());

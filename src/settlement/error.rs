@@ -54,7 +54,9 @@ pub enum SettlementError {
         status: &'static str,
     },
     /// A net position would take Credit Inventory below zero.
-    #[error("{asset}: Credit Inventory {ci} plus the net position {net} would be below zero; nothing was applied")]
+    #[error(
+        "{asset}: Credit Inventory {ci} plus the net position {net} would be below zero; nothing was applied"
+    )]
     InsufficientCredit {
         /// The asset.
         asset: String,
@@ -64,7 +66,9 @@ pub enum SettlementError {
         net: String,
     },
     /// A negative net position needs more custody than is pledged.
-    #[error("{asset}: the net position {net} needs more custody than the {pledged} pledged; nothing was applied")]
+    #[error(
+        "{asset}: the net position {net} needs more custody than the {pledged} pledged; nothing was applied"
+    )]
     InsufficientCustody {
         /// The asset.
         asset: String,
@@ -99,7 +103,9 @@ pub enum SettlementError {
     #[error("cycle {0:?} is not closed and verified: no proof yet")]
     CycleNotClosed(String),
     /// Reports of the cycle are not recorded by the WSP yet.
-    #[error("{count} report(s) of cycle {cycle:?} this exchange published are not recorded by the WSP yet (e.g. {example}); retry")]
+    #[error(
+        "{count} report(s) of cycle {cycle:?} this exchange published are not recorded by the WSP yet (e.g. {example}); retry"
+    )]
     ReportsNotRecorded {
         /// The cycle.
         cycle: String,

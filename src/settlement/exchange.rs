@@ -225,16 +225,20 @@ impl Exchange {
 
     /// The exchange's own record of a report it published and the WSP has
     /// not recorded (yet): SUBMITTED.
-    pub async fn published(&self, report_id: &str) -> Result<Option<ReportRecord>, SettlementError> {
+    pub async fn published(
+        &self,
+        report_id: &str,
+    ) -> Result<Option<ReportRecord>, SettlementError> {
         let mut conn = self.redis.conn().await?;
-        let (fields, digest, ms): (Option<String>, Option<String>, Option<i64>) = redis::cmd("HMGET")
-            .arg(keys::submitted(report_id))
-            .arg("fields")
-            .arg("digest")
-            .arg("submitted_ms")
-            .query_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let (fields, digest, ms): (Option<String>, Option<String>, Option<i64>) =
+            redis::cmd("HMGET")
+                .arg(keys::submitted(report_id))
+                .arg("fields")
+                .arg("digest")
+                .arg("submitted_ms")
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| self.err(e))?;
         let Some(fields) = fields.and_then(|f| serde_json::from_str::<Vec<String>>(&f).ok()) else {
             return Ok(None);
         };
@@ -263,7 +267,10 @@ impl Exchange {
         {
             return Ok((c, Delivery::Recorded));
         }
-        let key = self.key.as_ref().ok_or(SettlementError::NoSigningKey("exchange"))?;
+        let key = self
+            .key
+            .as_ref()
+            .ok_or(SettlementError::NoSigningKey("exchange"))?;
         let now = time::now();
         let mut conn = self.redis.conn().await?;
         let _: Vec<String> = CloseCycle {
@@ -290,7 +297,10 @@ impl Exchange {
             .map_err(|e| self.err(e))?;
         drop(conn);
         self.check_recorded(cycle_id, &published).await?;
-        let (_, reports) = self.view.cycle_input(cycle_id, self.max_cycle_reports).await?;
+        let (_, reports) = self
+            .view
+            .cycle_input(cycle_id, self.max_cycle_reports)
+            .await?;
         let hashes = cycle::leaf_hashes(reports.iter().map(|(r, salt)| (r, salt.as_str())));
         let head = cycle::sign(key, cycle_id, &hashes).map_err(|e| SettlementError::Corrupt {
             key: keys::cycle(cycle_id),
@@ -332,14 +342,21 @@ impl Exchange {
     /// REPORTS_NOT_RECORDED unless the WSP recorded every one of
     /// `published`; RECORD_MISMATCH if a record differs from what this
     /// exchange published.
-    async fn check_recorded(&self, cycle_id: &str, published: &[String]) -> Result<(), SettlementError> {
+    async fn check_recorded(
+        &self,
+        cycle_id: &str,
+        published: &[String],
+    ) -> Result<(), SettlementError> {
         let mut missing = Vec::new();
         let mut conn = self.redis.conn().await?;
         for chunk in published.chunks(1000) {
             let mut pipe = redis::pipe();
             for id in chunk {
                 pipe.hget(keys::submitted(id), "digest");
-                pipe.cmd("HMGET").arg(keys::report(id)).arg("status").arg("digest");
+                pipe.cmd("HMGET")
+                    .arg(keys::report(id))
+                    .arg("status")
+                    .arg("digest");
             }
             let replies: Vec<redis::Value> = pipe
                 .query_async(&mut *conn)

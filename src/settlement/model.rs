@@ -16,7 +16,7 @@ use crate::{
     crypto::{jcs, merkle::Hash},
     streams::{Entry, Fields},
     time::datetime,
-    validate::{FieldViolations, ID_RULE, clip, cut, echo, has_invisible, is_valid_id},
+    validate::{FieldViolations, ID_RULE, cut, echo, has_invisible, is_valid_id},
 };
 
 /// Most legs per side, and net positions, in one report.
@@ -227,7 +227,7 @@ impl Report {
         }
         for (asset, net) in &self.net {
             if !is_valid_id(asset) {
-                v.add(names.net(&clip(asset, 64)), ID_RULE);
+                v.add(names.net(&cut(asset, 64)), ID_RULE);
                 continue;
             }
             match legs.get(asset.as_str()) {
@@ -332,17 +332,17 @@ impl Report {
             v.add("data", "must be a JSON object");
             return None;
         };
-        let text = |v: &mut FieldViolations, o: &Map<String, Value>, key: &str, at: &str| {
-            match o.get(key) {
-                Some(Value::String(s)) => s.clone(),
-                None => {
-                    v.add(at, "is required");
-                    String::new()
-                }
-                Some(_) => {
-                    v.add(at, "must be a string");
-                    String::new()
-                }
+        let text = |v: &mut FieldViolations, o: &Map<String, Value>, key: &str, at: &str| match o
+            .get(key)
+        {
+            Some(Value::String(s)) => s.clone(),
+            None => {
+                v.add(at, "is required");
+                String::new()
+            }
+            Some(_) => {
+                v.add(at, "must be a string");
+                String::new()
             }
         };
         let uid = text(v, obj, "user_id", "data.user_id");
@@ -405,7 +405,7 @@ impl Report {
             ),
             Some(Value::Object(map)) => {
                 for (asset, value) in map {
-                    let at = format!("data.net_position.{}", clip(asset, 64));
+                    let at = format!("data.net_position.{}", cut(asset, 64));
                     match value {
                         Value::String(t) => match parse_net(t) {
                             Ok(n) => {
@@ -535,6 +535,23 @@ impl Incoming {
             ));
         }
         let shape = |why: String| Refusal::new(report_id, why);
+        // Every name and value text, no name twice: Redis keeps every pair,
+        // and a reader that picks another of a repeated name (most take the
+        // last) would see another report than the one recorded here.
+        let mut names = std::collections::HashSet::new();
+        for (name, value) in f.pairs() {
+            let shown =
+                || String::from_utf8_lossy(&name.escape_ascii().collect::<Vec<u8>>()).into_owned();
+            let why = if std::str::from_utf8(name).is_err() || std::str::from_utf8(value).is_err() {
+                format!("field {} is not UTF-8 text", shown())
+            } else if !names.insert(name) {
+                format!("field {} appears more than once", shown())
+            } else {
+                continue;
+            };
+            let id = if name == b"report_id" { "" } else { report_id };
+            return Err(Refusal::new(id, format!("{why}: {}", f.describe(256))));
+        }
         match f.get("type") {
             Some("settlement") => {}
             _ => {

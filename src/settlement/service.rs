@@ -134,8 +134,7 @@ impl SettlementService for SettlementApi {
             {
                 record = exchange.published(&r.report_id).await?;
             }
-            let record =
-                record.ok_or_else(|| NotFound::new("settlement report", &r.report_id))?;
+            let record = record.ok_or_else(|| NotFound::new("settlement report", &r.report_id))?;
             Ok(pb::GetSettlementReportResponse {
                 report: Some(convert::report_to_proto(&record)),
             })
@@ -225,8 +224,7 @@ impl SettlementService for SettlementApi {
             let r = request.into_inner();
             require_id("report_id", &r.report_id)?;
             let record = self.view.report(&r.report_id).await?;
-            let record =
-                record.ok_or_else(|| NotFound::new("settlement report", &r.report_id))?;
+            let record = record.ok_or_else(|| NotFound::new("settlement report", &r.report_id))?;
             let report = match (&record.report, record.status) {
                 (Some(report), status) if status != ReportStatus::Refused => report,
                 _ => {
@@ -260,12 +258,13 @@ impl SettlementService for SettlementApi {
             };
             let leaf = report.leaf(&record.salt);
             let leaf_hash = merkle::leaf_hash(&leaf);
-            let proof = cycle::prove(&tree.1, &tree.0, &leaf_hash, &cycle.checkpoint).ok_or_else(
-                || SettlementError::Corrupt {
-                    key: keys::leaves(&cycle.cycle_id),
-                    reason: format!("report {} is not in its cycle's tree", r.report_id),
-                },
-            )?;
+            let proof =
+                cycle::prove(&tree.1, &tree.0, &leaf_hash, &cycle.checkpoint).ok_or_else(|| {
+                    SettlementError::Corrupt {
+                        key: keys::leaves(&cycle.cycle_id),
+                        reason: format!("report {} is not in its cycle's tree", r.report_id),
+                    }
+                })?;
             Ok(pb::GetSettlementProofResponse {
                 proof: Some(convert::proof_to_proto(
                     &record, &cycle, leaf, leaf_hash, proof,

@@ -12,8 +12,8 @@ use super::{
     error::SettlementError,
     keys,
     model::{
-        CycleRecord, DisputedLine, Incoming, Refusal, Report, ReportRecord, ReportStatus,
-        format_net,
+        CycleRecord, CycleStatus, DisputedLine, Incoming, Refusal, Report, ReportRecord,
+        ReportStatus, format_net,
     },
 };
 use crate::{
@@ -152,7 +152,7 @@ impl SettlementView {
         page::newest_first(
             &mut *conn,
             &index,
-            |id| keys::report(id),
+            keys::report,
             |fields: &Fields| ReportRecord::parse(fields).ok().flatten(),
             |r: &ReportRecord| {
                 let report = r.report.as_ref();
@@ -326,35 +326,50 @@ impl SettlementStore {
         read: &Result<Incoming, Refusal>,
     ) -> Result<String, SettlementError> {
         let now = time::now();
-        let (mode, report_id, uid, cycle_id, data, digest, salt, supersedes, timestamp, reason, eod) =
-            match read {
-                Ok(i) => (
-                    "record",
-                    i.report.report_id.as_str(),
-                    i.report.uid.as_str(),
-                    i.report.cycle_id.as_str(),
-                    i.report.data_json().to_string(),
-                    i.report.digest(),
-                    i.salt.as_str(),
-                    i.report.supersedes.as_str(),
-                    i.timestamp,
-                    "",
-                    i.report.eod_ms,
-                ),
-                Err(r) => (
-                    if r.report_id.is_empty() { "anomaly" } else { "refuse" },
-                    r.report_id.as_str(),
-                    r.uid.as_str(),
-                    r.cycle_id.as_str(),
-                    String::new(),
-                    r.digest.clone(),
-                    "",
-                    "",
-                    0,
-                    r.reason.as_str(),
-                    0,
-                ),
-            };
+        let (
+            mode,
+            report_id,
+            uid,
+            cycle_id,
+            data,
+            digest,
+            salt,
+            supersedes,
+            timestamp,
+            reason,
+            eod,
+        ) = match read {
+            Ok(i) => (
+                "record",
+                i.report.report_id.as_str(),
+                i.report.uid.as_str(),
+                i.report.cycle_id.as_str(),
+                i.report.data_json().to_string(),
+                i.report.digest(),
+                i.salt.as_str(),
+                i.report.supersedes.as_str(),
+                i.timestamp,
+                "",
+                i.report.eod_ms,
+            ),
+            Err(r) => (
+                if r.report_id.is_empty() {
+                    "anomaly"
+                } else {
+                    "refuse"
+                },
+                r.report_id.as_str(),
+                r.uid.as_str(),
+                r.cycle_id.as_str(),
+                String::new(),
+                r.digest.clone(),
+                "",
+                "",
+                0,
+                r.reason.as_str(),
+                0,
+            ),
+        };
         let mut conn = self.redis.conn().await?;
         let outcome: String = RecordReport {
             cursor: keys::REPORT_CURSOR,
@@ -404,7 +419,13 @@ impl SettlementStore {
     ) -> Result<String, SettlementError> {
         let now = time::now();
         let (mode, cycle_id, size, root, checkpoint) = match summary {
-            Ok(s) => ("record", s.cycle_id.as_str(), s.size, cycle::b64(&s.root), s.checkpoint.as_str()),
+            Ok(s) => (
+                "record",
+                s.cycle_id.as_str(),
+                s.size,
+                cycle::b64(&s.root),
+                s.checkpoint.as_str(),
+            ),
             Err(_) => ("anomaly", "", 0, String::new(), ""),
         };
         let (status, reason, origin) = match (summary, verdict) {
@@ -478,6 +499,16 @@ impl SettlementStore {
             // script applies it only if that is still what M holds.
             let (plan, pairs, applied) = match decision {
                 Decision::Complete if record.status == ReportStatus::Reported => {
+                    // A cycle that did not verify refuses first, whatever
+                    // the plan would say (the script checks it again).
+                    if let Some(c) = self.view.cycle(&report.cycle_id).await?
+                        && c.status == CycleStatus::Mismatch
+                    {
+                        return Err(SettlementError::CycleMismatch {
+                            cycle: report.cycle_id.clone(),
+                            reason: c.reason,
+                        });
+                    }
                     self.plan(&report).await?
                 }
                 _ => (Vec::new(), Vec::new(), Vec::new()),
@@ -514,7 +545,10 @@ impl SettlementStore {
                 .to_string()
             };
             let now = time::now();
-            let trim_below = format!("{}-0", now.ms.saturating_sub(self.confirmation_retention_ms));
+            let trim_below = format!(
+                "{}-0",
+                now.ms.saturating_sub(self.confirmation_retention_ms)
+            );
             let mut conn = self.redis.conn().await?;
             let reply: redis::RedisResult<Vec<String>> = Verdict {
                 record: keys::report(report_id),

@@ -155,7 +155,9 @@ impl Follower for Summaries {
             Ok(summary) => summary,
             Err(why) => {
                 tracing::warn!(entry_id = %id, %why, "cycle summary not recorded");
-                self.store.record_cycle(id, Err(&why), Err(""), &[], 0).await?;
+                self.store
+                    .record_cycle(id, Err(&why), Err(""), &[], 0)
+                    .await?;
                 return Ok(());
             }
         };
@@ -174,7 +176,12 @@ impl Follower for Summaries {
                     (hashes, count, verdict)
                 }
                 Err(e @ SettlementError::CycleTooLarge { .. }) => {
-                    let count = self.store.view().cycle(&summary.cycle_id).await?.map_or(0, |c| c.reports);
+                    let count = self
+                        .store
+                        .view()
+                        .cycle(&summary.cycle_id)
+                        .await?
+                        .map_or(0, |c| c.reports);
                     (Vec::new(), count, Err(e.to_string()))
                 }
                 Err(e) => return Err(e),

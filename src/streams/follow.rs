@@ -67,7 +67,10 @@ lua_script! {
 
 /// Reads `cursor_key` on M: the last entry handled, `0-0` for none, or the
 /// text stored if it is not a stream id.
-pub async fn read_cursor(master: &RedisEndpoint, cursor_key: &str) -> Result<Result<StreamId, String>, RedisError> {
+pub async fn read_cursor(
+    master: &RedisEndpoint,
+    cursor_key: &str,
+) -> Result<Result<StreamId, String>, RedisError> {
     let mut conn = master.conn().await?;
     let cursor: Option<String> = redis::cmd("GET")
         .arg(cursor_key)
@@ -81,7 +84,11 @@ pub async fn read_cursor(master: &RedisEndpoint, cursor_key: &str) -> Result<Res
 }
 
 /// Sets `cursor_key` on M back to the start if it is still `seen`.
-pub async fn rewind_cursor(master: &RedisEndpoint, cursor_key: &str, seen: StreamId) -> Result<(), RedisError> {
+pub async fn rewind_cursor(
+    master: &RedisEndpoint,
+    cursor_key: &str,
+    seen: StreamId,
+) -> Result<(), RedisError> {
     let mut conn = master.conn().await?;
     let _: u64 = RewindCursor {
         cursor: cursor_key,
@@ -138,7 +145,15 @@ async fn read<F: Follower>(
         let Some(view) = view_of(replica, stream, cursor).await? else {
             // No stream yet (or R was just wiped): wait for its first entry.
             backoff.reset();
-            block_on(&mut blocking, replica, stream, StreamId::default(), 1, streams).await?;
+            block_on(
+                &mut blocking,
+                replica,
+                stream,
+                StreamId::default(),
+                1,
+                streams,
+            )
+            .await?;
             continue;
         };
         backoff.reset();
@@ -155,8 +170,15 @@ async fn read<F: Follower>(
             follower.gap(cursor, resume).await?;
             continue;
         }
-        let entries =
-            block_on(&mut blocking, replica, stream, cursor, streams.read_batch, streams).await?;
+        let entries = block_on(
+            &mut blocking,
+            replica,
+            stream,
+            cursor,
+            streams.read_batch,
+            streams,
+        )
+        .await?;
         for parsed in entries {
             follower.handle(parsed).await?;
         }

@@ -39,7 +39,9 @@ pub struct Waiters {
 
 /// The limit of waiting calls is reached.
 #[derive(Debug, thiserror::Error)]
-#[error("too many calls are waiting on this server (limit {limit}); retry without a wait, or later")]
+#[error(
+    "too many calls are waiting on this server (limit {limit}); retry without a wait, or later"
+)]
 pub struct TooManyWaiters {
     /// The limit.
     pub limit: usize,
@@ -160,7 +162,11 @@ async fn run(watches: WatchHub, follow: Follow, waiters: Waiters, stop: Cancella
                         }
                         Err(WatchEnd::Shutdown) => return,
                         Err(end) => {
-                            tracing::warn!(?end, stream = follow.stream, "waiters' follower ended; following again");
+                            tracing::warn!(
+                                ?end,
+                                stream = follow.stream,
+                                "waiters' follower ended; following again"
+                            );
                             if matches!(end, WatchEnd::Trimmed | WatchEnd::Reset) {
                                 after.clear();
                             }

@@ -12,7 +12,9 @@ use openoes::{
     crypto::keys::ServerKey,
     proto::{
         pledge::v1::{self as ppb, pledge_service_client::PledgeServiceClient},
-        settlement::v1::{self as pb, settlement_service_client::SettlementServiceClient as Client},
+        settlement::v1::{
+            self as pb, settlement_service_client::SettlementServiceClient as Client,
+        },
     },
 };
 use redis::aio::MultiplexedConnection;
@@ -23,10 +25,16 @@ use super::Link;
 
 /// Fresh exchange and WSP key files in `dir`, named in `config`.
 pub fn with_keys(mut config: Config, dir: &Path) -> Config {
-    for (file, name) in [("exchange.key", "exchange.test/settlement"), ("wsp.key", "wsp.test/settlement")] {
+    for (file, name) in [
+        ("exchange.key", "exchange.test/settlement"),
+        ("wsp.key", "wsp.test/settlement"),
+    ] {
         let path = dir.join(file);
         if !path.exists() {
-            ServerKey::generate(name).expect("key").write(&path).expect("write key");
+            ServerKey::generate(name)
+                .expect("key")
+                .write(&path)
+                .expect("write key");
         }
     }
     config.settlement.exchange_key_file = dir.join("exchange.key").display().to_string();
@@ -97,7 +105,14 @@ pub fn report(
             .iter()
             .map(|(a, n)| {
                 let text = n.normalize().to_string();
-                net(a, &if n.is_sign_negative() || n.is_zero() { text } else { format!("+{text}") })
+                net(
+                    a,
+                    &if n.is_sign_negative() || n.is_zero() {
+                        text
+                    } else {
+                        format!("+{text}")
+                    },
+                )
             })
             .collect(),
         instructions: Some(pb::SettlementInstructions {
@@ -112,7 +127,11 @@ pub fn report(
 /// The protocol page's worked example, as written there.
 pub fn worked_example(id: &str, user: &str, cycle: &str) -> pb::SubmitSettlementReportRequest {
     pb::SubmitSettlementReportRequest {
-        net_positions: vec![net("BTC", "+0.5"), net("ETH", "+10.0"), net("USDT", "-67500.00")],
+        net_positions: vec![
+            net("BTC", "+0.5"),
+            net("ETH", "+10.0"),
+            net("USDT", "-67500.00"),
+        ],
         ..report(
             id,
             user,
@@ -154,7 +173,10 @@ pub async fn confirm(
         .expect("report"))
 }
 
-pub async fn get(client: &mut Client<Channel>, id: &str) -> Result<pb::SettlementReport, tonic::Status> {
+pub async fn get(
+    client: &mut Client<Channel>,
+    id: &str,
+) -> Result<pb::SettlementReport, tonic::Status> {
     Ok(client
         .get_settlement_report(pb::GetSettlementReportRequest {
             report_id: id.into(),
@@ -191,7 +213,9 @@ pub async fn cycle_until(
     let mut last = None;
     for _ in 0..400 {
         if let Ok(r) = client
-            .get_settlement_cycle(pb::GetSettlementCycleRequest { cycle_id: id.into() })
+            .get_settlement_cycle(pb::GetSettlementCycleRequest {
+                cycle_id: id.into(),
+            })
             .await
         {
             let c = r.into_inner().cycle.expect("cycle");
@@ -236,7 +260,9 @@ pub async fn pledged(channel: &Channel, user: &str, asset: &str, amount: &str) {
         .expect("pledge");
     for _ in 0..400 {
         let p = client
-            .get_pledge(ppb::GetPledgeRequest { pledge_id: id.clone() })
+            .get_pledge(ppb::GetPledgeRequest {
+                pledge_id: id.clone(),
+            })
             .await
             .expect("get pledge")
             .into_inner()
@@ -283,9 +309,16 @@ pub async fn reports(m: &mut MultiplexedConnection) -> HashMap<String, HashMap<S
             .await
             .expect("scan");
         for key in keys {
-            let h: HashMap<String, String> =
-                redis::cmd("HGETALL").arg(&key).query_async(m).await.expect("hgetall");
-            out.insert(key.trim_start_matches("mirror:settlement:report:").to_string(), h);
+            let h: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(m)
+                .await
+                .expect("hgetall");
+            out.insert(
+                key.trim_start_matches("mirror:settlement:report:")
+                    .to_string(),
+                h,
+            );
         }
         if next == 0 {
             return out;
@@ -360,7 +393,12 @@ impl Raw {
     }
 
     /// XADDs the entry to `stream` at `id` (`*`: the next one); its id.
-    pub async fn xadd_at(&self, conn: &mut MultiplexedConnection, stream: &str, id: &str) -> String {
+    pub async fn xadd_at(
+        &self,
+        conn: &mut MultiplexedConnection,
+        stream: &str,
+        id: &str,
+    ) -> String {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(stream).arg(id);
         for (name, value) in &self.0 {

@@ -3,12 +3,17 @@
 # reflection lists every service, health is SERVING, a BTC -> ETH quote works
 # on the demo pools, the README's credit and pledge walk-throughs work step
 # by step, the Python, TypeScript and Go client examples walk the first (and resume a
-# WatchCreditEvents by cursor) through stubs generated here, an unbuilt RPC
-# says UNIMPLEMENTED, killing Redis flips health to NOT_SERVING and
+# WatchCreditEvents by cursor) through stubs generated here, an unknown
+# settlement report is NOT_FOUND, killing Redis flips health to NOT_SERVING and
 # restarting it flips it back, SIGTERM stops everything and leaves no
 # redis-server behind. The attestation walk-through: SubmitVerification and
 # a plain redis-cli XADD both become credentials, verify, revoke, the signed
 # status list, the Python offline verifier, bad input and a dead letter.
+# The settlement walk-through, with the very requests `openoes dev` prints:
+# bob's report submitted and recorded, confirmed into his credit, its cycle
+# closed, verified and countersigned; his proof (and the tlog proof text
+# alone) verified offline by verify_settlement.py against GetSigningKeys,
+# and a changed one refused.
 #
 # Usage: tests/e2e/smoke.sh path/to/openoes [python]
 # python: one with clients/python/requirements.txt installed (default python3).
@@ -91,8 +96,8 @@ grpcurl -plaintext "$ADDR" describe openoes.credit.v1.CreditService.RequestCredi
 t=$(health_becomes SERVING 15) && ok "health SERVING (after ${t}s)" || fail "health never SERVING"
 
 out=$(grpcurl -plaintext -d '{"report_id":"s-1"}' "$ADDR" openoes.settlement.v1.SettlementService/GetSettlementReport 2>&1)
-grep -q "Code: Unimplemented" <<<"$out" && grep -q '"reason":"NOT_IMPLEMENTED"' <<<"$out" \
-  && ok "an RPC not built yet answers UNIMPLEMENTED with ErrorInfo" || fail "UNIMPLEMENTED answer: $out"
+grep -q "Code: NotFound" <<<"$out" && grep -q '"reason":"NOT_FOUND"' <<<"$out" \
+  && ok "GetSettlementReport of an unknown report: NOT_FOUND with ErrorInfo" || fail "unknown report: $out"
 
 out=$(grpcurl -plaintext -d '{"token_in":"BTC","token_out":"ETH","amount":"100000000","slippage_bps":50}' "$ADDR" openoes.quote.v1.QuoteService/GetQuote 2>&1)
 pools=$(python3 -c "import json,sys; q=json.loads(sys.stdin.read())['quote']; print(' '.join(h['poolId'] for h in q['hops']), q['amountOut'])" <<<"$out" 2>/dev/null)
@@ -164,6 +169,60 @@ grep -q PLEDGE_EVENT_TYPE_DEPOSIT_RECORDED <<<"$out" && grep -q PLEDGE_EVENT_TYP
   && ok "WatchPledgeEvents replays deposit, pledge and release" || fail "WatchPledgeEvents: $out"
 kill "$SUB_PID" 2>/dev/null
 SUB_PID=
+
+# The settlement walk-through, with the requests `openoes dev` prints (bob's
+# BTC credit is real now: the pledge above). example METHOD: the -d JSON of
+# dev's example of METHOD.
+S=openoes.settlement.v1.SettlementService
+example() { grep -F "$S/$1" "$WORK/dev.out" | sed -n "s/.*-d '\([^']*\)' .*/\1/p" | head -1; }
+missing=
+for m in SubmitSettlementReport ConfirmSettlement CloseSettlementCycle GetSettlementProof GetSigningKeys; do
+  [ -n "$(example $m)" ] || missing="$missing $m"
+done
+[ -z "$missing" ] && ok "dev prints the settlement examples" || fail "dev prints no settlement example of:$missing"
+out=$(grpcurl -plaintext -d "$(example SubmitSettlementReport)" "$ADDR" $S/SubmitSettlementReport 2>&1)
+grep -q SETTLEMENT_STATUS_REPORTED <<<"$out" && grep -q DELIVERY_RECORDED <<<"$out" \
+  && ok "exchange: SubmitSettlementReport rep-1 (bob sells 0.25 BTC for 25000 USDC): REPORTED, RECORDED by the WSP" \
+  || fail "SubmitSettlementReport: $out"
+out=$(grpcurl -plaintext -d "$(example ConfirmSettlement)" "$ADDR" $S/ConfirmSettlement 2>&1)
+grep -q SETTLEMENT_STATUS_COMPLETED <<<"$out" && ok "WSP: ConfirmSettlement rep-1: COMPLETED" || fail "ConfirmSettlement: $out"
+btc=$(grpcurl -plaintext -d '{"user_id":"bob","asset":"BTC"}' "$ADDR" $C/GetCreditInventory 2>&1)
+usdc=$(grpcurl -plaintext -d '{"user_id":"bob","asset":"USDC"}' "$ADDR" $C/GetCreditInventory 2>&1)
+grep -q '"amount": "2.25"' <<<"$btc" && grep -q '"amount": "25000"' <<<"$usdc" \
+  && ok "the nets applied: bob has 2.25 BTC and 25000 USDC of credit" || fail "bob's CI after settlement: $btc $usdc"
+out=$(grpcurl -plaintext -d "$(example CloseSettlementCycle)" "$ADDR" $S/CloseSettlementCycle 2>&1)
+grep -q DELIVERY_RECORDED <<<"$out" && grep -q '"size": "1"' <<<"$out" \
+  && ok "exchange: CloseSettlementCycle day-1: a signed tree of 1 report, RECORDED by the WSP" || fail "CloseSettlementCycle: $out"
+for _ in $(seq 1 50); do
+  out=$(grpcurl -plaintext -d '{"cycle_id":"day-1"}' "$ADDR" $S/GetSettlementCycle 2>&1)
+  grep -q CYCLE_STATUS_COSIGNED <<<"$out" && break
+  sleep 0.2
+done
+grep -q CYCLE_STATUS_COSIGNED <<<"$out" && ok "GetSettlementCycle day-1: COSIGNED (every report decided)" || fail "GetSettlementCycle: $out"
+grpcurl -plaintext -d "$(example GetSettlementProof)" "$ADDR" $S/GetSettlementProof >"$WORK/proof.json" 2>&1
+grep -q '"tlogProof": "c2sp.org/tlog-proof@v1' "$WORK/proof.json" \
+  && ok "GetSettlementProof rep-1: the leaf and a C2SP tlog proof" || fail "GetSettlementProof: $(cat "$WORK/proof.json")"
+grpcurl -plaintext -d "$(example GetSigningKeys)" "$ADDR" $S/GetSigningKeys >"$WORK/keys.json" 2>&1
+grep -q '"role": "exchange"' "$WORK/keys.json" && grep -q '"role": "wsp"' "$WORK/keys.json" \
+  && ok "GetSigningKeys: the exchange's and the WSP's vkeys" || fail "GetSigningKeys: $(cat "$WORK/keys.json")"
+# Offline, the standard library only (system python3, as the README says).
+out=$(python3 "$ROOT/clients/python/verify_settlement.py" "$WORK/proof.json" --keys "$WORK/keys.json" --report-id rep-1 --user-id bob 2>&1)
+[ "$(head -1 <<<"$out")" = OK ] && grep -q "signed by openoes-dev-exchange/settlement+.*openoes-dev-wsp/settlement+" <<<"$out" \
+  && ok "verify_settlement.py: OK offline, signed by both keys of GetSigningKeys" || fail "verify_settlement.py: $out"
+python3 -c "
+import json, sys
+p = json.load(open(sys.argv[1]))['proof']
+open(sys.argv[2], 'w').write(p['tlogProof'])
+open(sys.argv[3], 'w').write(p['leaf'])
+p['leaf'] = p['leaf'].replace('\"+25000\"', '\"+250000\"')
+json.dump({'proof': p}, open(sys.argv[4], 'w'))
+" "$WORK/proof.json" "$WORK/proof.tlog" "$WORK/leaf.json" "$WORK/changed.json"
+out=$(python3 "$ROOT/clients/python/verify_settlement.py" "$WORK/proof.tlog" --leaf "$WORK/leaf.json" --keys "$WORK/keys.json" 2>&1)
+[ "$(head -1 <<<"$out")" = OK ] && ok "verify_settlement.py: the tlog proof text alone, with the leaf, OK" || fail "tlog proof alone: $out"
+out=$(python3 "$ROOT/clients/python/verify_settlement.py" "$WORK/changed.json" --keys "$WORK/keys.json" 2>&1)
+code=$?
+[ "$code" = 1 ] && grep -q "^  leaf hash: " <<<"$out" && grep -q "^  root: " <<<"$out" \
+  && ok "verify_settlement.py: a proof whose amount was changed fails (leaf hash, root)" || fail "changed proof (exit $code): $out"
 
 # The README's attestation walk-through, step by step.
 A=openoes.attestation.v1.AttestationService
