@@ -27,6 +27,12 @@ pub struct Config {
     pub roles: Vec<Role>,
     /// The gRPC listener.
     pub grpc: GrpcConfig,
+    /// Who may call which RPC: principals (tokens, client certificates)
+    /// and their roles.
+    pub auth: AuthConfig,
+    /// Request budgets per (principal, RPC class), shared by every gateway
+    /// on the same Redis.
+    pub rate_limit: RateLimitConfig,
     /// Redis endpoints and connection limits.
     pub redis: RedisConfig,
     /// Limits of the Redis-streams bridge (Watch* and Subscribe* RPCs).
@@ -56,6 +62,8 @@ impl Default for Config {
             // tests and single-box installs want; production names its role.
             roles: vec![Role::Wsp, Role::Exchange],
             grpc: GrpcConfig::default(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             redis: RedisConfig::default(),
             streams: StreamsConfig::default(),
             credit: CreditConfig::default(),
@@ -104,6 +112,193 @@ pub struct GrpcConfig {
     pub request_timeout: Duration,
     /// Largest request message accepted, in bytes.
     pub max_message_bytes: usize,
+    /// TLS on the listener; plaintext while `tls.cert_file` is empty.
+    pub tls: GrpcTlsConfig,
+    /// Serve plaintext on a non-loopback address: only where a mesh
+    /// (an mTLS sidecar) terminates TLS in front of the gateway. Without
+    /// it `serve` refuses to start in plaintext on such an address.
+    pub allow_plaintext: bool,
+}
+
+/// TLS (and mTLS) of the gRPC listener, with rustls. PEM files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// The server's certificate chain (PEM). Empty: no TLS.
+    pub cert_file: String,
+    /// Its private key (PEM; never logged).
+    pub key_file: String,
+    /// CA bundle (PEM) that client certificates must chain to. Empty: no
+    /// client certificates are asked for.
+    pub client_ca_file: String,
+    /// Refuse a TLS handshake without a client certificate (mTLS only).
+    /// Off: a client may present a certificate or a bearer token.
+    pub require_client_cert: bool,
+}
+
+impl GrpcTlsConfig {
+    /// True if the listener speaks TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.is_empty()
+    }
+}
+
+/// Whether the policy table is enforced. There is no default: `serve`
+/// refuses to start until the config says which.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Every call but health needs a credential whose roles the policy
+    /// table allows for the RPC.
+    Enforce,
+    /// Anyone who reaches the port may call anything (a mesh in front
+    /// authenticates callers, or a laptop).
+    Off,
+}
+
+/// Who may reach server reflection.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReflectionAccess {
+    /// Anyone (dev: grpcurl works without `-proto`).
+    Open,
+    /// Any authenticated principal, whatever its roles.
+    #[default]
+    Authenticated,
+    /// Not served at all (UNIMPLEMENTED).
+    Off,
+}
+
+/// What a caller may be allowed to do; the policy table
+/// (`server::auth::policy`) says which RPCs each role may call. A principal
+/// holds one or more.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallerRole {
+    /// The custodian: requests credit, records custody, pledges, confirms
+    /// or disputes settlements.
+    Wsp,
+    /// The exchange: takes and answers credit requests, submits settlement
+    /// reports, closes cycles.
+    Exchange,
+    /// Submits verification results (AttestationService).
+    Verifier,
+    /// Revokes attestations.
+    Issuer,
+    /// Writes DLMM pools and bins (UpsertPool, UpsertBins).
+    QuoteIngest,
+    /// Reads: every Get/List/Watch and quotes.
+    Reader,
+    /// Operator RPCs (anomalies, dead letters) and every read.
+    Admin,
+}
+
+impl CallerRole {
+    /// Every role, in the order docs list them.
+    pub const ALL: [CallerRole; 7] = [
+        Self::Wsp,
+        Self::Exchange,
+        Self::Verifier,
+        Self::Issuer,
+        Self::QuoteIngest,
+        Self::Reader,
+        Self::Admin,
+    ];
+
+    /// Its name in config files and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Wsp => "wsp",
+            Self::Exchange => "exchange",
+            Self::Verifier => "verifier",
+            Self::Issuer => "issuer",
+            Self::QuoteIngest => "quote-ingest",
+            Self::Reader => "reader",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The role named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// Principals and the policy's enforcement.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `enforce` or `off`; unset makes `serve` refuse to start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<AuthMode>,
+    /// Who may use server reflection (`open`, `authenticated`, `off`).
+    /// With `mode = "off"`, `authenticated` means anyone.
+    pub reflection: ReflectionAccess,
+    /// Bearer tokens (`authorization: Bearer <token>`), stored as SHA-256
+    /// hashes only: `openoes tokens create` prints a token and its entry.
+    pub tokens: Vec<TokenEntry>,
+    /// Client certificates (mTLS, `grpc.tls.client_ca_file`) by a subject
+    /// alternative name they carry.
+    pub clients: Vec<ClientEntry>,
+}
+
+/// A bearer token's principal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenEntry {
+    /// The principal's name (audit lines and rate limits use it).
+    pub name: String,
+    /// SHA-256 of the whole token, lowercase hex (64 digits).
+    pub sha256: String,
+    /// Its roles.
+    pub roles: Vec<CallerRole>,
+}
+
+/// A client certificate's principal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    /// The principal's name.
+    pub name: String,
+    /// A DNS or URI subject alternative name of the certificate, matched
+    /// exactly (e.g. `exchange-gw.example` or
+    /// `spiffe://example/ns/x/sa/exchange`).
+    pub san: String,
+    /// Its roles.
+    pub roles: Vec<CallerRole>,
+}
+
+/// GCRA budgets per (principal, RPC class), kept on Redis so every gateway
+/// on the same Redis draws from one budget.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Off: no budgets (the stream bound below still holds).
+    pub enabled: bool,
+    /// Reads (Get*, List*, GetQuote, VerifyAttestation), per second.
+    pub read_per_second: u32,
+    /// Writes (every mutating RPC), per second.
+    pub write_per_second: u32,
+    /// Stream opens (Watch*, Subscribe*), per second.
+    pub stream_per_second: u32,
+    /// Calls a principal may make at once above its rate (the GCRA burst).
+    pub burst: u32,
+    /// Server streams one principal may hold open at once on this gateway;
+    /// more answer RESOURCE_EXHAUSTED (TOO_MANY_STREAMS).
+    pub max_streams_per_principal: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            read_per_second: 1000,
+            write_per_second: 200,
+            stream_per_second: 20,
+            burst: 50,
+            max_streams_per_principal: 256,
+        }
+    }
 }
 
 impl Default for GrpcConfig {
@@ -115,6 +310,8 @@ impl Default for GrpcConfig {
             max_concurrent_streams: 1024,
             request_timeout: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
+            tls: GrpcTlsConfig::default(),
+            allow_plaintext: false,
         }
     }
 }
@@ -215,6 +412,9 @@ pub struct RedisEndpointConfig {
     pub user: String,
     /// ACL password; empty means none.
     pub password: Secret,
+    /// A file holding the password instead (e.g. a mounted secret);
+    /// trailing newlines are ignored. Not both.
+    pub password_file: String,
     /// Use TLS even if the URL says `redis://`. Server certificates are
     /// checked against the system roots (or the bundle named by the
     /// standard `SSL_CERT_FILE` variable).
@@ -228,6 +428,7 @@ impl RedisEndpointConfig {
             url: format!("redis://127.0.0.1:{port}"),
             user: String::new(),
             password: Secret::default(),
+            password_file: String::new(),
             tls: false,
         }
     }
@@ -248,6 +449,8 @@ pub struct Credentials {
     pub user: String,
     /// ACL password.
     pub password: Secret,
+    /// A file holding the password instead; not both.
+    pub password_file: String,
 }
 
 /// A string that never shows in logs or `Debug` output; [`Config::to_toml`]
@@ -751,9 +954,50 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.read_password_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads each `password_file` into its `password` (the file wins only
+    /// if the password is empty: both set is an error).
+    pub fn read_password_files(&mut self) -> Result<(), ConfigError> {
+        let redis = &mut self.redis;
+        for (field, password, file) in [
+            (
+                "redis.master.password_file",
+                &mut redis.master.password,
+                &redis.master.password_file,
+            ),
+            (
+                "redis.replica.password_file",
+                &mut redis.replica.password,
+                &redis.replica.password_file,
+            ),
+            (
+                "redis.replica_reader.password_file",
+                &mut redis.replica_reader.password,
+                &redis.replica_reader.password_file,
+            ),
+        ] {
+            if file.is_empty() {
+                continue;
+            }
+            if !password.expose().is_empty() {
+                return Err(ConfigError::Invalid {
+                    field,
+                    reason: "and the password are both set: keep one".into(),
+                });
+            }
+            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Invalid {
+                field,
+                // The path and the OS error only: never the contents.
+                reason: format!("cannot be read ({file}): {e}"),
+            })?;
+            *password = Secret::new(text.trim_end_matches(['\n', '\r']));
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: ranges, non-empty lists, parseable URLs.
@@ -890,6 +1134,7 @@ impl Config {
             return Err(invalid("streams.maxlen", "every length must be at least 1"));
         }
         self.validate_attestation()?;
+        self.validate_auth()?;
         if self.grpc.max_concurrent_streams == 0 {
             return Err(invalid("grpc.max_concurrent_streams", "must be at least 1"));
         }
@@ -902,6 +1147,119 @@ impl Config {
         ] {
             redis::IntoConnectionInfo::into_connection_info(endpoint.url.as_str())
                 .map_err(|e| invalid(field, format!("is not a Redis URL: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                reason: reason.into(),
+            }
+        }
+        let auth = &self.auth;
+        let mut names = std::collections::HashSet::new();
+        for t in &auth.tokens {
+            if !is_valid_id(&t.name) || !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    "auth.tokens",
+                    format!("names must be unique; each {ID_RULE}"),
+                ));
+            }
+            let hex = t.sha256.len() == 64
+                && t.sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            if !hex {
+                return Err(invalid(
+                    "auth.tokens",
+                    format!(
+                        "{:?}: sha256 must be 64 lowercase hex digits (`openoes tokens create` prints it)",
+                        t.name
+                    ),
+                ));
+            }
+            if t.roles.is_empty() {
+                return Err(invalid(
+                    "auth.tokens",
+                    format!("{:?} must have at least one role", t.name),
+                ));
+            }
+        }
+        let mut hashes = std::collections::HashSet::new();
+        if !auth.tokens.iter().all(|t| hashes.insert(&t.sha256)) {
+            return Err(invalid("auth.tokens", "two entries have the same sha256"));
+        }
+        let mut sans = std::collections::HashSet::new();
+        for c in &auth.clients {
+            if !is_valid_id(&c.name) || !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    "auth.clients",
+                    format!("names must be unique among tokens and clients; each {ID_RULE}"),
+                ));
+            }
+            if c.san.is_empty() || c.san.len() > 1024 || !sans.insert(c.san.as_str()) {
+                return Err(invalid(
+                    "auth.clients",
+                    format!("{:?}: san must be set, unique, at most 1024 bytes", c.name),
+                ));
+            }
+            if c.roles.is_empty() {
+                return Err(invalid(
+                    "auth.clients",
+                    format!("{:?} must have at least one role", c.name),
+                ));
+            }
+        }
+        let tls = &self.grpc.tls;
+        if tls.enabled() == tls.key_file.is_empty() {
+            return Err(invalid(
+                "grpc.tls",
+                "cert_file and key_file go together: set both or neither",
+            ));
+        }
+        if !tls.client_ca_file.is_empty() && !tls.enabled() {
+            return Err(invalid(
+                "grpc.tls.client_ca_file",
+                "needs cert_file and key_file",
+            ));
+        }
+        if tls.require_client_cert && tls.client_ca_file.is_empty() {
+            return Err(invalid(
+                "grpc.tls.require_client_cert",
+                "needs client_ca_file (the CA client certificates chain to)",
+            ));
+        }
+        if !auth.clients.is_empty() && tls.client_ca_file.is_empty() {
+            return Err(invalid(
+                "auth.clients",
+                "need grpc.tls.client_ca_file: without it no client certificate is asked for",
+            ));
+        }
+        if auth.mode == Some(AuthMode::Enforce) && auth.tokens.is_empty() && auth.clients.is_empty()
+        {
+            return Err(invalid(
+                "auth",
+                "mode = \"enforce\" with no tokens and no clients lets nobody in; add [[auth.tokens]] (`openoes tokens create`) or [[auth.clients]]",
+            ));
+        }
+        let r = &self.rate_limit;
+        for (field, value) in [
+            ("rate_limit.read_per_second", r.read_per_second),
+            ("rate_limit.write_per_second", r.write_per_second),
+            ("rate_limit.stream_per_second", r.stream_per_second),
+            ("rate_limit.burst", r.burst),
+        ] {
+            if value == 0 || value > 1_000_000 {
+                return Err(invalid(field, "must be from 1 to 1000000"));
+            }
+        }
+        if r.max_streams_per_principal == 0 {
+            return Err(invalid(
+                "rate_limit.max_streams_per_principal",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -47,6 +47,9 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// gRPC address; overrides the config's `grpc.listen`.
     pub listen: Option<SocketAddr>,
+    /// Auth and TLS on, with generated credentials: a throwaway CA and one
+    /// token per role under the data dir.
+    pub auth: bool,
 }
 
 /// Why `dev` failed.
@@ -100,6 +103,14 @@ pub struct DevInfo {
     pub exchange_key: String,
     /// The WSP's settlement key file (countersigns them).
     pub wsp_key: String,
+    /// `--auth`: one bearer token per role (`role = "token"` lines, mode
+    /// 0600).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<PathBuf>,
+    /// `--auth`: the throwaway CA that signed the gateway's certificate
+    /// (for `grpcurl -cacert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// One local Redis, as `dev.json` describes it.
@@ -163,9 +174,24 @@ pub async fn run(
     config.redis.replica_reader = Credentials {
         user: "wsp-reader".into(),
         password: Secret::new(passwords["wsp-reader"].clone()),
+        ..Credentials::default()
     };
     if let Some(listen) = options.listen {
         config.grpc.listen = listen;
+    }
+    // dev is for trying things on a laptop: no credentials unless the
+    // config (or --auth) asks for them.
+    let mut secured = None;
+    if options.auth {
+        match secure_dev(&mut config, dir) {
+            Ok(paths) => secured = Some(paths),
+            Err(e) => {
+                topology.stop().await;
+                return Err(e);
+            }
+        }
+    } else if config.auth.mode.is_none() {
+        config.auth.mode = Some(crate::config::AuthMode::Off);
     }
     let keys = [
         (
@@ -195,7 +221,15 @@ pub async fn run(
             }
         }
     }
-    let result = serve(config, &topology, dir, &passwords["admin"], stop_signal).await;
+    let result = serve(
+        config,
+        &topology,
+        dir,
+        &passwords["admin"],
+        secured,
+        stop_signal,
+    )
+    .await;
     topology.stop().await;
     let _ = std::fs::remove_file(dir.join(DEV_JSON));
     tracing::info!("local redis stopped");
@@ -279,6 +313,7 @@ async fn serve(
     topology: &Topology,
     dir: &Path,
     admin_password: &str,
+    secured: Option<SecuredDev>,
     stop_signal: impl Future<Output = ()>,
 ) -> Result<(), DevError> {
     let listener = TcpListener::bind(config.grpc.listen)
@@ -296,11 +331,16 @@ async fn serve(
         issuer_key: config.attestation.key_file.clone(),
         exchange_key: config.settlement.exchange_key_file.clone(),
         wsp_key: config.settlement.wsp_key_file.clone(),
+        tokens: secured.as_ref().map(|s| s.tokens.clone()),
+        ca: secured.as_ref().map(|s| s.ca.clone()),
     };
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     std::fs::write(dir.join(DEV_JSON), json + "\n")
         .map_err(io(format!("cannot write {}", dir.join(DEV_JSON).display())))?;
     println!("{}", banner(&info, dir));
+    if let Some(secured) = &secured {
+        println!("{}", auth_banner(&info, secured));
+    }
     services::run(config, listener, stop_signal).await?;
     Ok(())
 }
@@ -360,6 +400,158 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
             .trim_end_matches('Z')
             .to_string(),
         att = "openoes.attestation.v1.AttestationService",
+    )
+}
+
+/// What `--auth` made: where the tokens and the CA are.
+pub struct SecuredDev {
+    /// `role = "token"` lines.
+    pub tokens: PathBuf,
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The tokens, by role name.
+    pub by_role: BTreeMap<String, String>,
+}
+
+/// `--auth`: a throwaway CA and a certificate for 127.0.0.1/localhost
+/// (the openssl CLI, under `<data dir>/tls/`), TLS on, auth enforced with
+/// one fresh token per role (`<data dir>/tokens.toml`, 0600), reflection
+/// open (grpcurl needs it and it is dev).
+fn secure_dev(config: &mut Config, dir: &Path) -> Result<SecuredDev, DevError> {
+    use crate::{
+        config::{AuthMode, CallerRole, ReflectionAccess, TokenEntry},
+        server::auth::token,
+    };
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).map_err(io(format!("cannot create {}", tls.display())))?;
+    let openssl = |args: &[&str]| -> Result<(), DevError> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&tls)
+            .output()
+            .map_err(io(
+                "--auth needs the openssl CLI for its throwaway CA (apt install openssl)",
+            ))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(DevError::Io {
+                context: format!("openssl {}", args.first().copied().unwrap_or_default()),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            })
+        }
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "30",
+                "-subj",
+                "/CN=openoes dev CA",
+            ],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        tls.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .map_err(io("cannot write server.ext"))?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "30",
+        "-extfile",
+        "server.ext",
+    ])?;
+    config.grpc.tls.cert_file = tls.join("server.pem").display().to_string();
+    config.grpc.tls.key_file = tls.join("server.key").display().to_string();
+
+    config.auth.mode = Some(AuthMode::Enforce);
+    config.auth.reflection = ReflectionAccess::Open;
+    let mut by_role = BTreeMap::new();
+    for role in CallerRole::ALL {
+        let secret = token::generate().map_err(|_| DevError::Io {
+            context: "cannot make a token".into(),
+            source: std::io::Error::other("the system random number generator failed"),
+        })?;
+        config.auth.tokens.push(TokenEntry {
+            name: format!("dev-{}", role.name()),
+            sha256: token::hex(&token::sha256(&secret)),
+            roles: vec![role],
+        });
+        by_role.insert(role.name().to_string(), secret);
+    }
+    let tokens = dir.join("tokens.toml");
+    write_private(&tokens, &toml::to_string(&by_role).unwrap_or_default())?;
+    Ok(SecuredDev {
+        tokens,
+        ca: tls.join("ca.pem"),
+        by_role,
+    })
+}
+
+fn auth_banner(info: &DevInfo, secured: &SecuredDev) -> String {
+    let a = &info.grpc;
+    let ca = secured.ca.display();
+    let exports: Vec<String> = secured
+        .by_role
+        .iter()
+        .map(|(role, token)| {
+            format!(
+                "  export OES_{}={token}",
+                role.replace('-', "_").to_uppercase()
+            )
+        })
+        .collect();
+    format!(
+        "--auth: TLS (CA {ca}) and a token per role ({tokens}):\n{exports}\n\n\
+         In the commands above, replace -plaintext with\n\
+         \x20 -cacert {ca} -H \"authorization: Bearer $OES_<ROLE>\"\n\
+         using the role README.md's Security table names for the RPC, e.g.:\n\
+         \x20 grpcurl -cacert {ca} -d '{{\"service\":\"\"}}' {a} grpc.health.v1.Health/Check\n\
+         \x20 grpcurl -cacert {ca} -H \"authorization: Bearer $OES_READER\" -d '{{\"token_in\":\"BTC\",\"token_out\":\"ETH\",\"amount\":\"100000000\",\"slippage_bps\":50}}' {a} openoes.quote.v1.QuoteService/GetQuote\n\
+         \x20 grpcurl -cacert {ca} -H \"authorization: Bearer $OES_WSP\" -d '{{\"user_id\":\"alice\",\"asset\":\"BTC\",\"change\":\"+1.5\",\"chain\":\"bitcoin\",\"address\":\"bc1qdemo\",\"request_id\":\"demo-1\"}}' {a} openoes.credit.v1.CreditService/RequestCredit\n",
+        tokens = secured.tokens.display(),
+        exports = exports.join("\n"),
     )
 }
 

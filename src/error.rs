@@ -39,6 +39,10 @@ pub trait RpcError: std::error::Error + Send + Sync + 'static {
     fn violations(&self) -> Vec<FieldViolation> {
         Vec::new()
     }
+
+    /// Other standard details to attach (e.g. `RetryInfo`, `QuotaFailure`);
+    /// none by default.
+    fn add_details(&self, _details: &mut ErrorDetails) {}
 }
 
 macro_rules! reasons {
@@ -76,6 +80,27 @@ reasons! {
     SHUTTING_DOWN,
     /// Stored data is not what the server writes: an operator must look.
     DATA_CORRUPT,
+    // --- auth (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED) ---
+    /// No credential: send `authorization: Bearer <token>` or a client
+    /// certificate.
+    MISSING_CREDENTIAL,
+    /// The `authorization` header is not one `Bearer <token>` with a token
+    /// of at most 256 characters of the RFC 6750 alphabet.
+    MALFORMED_CREDENTIAL,
+    /// The token or client certificate is not one of the configured
+    /// principals (`auth.tokens`, `auth.clients`).
+    UNKNOWN_CREDENTIAL,
+    /// The principal has none of the roles the policy table allows for
+    /// the RPC.
+    ROLE_NOT_ALLOWED,
+    /// The method is not in the policy table, so nobody may call it.
+    NO_POLICY,
+    /// The principal's budget for this class of RPC is spent: retry after
+    /// `RetryInfo.retry_delay` (QuotaFailure names the budget).
+    RATE_LIMITED,
+    /// The principal holds `rate_limit.max_streams_per_principal` streams
+    /// on this gateway; close one first.
+    TOO_MANY_STREAMS,
     // --- streams ---
     /// The per-process limit of stream subscribers of this kind is reached.
     TOO_MANY_SUBSCRIBERS,
@@ -219,6 +244,7 @@ impl From<Error> for Status {
                 cut(&v.description, MAX_STATUS_MESSAGE / 2),
             );
         }
+        error.0.add_details(&mut details);
         let message = cut(&ErrorChain(&error).to_string(), MAX_STATUS_MESSAGE);
         Status::with_error_details(code, message, details)
     }

@@ -35,7 +35,10 @@
 //!   serves every streaming RPC.
 //! - [`server`]: the [`server::Context`] every service is built from, the
 //!   plug-in shape ([`server::PlugIn`]), health that follows Redis,
-//!   reflection, deadline and drain layers, graceful shutdown.
+//!   reflection, deadline and drain layers, graceful shutdown, and
+//!   [`server::auth`]: principals (tokens, client certificates), the one
+//!   policy table of who may call which RPC, shared rate limits, the audit
+//!   trail.
 //! - [`shutdown`]: the stop signal (SIGINT, SIGTERM).
 //! - [`proto`]: code generated from `proto/`.
 //!

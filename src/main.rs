@@ -1,5 +1,5 @@
 //! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`,
-//! `keys generate`, `bench`, `config`.
+//! `keys generate`, `tokens create`, `bench`, `config`.
 
 mod bench;
 
@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use openoes::{
-    config::{Config, LogFormat},
+    config::{CallerRole, Config, LogFormat},
     dev::{self, DevOptions},
     error::ErrorChain,
     quote::{model::PoolFile, store::QuoteStore},
@@ -43,6 +43,11 @@ enum Command {
         /// TOML config file (env vars OPENOES__* override it).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Turn auth and TLS on: a throwaway CA (needs the openssl CLI) and
+        /// one token per role under the data dir, printed with grpcurl
+        /// examples.
+        #[arg(long)]
+        auth: bool,
     },
     /// DLMM pools: load pool files into Redis.
     Pools {
@@ -58,6 +63,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Bearer tokens of gRPC callers.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
     },
     /// Load tools that report ratios to redis-benchmark in the same run.
     Bench {
@@ -129,6 +139,29 @@ enum KeysCommand {
         #[arg(long, default_value = openoes::attestation::KEY_NAME)]
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Print a fresh random token (once: it is stored nowhere) and the
+    /// `[[auth.tokens]]` entry to paste into the config, which holds only
+    /// its SHA-256.
+    Create {
+        /// The principal's name (audit lines and rate limits use it).
+        #[arg(long)]
+        name: String,
+        /// A role it holds (repeat for several): wsp, exchange, verifier,
+        /// issuer, quote-ingest, reader, admin.
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<CallerRole>,
+    },
+}
+
+fn parse_role(name: &str) -> Result<CallerRole, String> {
+    CallerRole::parse(name).ok_or_else(|| {
+        let all: Vec<_> = CallerRole::ALL.iter().map(|r| r.name()).collect();
+        format!("not a role; one of {}", all.join(", "))
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,7 +315,10 @@ fn main() -> ExitCode {
         | Command::Pools {
             command: PoolsCommand::Load { config, .. },
         } => config.as_deref(),
-        Command::Bench { .. } | Command::Acl { .. } | Command::Keys { .. } => None,
+        Command::Bench { .. }
+        | Command::Acl { .. }
+        | Command::Keys { .. }
+        | Command::Tokens { .. } => None,
     };
     let mut config = match Config::load(file) {
         Ok(config) => config,
@@ -301,6 +337,12 @@ fn main() -> ExitCode {
     {
         return generate_key(out, name);
     }
+    if let Command::Tokens {
+        command: TokensCommand::Create { name, roles },
+    } = &cli.command
+    {
+        return create_token(name, roles);
+    }
     if let Command::Serve { .. } = cli.command
         && let Err(e) = openoes::attestation::check_keys(&config)
     {
@@ -309,6 +351,14 @@ fn main() -> ExitCode {
     }
     if let Command::Serve { .. } = cli.command
         && let Err(e) = openoes::settlement::check_keys(&config)
+    {
+        eprintln!("openoes: {}", ErrorChain(&e));
+        return ExitCode::from(2);
+    }
+    // After the key checks: a broken key is reported even in a config
+    // that has not decided on auth yet.
+    if let Command::Serve { .. } = cli.command
+        && let Err(e) = openoes::server::check_security(&config, config.grpc.listen)
     {
         eprintln!("openoes: {}", ErrorChain(&e));
         return ExitCode::from(2);
@@ -342,9 +392,17 @@ fn main() -> ExitCode {
                 services::run(config, listener, stop).await?;
             }
             Command::Dev {
-                data_dir, listen, ..
+                data_dir,
+                listen,
+                auth,
+                ..
             } => {
-                dev::run(config, DevOptions { data_dir, listen }, stop).await?;
+                let options = DevOptions {
+                    data_dir,
+                    listen,
+                    auth,
+                };
+                dev::run(config, options, stop).await?;
             }
             Command::Pools {
                 command: PoolsCommand::Load { files, .. },
@@ -466,7 +524,7 @@ fn main() -> ExitCode {
                     println!("set ACL user {user} on {side}");
                 }
             }
-            Command::Config { .. } | Command::Keys { .. } => {}
+            Command::Config { .. } | Command::Keys { .. } | Command::Tokens { .. } => {}
         }
         Ok::<_, Box<dyn std::error::Error>>(())
     });
@@ -475,6 +533,31 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %ErrorChain(e.as_ref()), "openoes failed");
             eprintln!("openoes: {}", ErrorChain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `openoes tokens create`: a fresh token and its config entry.
+fn create_token(name: &str, roles: &[CallerRole]) -> ExitCode {
+    if !openoes::validate::is_valid_id(name) {
+        eprintln!("openoes: --name {}", openoes::validate::ID_RULE);
+        return ExitCode::from(2);
+    }
+    match openoes::server::auth::token::generate() {
+        Ok(token) => {
+            println!("# The token, shown once (give it to the caller; it is stored nowhere):");
+            println!("# {token}");
+            println!("# Callers send: authorization: Bearer <token>");
+            println!("# Paste into the gateway's config:");
+            print!(
+                "{}",
+                openoes::server::auth::token::config_entry(name, &token, roles)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            eprintln!("openoes: the system random number generator failed");
             ExitCode::FAILURE
         }
     }

@@ -149,6 +149,7 @@ async fn redis_restarting_mid_flow_loses_no_result_and_issues_none_twice() {
         ..Config::default()
     };
     config.grpc.listen = ([127, 0, 0, 1], 0).into();
+    config.auth.mode = Some(openoes::config::AuthMode::Off);
     config.redis.master = RedisEndpointConfig::local(redis.port());
     config.redis.replica = RedisEndpointConfig::local(redis.port());
     config.health.interval = Duration::from_millis(200);

@@ -11,23 +11,31 @@
 //! 4. in-flight unary calls get `shutdown.grace_period` to finish; then the
 //!    process exits anyway.
 
+pub mod auth;
 pub mod context;
 pub mod health;
 pub mod layers;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::{service::RoutesBuilder, transport::server::TcpIncoming};
+use tonic::{
+    service::RoutesBuilder,
+    transport::{Certificate, Identity, ServerTlsConfig, server::TcpIncoming},
+};
 
 pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot};
 use self::{
+    auth::{
+        layer::{AuthLayer, Gate},
+        rate::RateLimiter,
+    },
     health::{HealthMonitor, ServiceNeeds},
     layers::{DeadlineLayer, DrainLayer},
 };
 use crate::{
-    config::Config,
+    config::{AuthMode, Config, ReflectionAccess, Role},
     proto,
     redis::{Redis, RedisError},
 };
@@ -47,6 +55,81 @@ pub enum ServerError {
     /// The listener's address could not be read.
     #[error("cannot read the listener address")]
     Listener(#[from] std::io::Error),
+    /// The configuration would serve without the protection it needs; the
+    /// message says how to fix it.
+    #[error("{0}")]
+    Insecure(String),
+    /// A TLS file could not be read.
+    #[error("cannot read {field} {path}")]
+    TlsFile {
+        /// The config field naming it.
+        field: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Longest a TLS handshake may take before the connection is dropped, so
+/// half-open TLS connections hold nothing for long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The secure defaults `serve` holds to: authentication must be
+/// configured (on, or off explicitly), and plaintext is only for loopback
+/// addresses unless `grpc.allow_plaintext` says a mesh terminates TLS.
+pub fn check_security(config: &Config, addr: SocketAddr) -> Result<(), ServerError> {
+    if config.auth.mode.is_none() {
+        return Err(ServerError::Insecure(
+            "auth.mode is not set: set `[auth] mode = \"enforce\"` with [[auth.tokens]] entries \
+             (`openoes tokens create --name NAME --role ROLE`) or [[auth.clients]], \
+             or `mode = \"off\"` if something in front of the gateway authenticates callers"
+                .into(),
+        ));
+    }
+    if !config.grpc.tls.enabled() && !addr.ip().is_loopback() && !config.grpc.allow_plaintext {
+        return Err(ServerError::Insecure(format!(
+            "refusing plaintext gRPC on {addr}, which is not a loopback address: set \
+             grpc.tls.cert_file and grpc.tls.key_file, or `grpc.allow_plaintext = true` if a \
+             mesh (an mTLS sidecar) terminates TLS in front of the gateway"
+        )));
+    }
+    Ok(())
+}
+
+/// The listener's TLS settings, if `grpc.tls` turns TLS on.
+fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, ServerError> {
+    let tls = &config.grpc.tls;
+    if !tls.enabled() {
+        return Ok(None);
+    }
+    let read = |field: &'static str, path: &str| {
+        std::fs::read(path).map_err(|source| ServerError::TlsFile {
+            field,
+            path: path.into(),
+            source,
+        })
+    };
+    let identity = Identity::from_pem(
+        read("grpc.tls.cert_file", &tls.cert_file)?,
+        read("grpc.tls.key_file", &tls.key_file)?,
+    );
+    let mut server = ServerTlsConfig::new()
+        .identity(identity)
+        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    if !tls.client_ca_file.is_empty() {
+        server = server
+            .client_ca_root(Certificate::from_pem(read(
+                "grpc.tls.client_ca_file",
+                &tls.client_ca_file,
+            )?))
+            .client_auth_optional(!tls.require_client_cert);
+    }
+    // tonic's rustls uses the process-wide provider; an Err only means one
+    // is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(Some(server))
 }
 
 /// Serves `services` on `listener` until `stop_signal` resolves, then
@@ -63,6 +146,8 @@ pub async fn run(
     services: &[PlugIn],
 ) -> Result<(), ServerError> {
     let addr: SocketAddr = listener.local_addr()?;
+    check_security(&config, addr)?;
+    let tls = tls_config(&config)?;
     let redis = Redis::new(&config.redis)?;
     // Closes the listener, ends open streams (DrainLayer), stops background
     // readers and starts the grace period.
@@ -111,17 +196,40 @@ pub async fn run(
             // google.rpc.ErrorInfo / BadRequest, so grpcurl can print error details.
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    routes
-        .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?);
+    routes.add_service(health_service);
+    if config.auth.reflection != ReflectionAccess::Off {
+        routes
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+    }
+    // Budgets live where this gateway writes: M for a WSP, R for an
+    // exchange-only gateway.
+    let limiter = config.rate_limit.enabled.then(|| {
+        let endpoint = if ctx.serves(Role::Wsp) {
+            ctx.redis.master.clone()
+        } else {
+            ctx.redis.replica.clone()
+        };
+        RateLimiter::new(endpoint, config.rate_limit.clone())
+    });
+    let gate = Arc::new(Gate::new(config, limiter, &[proto::FILE_DESCRIPTOR_SET]));
+    if config.auth.mode == Some(AuthMode::Off) {
+        tracing::warn!("auth.mode = \"off\": anyone who reaches {addr} may call every RPC");
+    }
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.grpc.keepalive_interval));
-    let serve = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    let serve = server
         .http2_keepalive_interval(Some(config.grpc.keepalive_interval))
         .http2_keepalive_timeout(Some(config.grpc.keepalive_timeout))
         .max_concurrent_streams(config.grpc.max_concurrent_streams)
+        // Outermost: a refused call costs nothing further, and the audit
+        // line sees the deadline layer's answer too.
+        .layer(AuthLayer { gate })
         .layer(DrainLayer { stop: stop.clone() })
         .layer(DeadlineLayer {
             max: config.grpc.request_timeout,
@@ -129,7 +237,7 @@ pub async fn run(
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     tokio::pin!(serve);
-    tracing::info!(%addr, roles = ?config.roles, "serving gRPC");
+    tracing::info!(%addr, roles = ?config.roles, tls = config.grpc.tls.enabled(), "serving gRPC");
 
     tokio::select! {
         result = &mut serve => {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod attestation;
+pub mod auth;
 pub mod books;
 pub mod credit;
 pub mod settlement;
@@ -49,6 +50,9 @@ impl Link {
         config.health.interval = Duration::from_millis(200);
         config.health.probe_timeout = Duration::from_millis(300);
         config.shutdown.grace_period = Duration::from_secs(5);
+        // Explicitly off (serve refuses an unset mode): the suites test the
+        // domains; tests/auth.rs and the *_with_auth twins test the policy.
+        config.auth.mode = Some(openoes::config::AuthMode::Off);
         config
     }
 }
