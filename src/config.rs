@@ -49,6 +49,8 @@ pub struct Config {
     pub attestation: AttestationConfig,
     /// How health follows Redis.
     pub health: HealthConfig,
+    /// The Prometheus endpoint and the sampler of the link's gauges.
+    pub metrics: MetricsConfig,
     /// How the process stops.
     pub shutdown: ShutdownConfig,
     /// Logging.
@@ -72,6 +74,7 @@ impl Default for Config {
             quote: QuoteConfig::default(),
             attestation: AttestationConfig::default(),
             health: HealthConfig::default(),
+            metrics: MetricsConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
         }
@@ -869,6 +872,40 @@ impl Default for HealthConfig {
     }
 }
 
+/// The Prometheus / OpenMetrics endpoint (`GET /metrics`) and the task
+/// that samples the gauges of the link (replication, streams, backlogs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener, apart from the gRPC port (so a scraper
+    /// needs no gRPC credentials and a mesh's gRPC policy never applies to
+    /// it). Unset: no endpoint and no sampler. Its output names no user,
+    /// request or principal, but shows load and backlog: keep it on a
+    /// private network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Time between two samples of the gauges (each a handful of Redis
+    /// commands per endpoint). Also how often a WSP gateway writes the
+    /// link heartbeat on M: the age an exchange sees on R is at least this.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Longest one probe (connect + its commands on one endpoint) may take;
+    /// a probe that times out counts as a failed sample, so a black-holed
+    /// Redis never stalls the other gauges for more than this.
+    #[serde(with = "humantime_serde")]
+    pub probe_timeout: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 /// How the process stops on SIGINT or SIGTERM.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -1021,6 +1058,8 @@ impl Config {
                 self.streams.slow_subscriber_timeout,
             ),
             ("health.interval", self.health.interval),
+            ("metrics.interval", self.metrics.interval),
+            ("metrics.probe_timeout", self.metrics.probe_timeout),
             ("credit.answer_retention", self.credit.answer_retention),
             ("credit.request_retention", self.credit.request_retention),
             ("credit.sweep_interval", self.credit.sweep_interval),

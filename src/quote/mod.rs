@@ -70,7 +70,8 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     )
     // Only the latest quote matters: a slow client makes us compute less
     // often, never buffer more.
-    .with_queue(1);
+    .with_queue(1)
+    .with_metrics(&ctx.metrics);
     let api = QuoteApi {
         engine,
         changes,

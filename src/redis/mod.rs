@@ -308,6 +308,15 @@ impl RedisEndpoint {
         }
     }
 
+    /// The pool's connections: (open, lent out now), for metrics.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections,
+            state.connections.saturating_sub(state.idle_connections),
+        )
+    }
+
     /// A pooled connection for short commands. Fails at once with
     /// UNAVAILABLE while the endpoint is known to be down.
     pub async fn conn(&self) -> Result<PooledConnection<'_, Manager>, RedisError> {

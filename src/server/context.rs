@@ -10,6 +10,7 @@ use super::{health::HealthFlags, layers::Call};
 use crate::{
     config::{Config, Role},
     error::{RpcError, reason},
+    metrics::Metrics,
     redis::{Endpoint, Redis},
     streams::{Pump, watch::WatchHub},
 };
@@ -36,14 +37,19 @@ pub struct Context {
     pub health_flags: HealthFlags,
     /// Cancelled when the server stops: every background task ends with it.
     pub stop: CancellationToken,
+    /// The server's metrics; domains register their probes here.
+    pub metrics: Metrics,
 }
 
 impl Context {
     /// The context of a server over `redis`, stopping with `stop`.
     pub fn new(config: Config, redis: Redis, stop: CancellationToken) -> Self {
         let streams = &config.streams;
-        let pump =
-            |kind, limit| Pump::new(kind, limit, streams.slow_subscriber_timeout, stop.clone());
+        let metrics = Metrics::new();
+        let pump = |kind, limit| {
+            Pump::new(kind, limit, streams.slow_subscriber_timeout, stop.clone())
+                .with_metrics(&metrics)
+        };
         Self {
             master_watches: WatchHub::new(redis.master.clone(), streams.clone(), stop.clone()),
             replica_watches: WatchHub::new(redis.replica.clone(), streams.clone(), stop.clone()),
@@ -52,6 +58,7 @@ impl Context {
             redis,
             health_flags: HealthFlags::default(),
             stop,
+            metrics,
             config: Arc::new(config),
         }
     }

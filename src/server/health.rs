@@ -26,6 +26,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     config::HealthConfig,
+    metrics::{Metrics, ServiceLabels},
     redis::{Endpoint, Reachability, Redis, RedisError},
 };
 
@@ -76,6 +77,8 @@ pub struct HealthMonitor {
     services: Vec<ServiceNeeds>,
     config: HealthConfig,
     flags: HealthFlags,
+    /// `openoes_health_serving`, kept in step with every status set.
+    metrics: Option<Metrics>,
 }
 
 impl HealthMonitor {
@@ -93,9 +96,41 @@ impl HealthMonitor {
             services,
             config,
             flags,
+            metrics: None,
         };
         monitor.set_all(ServingStatus::NotServing).await;
         monitor
+    }
+
+    /// The same monitor, mirroring every status into `metrics`
+    /// (`openoes_health_serving`; the server as a whole is `server`).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        for s in &self.services {
+            Self::gauge(&metrics, s.service, ServingStatus::NotServing);
+        }
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn gauge(metrics: &Metrics, service: &str, status: ServingStatus) {
+        let service = if service.is_empty() {
+            "server"
+        } else {
+            service
+        };
+        metrics
+            .health_serving
+            .get_or_create(&ServiceLabels {
+                service: service.into(),
+            })
+            .set(i64::from(status == ServingStatus::Serving));
+    }
+
+    async fn publish(&self, service: &'static str, status: ServingStatus) {
+        self.reporter.set_service_status(service, status).await;
+        if let Some(metrics) = &self.metrics {
+            Self::gauge(metrics, service, status);
+        }
     }
 
     /// Probes until `draining` is cancelled, then sets every status to
@@ -145,7 +180,7 @@ impl HealthMonitor {
                     ServingStatus::NotServing
                 };
                 if last.insert(s.service, status) != Some(status) {
-                    self.reporter.set_service_status(s.service, status).await;
+                    self.publish(s.service, status).await;
                 }
             }
         }
@@ -188,7 +223,7 @@ impl HealthMonitor {
 
     async fn set_all(&self, status: ServingStatus) {
         for s in &self.services {
-            self.reporter.set_service_status(s.service, status).await;
+            self.publish(s.service, status).await;
         }
     }
 }

@@ -1,5 +1,9 @@
-//! Tower layers around every gRPC service: deadlines and draining.
+//! Tower layers around every gRPC service: metrics, deadlines and draining.
 //!
+//! - [`MetricsLayer`] counts every call by method and gRPC code, times it to
+//!   the end of its response and keeps the calls in flight
+//!   ([`crate::metrics`]). Outermost, so refusals of the auth layer count
+//!   too.
 //! - [`DeadlineLayer`] bounds the time to produce a response by the client's
 //!   `grpc-timeout` and the server's `grpc.request_timeout`, whichever is
 //!   shorter, and answers DEADLINE_EXCEEDED when it passes. It also tells
@@ -28,7 +32,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::error::{reason, status};
+use crate::{
+    error::{reason, status},
+    metrics::{CallLabels, KnownMethods, MethodLabels, Metrics},
+};
 
 /// How much earlier than the client's deadline the server gives up (at
 /// most a tenth of the deadline). Wide enough that a loaded machine, late
@@ -248,6 +255,163 @@ impl HttpBody for DrainBody {
     fn size_hint(&self) -> SizeHint {
         // Never claim an exact size: the body may end early.
         SizeHint::default()
+    }
+}
+
+// === impl MetricsLayer ===
+
+/// Measures every call; see the module docs.
+#[derive(Clone)]
+pub struct MetricsLayer {
+    /// Where the figures go.
+    pub metrics: Metrics,
+    /// The methods served: any other path is labelled `other`.
+    pub methods: KnownMethods,
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Measured<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Measured {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`MetricsLayer`].
+#[derive(Clone)]
+pub struct Measured<S> {
+    inner: S,
+    layer: MetricsLayer,
+}
+
+impl<S, B> Service<Request<Body>> for Measured<S>
+where
+    S: Service<Request<Body>, Response = Response<B>> + Send,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
+{
+    type Response = Response<MeasuredBody<B>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<MeasuredBody<B>>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let mut call = CallRecord::start(
+            self.layer.metrics.clone(),
+            self.layer.methods.labels(request.uri().path()),
+        );
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = match response.await {
+                Ok(response) => response,
+                Err(e) => {
+                    call.set_code(Code::Unknown);
+                    return Err(e);
+                }
+            };
+            // Trailers-only (most errors): the code is in the headers.
+            if let Some(code) = response.headers().get("grpc-status") {
+                call.set_code(Code::from_bytes(code.as_bytes()));
+            }
+            Ok(response.map(|inner| MeasuredBody {
+                inner,
+                call: Some(call),
+            }))
+        })
+    }
+}
+
+/// One call being measured; recorded once, when it is dropped: at the end
+/// of its response, or earlier if the client goes away (then, without a
+/// status, as CANCELLED).
+struct CallRecord {
+    metrics: Metrics,
+    labels: MethodLabels,
+    started: tokio::time::Instant,
+    code: Option<Code>,
+}
+
+impl CallRecord {
+    fn start(metrics: Metrics, labels: MethodLabels) -> Self {
+        metrics.grpc_in_flight.get_or_create(&labels).inc();
+        Self {
+            metrics,
+            labels,
+            started: tokio::time::Instant::now(),
+            code: None,
+        }
+    }
+
+    fn set_code(&mut self, code: Code) {
+        self.code = Some(code);
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        let m = &self.metrics;
+        m.grpc_in_flight.get_or_create(&self.labels).dec();
+        m.grpc_duration
+            .get_or_create(&self.labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        let code = self.code.unwrap_or(Code::Cancelled);
+        m.grpc_requests
+            .get_or_create(&CallLabels {
+                service: self.labels.service.clone(),
+                method: self.labels.method.clone(),
+                code: super::auth::layer::code_name(code).into(),
+            })
+            .inc();
+    }
+}
+
+/// A response body that reads the call's code from its trailers and
+/// records the call when it ends.
+pub struct MeasuredBody<B> {
+    inner: B,
+    call: Option<CallRecord>,
+}
+
+impl<B> HttpBody for MeasuredBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                    if let Some(call) = this.call.as_mut() {
+                        call.code = Some(Code::from_bytes(code.as_bytes()));
+                    }
+                    // Trailers end the response: record it now.
+                    this.call = None;
+                }
+            }
+            Some(Err(_)) | None => this.call = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -32,7 +32,7 @@ use self::{
         rate::RateLimiter,
     },
     health::{HealthMonitor, ServiceNeeds},
-    layers::{DeadlineLayer, DrainLayer},
+    layers::{DeadlineLayer, DrainLayer, MetricsLayer},
 };
 use crate::{
     config::{AuthMode, Config, ReflectionAccess, Role},
@@ -55,6 +55,15 @@ pub enum ServerError {
     /// The listener's address could not be read.
     #[error("cannot read the listener address")]
     Listener(#[from] std::io::Error),
+    /// The metrics listener could not be opened.
+    #[error("cannot listen for metrics on {addr} (metrics.listen)")]
+    MetricsListener {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The configuration would serve without the protection it needs; the
     /// message says how to fix it.
     #[error("{0}")]
@@ -178,6 +187,12 @@ pub async fn run(
     );
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    // Ends the metrics listener and sampler however this function returns.
+    let metrics_stop = CancellationToken::new();
+    let _metrics_stop = metrics_stop.clone().drop_guard();
+    if let Some(metrics_addr) = config.metrics.listen {
+        start_metrics(&ctx, metrics_addr, &needs, metrics_stop).await?;
+    }
     let monitor = HealthMonitor::new(
         reporter,
         ctx.redis.clone(),
@@ -185,7 +200,8 @@ pub async fn run(
         config.health.clone(),
         ctx.health_flags.clone(),
     )
-    .await;
+    .await
+    .with_metrics(ctx.metrics.clone());
     let draining = CancellationToken::new();
     let monitor_task = tokio::spawn(monitor.run(draining.clone()));
 
@@ -227,8 +243,19 @@ pub async fn run(
         .http2_keepalive_interval(Some(config.grpc.keepalive_interval))
         .http2_keepalive_timeout(Some(config.grpc.keepalive_timeout))
         .max_concurrent_streams(config.grpc.max_concurrent_streams)
-        // Outermost: a refused call costs nothing further, and the audit
-        // line sees the deadline layer's answer too.
+        // Outermost of all: refusals are counted too.
+        .layer(MetricsLayer {
+            metrics: ctx.metrics.clone(),
+            methods: crate::metrics::KnownMethods::new(
+                &[
+                    proto::FILE_DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                ],
+                &REFLECTION_METHODS,
+            ),
+        })
+        // Outermost but metrics: a refused call costs nothing further, and
+        // the audit line sees the deadline layer's answer too.
         .layer(AuthLayer { gate })
         .layer(DrainLayer { stop: stop.clone() })
         .layer(DeadlineLayer {
@@ -263,6 +290,45 @@ pub async fn run(
     stop.cancel();
     finish(serve, config.shutdown.grace_period).await
 }
+/// The reflection methods, labelled by name in metrics (their descriptors
+/// are not in our set).
+const REFLECTION_METHODS: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Opens the metrics listener (failing start-up if it cannot) and starts
+/// it and the sampler, both ending with `stop`.
+async fn start_metrics(
+    ctx: &Context,
+    addr: SocketAddr,
+    needs: &[ServiceNeeds],
+    stop: CancellationToken,
+) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::MetricsListener { addr, source })?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, "serving metrics on http://{bound}/metrics");
+    tokio::spawn(crate::metrics::http::serve(
+        listener,
+        ctx.metrics.clone(),
+        stop.clone(),
+    ));
+    let mut endpoints: Vec<_> = needs.iter().flat_map(|n| n.endpoints.clone()).collect();
+    endpoints.sort();
+    endpoints.dedup();
+    let sampler = crate::metrics::sampler::Sampler::new(
+        ctx.metrics.clone(),
+        ctx.redis.clone(),
+        endpoints,
+        ctx.serves(Role::Wsp),
+        ctx.config.metrics.clone(),
+    );
+    tokio::spawn(sampler.run(stop));
+    Ok(())
+}
+
 async fn finish(
     serve: impl Future<Output = Result<(), tonic::transport::Error>>,
     grace: Duration,

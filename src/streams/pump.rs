@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::watch::WatchEnd;
-use crate::error::{Error, RpcError, reason};
+use crate::{
+    error::{Error, RpcError, reason},
+    metrics::{KindLabels, Metrics},
+};
 
 /// The response stream type of every server-streaming RPC.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -50,6 +53,24 @@ pub struct Pump {
     queue: usize,
     patience: Duration,
     stop: CancellationToken,
+    /// Open streams and cut-offs of this kind, if the server keeps metrics.
+    metrics: Option<PumpMetrics>,
+}
+
+/// The metrics of one pump kind.
+#[derive(Clone)]
+struct PumpMetrics {
+    open: prometheus_client::metrics::gauge::Gauge,
+    cut_off: prometheus_client::metrics::counter::Counter,
+}
+
+/// Counts a client stream as open until dropped.
+struct OpenStream(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Too many client streams of one kind are open.
@@ -75,6 +96,8 @@ impl RpcError for TooManySubscribers {
 /// gives the place back when the stream ends.
 pub struct Slot {
     permit: OwnedSemaphorePermit,
+    open: Option<OpenStream>,
+    cut_off: Option<prometheus_client::metrics::counter::Counter>,
     queue: usize,
     patience: Duration,
     stop: CancellationToken,
@@ -97,7 +120,21 @@ impl Pump {
             queue: CLIENT_QUEUE,
             patience,
             stop,
+            metrics: None,
         }
+    }
+
+    /// The same pump, counting its open streams and cut-offs in `metrics`
+    /// under its kind.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        let labels = KindLabels {
+            kind: self.kind.into(),
+        };
+        self.metrics = Some(PumpMetrics {
+            open: metrics.stream_subscribers.get_or_create_owned(&labels),
+            cut_off: metrics.stream_cut_off.get_or_create_owned(&labels),
+        });
+        self
     }
 
     /// The same pump with `queue` messages queued per client (at least 1):
@@ -117,8 +154,14 @@ impl Pump {
                     kind: self.kind,
                     limit: self.limit,
                 })?;
+        let open = self.metrics.as_ref().map(|m| {
+            m.open.inc();
+            OpenStream(m.open.clone())
+        });
         Ok(Slot {
             permit,
+            open,
+            cut_off: self.metrics.as_ref().map(|m| m.cut_off.clone()),
             queue: self.queue,
             patience: self.patience,
             stop: self.stop.clone(),
@@ -142,6 +185,7 @@ impl Slot {
         let (end_tx, end_rx) = oneshot::channel::<Status>();
         tokio::spawn(async move {
             let _permit = self.permit;
+            let _open = self.open;
             let mut source = std::pin::pin!(source);
             let end: Error = loop {
                 let next = tokio::select! {
@@ -161,6 +205,11 @@ impl Slot {
                     Err(_) => break WatchEnd::TooSlow.into(),
                 }
             };
+            if end.reason() == reason::SUBSCRIBER_TOO_SLOW
+                && let Some(cut_off) = &self.cut_off
+            {
+                cut_off.inc();
+            }
             // After the queued messages; lost only if the client left.
             let _ = end_tx.send(end.into());
         });
