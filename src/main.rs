@@ -48,6 +48,10 @@ enum Command {
         /// examples.
         #[arg(long)]
         auth: bool,
+        /// The server binary of the local M and R: redis-server (default,
+        /// from PATH) or valkey-server, by name or path.
+        #[arg(long)]
+        redis_server: Option<PathBuf>,
     },
     /// DLMM pools: load pool files into Redis.
     Pools {
@@ -395,12 +399,14 @@ fn main() -> ExitCode {
                 data_dir,
                 listen,
                 auth,
+                redis_server,
                 ..
             } => {
                 let options = DevOptions {
                     data_dir,
                     listen,
                     auth,
+                    redis_server,
                 };
                 dev::run(config, options, stop).await?;
             }

@@ -154,7 +154,9 @@ impl Dev {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(path) = path_env {
-            cmd.env("PATH", path);
+            // No server on PATH, and none named by the harness either.
+            cmd.env("PATH", path)
+                .env_remove(openoes::redis::process::SERVER_ENV);
         }
         let child = cmd.spawn().expect("spawn openoes dev");
         Self {

@@ -118,11 +118,19 @@ pub enum RedisError {
 impl RedisError {
     /// Classifies a redis-rs error seen on `endpoint`.
     pub fn from_redis(endpoint: Endpoint, source: redis::RedisError) -> Self {
+        // A server still loading its dataset (LOADING, after a restart from
+        // its AOF) or whose master is down (MASTERDOWN) cannot serve yet:
+        // that is an outage to retry, not a refusal. Valkey's loading window
+        // is wide enough that the fault suites hit it.
+        let not_ready = source
+            .code()
+            .is_some_and(|c| c == "LOADING" || c == "MASTERDOWN");
         let unreachable = source.is_io_error()
             || source.is_timeout()
             || source.is_connection_refusal()
             || source.is_connection_dropped()
-            || source.is_unrecoverable_error();
+            || source.is_unrecoverable_error()
+            || not_ready;
         if unreachable {
             Self::Unavailable {
                 endpoint,

@@ -6,6 +6,14 @@
 //! restarted by hand with `redis-server <dir>/redis.conf`), its log and its
 //! pid file. [`Topology`] starts a master (M) and a stream-writeable replica
 //! (R) of it and waits until the replication link is up.
+//!
+//! The engine is Redis or Valkey: `redis-server` from PATH by default,
+//! another binary through [`RedisOptions::server`] (`openoes dev
+//! --redis-server PATH`) or, for every server of a test run at once, the
+//! environment variable [`SERVER_ENV`] (`OPENOES_REDIS_SERVER=.../valkey-server
+//! cargo test`). That variable is the one exception to "only `config` reads
+//! the environment": it picks the binary of throw-away local servers, never
+//! anything a deployment runs.
 
 use std::{
     io,
@@ -31,14 +39,26 @@ pub const LINK_TIMEOUT: Duration = Duration::from_secs(15);
 /// (another process may grab a free port between our probe and redis' bind).
 const PORT_ATTEMPTS: usize = 5;
 
+/// The environment variable naming the server binary of local servers
+/// when [`RedisOptions::server`] does not (e.g. a `valkey-server`).
+pub const SERVER_ENV: &str = "OPENOES_REDIS_SERVER";
+
+/// The server binary local servers run unless told otherwise:
+/// [`SERVER_ENV`] if set, else `redis-server` from PATH.
+pub fn default_server() -> PathBuf {
+    std::env::var_os(SERVER_ENV)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
+}
+
 /// Why a local Redis could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    /// `redis-server` is not on PATH.
+    /// The server binary was not found.
     #[error(
-        "redis-server was not found on PATH; install it (Debian/Ubuntu: `sudo apt-get install -y redis-server`)"
+        "{0} was not found; install redis-server (Debian/Ubuntu: `sudo apt-get install -y redis-server`) or point --redis-server / OPENOES_REDIS_SERVER at a redis-server or valkey-server"
     )]
-    NotInstalled,
+    NotInstalled(String),
     /// Files or process spawning failed.
     #[error("{context}")]
     Io {
@@ -66,6 +86,9 @@ pub struct RedisOptions {
     pub replica_of: Option<u16>,
     /// Extra `redis.conf` lines, e.g. `maxmemory 64mb`.
     pub extra_conf: Vec<String>,
+    /// The server binary (`redis-server`, `valkey-server`, a path); unset:
+    /// [`default_server`].
+    pub server: Option<PathBuf>,
 }
 
 /// A running `redis-server`, killed when dropped.
@@ -75,6 +98,8 @@ pub struct RedisProcess {
     dir: PathBuf,
     /// User and password for [`RedisProcess::query`] once ACLs are on.
     auth: Option<(String, String)>,
+    /// The binary it runs (restarts run the same one).
+    server: PathBuf,
 }
 
 impl RedisProcess {
@@ -94,10 +119,11 @@ impl RedisProcess {
                 port,
                 dir: dir.clone(),
                 auth: None,
+                server: options.server.clone().unwrap_or_else(default_server),
             };
             match process.launch().await {
                 Ok(()) => return Ok(process),
-                Err(e @ ProcessError::NotInstalled) => return Err(e),
+                Err(e @ ProcessError::NotInstalled(_)) => return Err(e),
                 Err(e) => last_error = Some(e),
             }
         }
@@ -114,7 +140,7 @@ impl RedisProcess {
     async fn launch(&mut self) -> Result<(), ProcessError> {
         let log = std::fs::File::create(self.dir.join("stdout.log"))
             .map_err(io_err("cannot create redis stdout log"))?;
-        let child = Command::new("redis-server")
+        let child = Command::new(&self.server)
             .arg(self.conf_path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io_err("cannot clone log handle"))?)
@@ -125,8 +151,10 @@ impl RedisProcess {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => ProcessError::NotInstalled,
-                _ => io_err("cannot spawn redis-server")(e),
+                io::ErrorKind::NotFound => {
+                    ProcessError::NotInstalled(self.server.display().to_string())
+                }
+                _ => io_err(format!("cannot spawn {}", self.server.display()))(e),
             })?;
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -139,7 +167,8 @@ impl RedisProcess {
             {
                 self.child = None;
                 return Err(ProcessError::Start(format!(
-                    "redis-server on port {} exited with {status}; see {}",
+                    "{} on port {} exited with {status}; see {}",
+                    self.server.display(),
                     self.port,
                     self.dir.join("redis.log").display()
                 )));
@@ -243,12 +272,22 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Starts M under `dir/m` and R under `dir/r`, and waits for the link.
+    /// Starts M under `dir/m` and R under `dir/r` with the default server
+    /// binary, and waits for the link.
     pub async fn start(dir: &Path) -> Result<Self, ProcessError> {
-        let master = RedisProcess::start(&dir.join("m"), &RedisOptions::default()).await?;
+        Self::start_with(dir, None).await
+    }
+
+    /// [`Topology::start`] running `server` (unset: [`default_server`]).
+    pub async fn start_with(dir: &Path, server: Option<PathBuf>) -> Result<Self, ProcessError> {
+        let options = RedisOptions {
+            server,
+            ..RedisOptions::default()
+        };
+        let master = RedisProcess::start(&dir.join("m"), &options).await?;
         let replica_options = RedisOptions {
             replica_of: Some(master.port()),
-            ..RedisOptions::default()
+            ..options
         };
         let replica = RedisProcess::start(&dir.join("r"), &replica_options).await?;
         let topology = Self { master, replica };
