@@ -16,6 +16,65 @@ pub const MASTER_RULES: &str = include_str!("../deploy/redis/acl/master.acl");
 /// Rules for the exchange's replica (R).
 pub const REPLICA_RULES: &str = include_str!("../deploy/redis/acl/replica.acl");
 
+/// The link's users the gateway connects as, by what they are for (the
+/// names are the shipped files'; a deployment may rename them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclUserKind {
+    /// `wsp` on M.
+    Wsp,
+    /// `exchange` on R.
+    Exchange,
+    /// `wsp-reader` on R.
+    WspReader,
+}
+
+/// Commands the shipped rules refuse each user (NOPERM; inside a script,
+/// Redis's "can't access"), for `openoes doctor`. Each is harmless if a
+/// misconfigured server runs it anyway: a read, a delete of a key or entry
+/// that does not exist, a script that deletes nothing. Never FLUSHALL,
+/// KEYS (O(n) on a big keyspace) or a write that changes data.
+pub fn refusals(user: AclUserKind) -> &'static [&'static [&'static str]] {
+    match user {
+        AclUserKind::Wsp => &[
+            &["CONFIG", "GET", "maxmemory"],
+            &["GET", "openoes-doctor:outside-the-rules"],
+            &["DEL", "openoes-doctor:outside-the-rules"],
+        ],
+        AclUserKind::Exchange => &[
+            // Credit Inventory and the request stream are the WSP's.
+            &["DEL", "CI:openoes-doctor:absent"],
+            &["XDEL", "mirror:credit:request", "0-1"],
+            &["HDEL", "mirror:credit:req:openoes-doctor-absent", "status"],
+            // Its own responses are append-only.
+            &["XDEL", "mirror:credit:response", "0-1"],
+            // A script is held to the same rules.
+            &[
+                "EVAL",
+                "return redis.call('DEL', KEYS[1])",
+                "1",
+                "CI:openoes-doctor:absent",
+            ],
+            &["CONFIG", "GET", "maxmemory"],
+            &["GET", "openoes-doctor:outside-the-rules"],
+        ],
+        AclUserKind::WspReader => &[
+            &["XDEL", "mirror:credit:response", "0-1"],
+            &["GET", "CI:openoes-doctor:absent"],
+            &["CONFIG", "GET", "maxmemory"],
+        ],
+    }
+}
+
+/// The stream a user writes (on its side), if it writes one: `openoes
+/// doctor` checks that a write there is accepted.
+pub fn written_stream(user: AclUserKind) -> Option<&'static str> {
+    match user {
+        AclUserKind::Wsp => Some("mirror:credit:request"),
+        AclUserKind::Exchange => Some("mirror:credit:response"),
+        AclUserKind::WspReader => None,
+    }
+}
+
 /// One user's line of a rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AclUser {

@@ -56,8 +56,9 @@
 //! - [`attestation`]: verification results turned into signed attestations.
 //!
 //! On top: [`services`] (the list of services and `run`), [`dev`]
-//! (`openoes dev`, the whole link on one machine) and [`acl`] (the link's
-//! Redis ACL rules). `src/main.rs` is the command line (`serve`, `dev`,
+//! (`openoes dev`, the whole link on one machine), [`acl`] (the link's
+//! Redis ACL rules) and [`doctor`] (`openoes doctor`: a deployment checked
+//! from the outside). `src/main.rs` is the command line (`serve`, `dev`,
 //! `acl apply`, `pools load`, `bench`, `config`); the load tools of
 //! `openoes bench` live beside it in `src/bench/`, outside the library.
 
@@ -70,6 +71,7 @@ pub mod config;
 pub mod credit;
 pub mod crypto;
 pub mod dev;
+pub mod doctor;
 pub mod error;
 pub mod metrics;
 pub mod pledge;

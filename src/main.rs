@@ -1,5 +1,5 @@
 //! The `openoes` command line: `serve`, `dev`, `acl apply`, `pools load`,
-//! `keys generate`, `tokens create`, `bench`, `config`.
+//! `keys generate`, `tokens create`, `bench`, `doctor`, `config`.
 
 mod bench;
 
@@ -77,6 +77,16 @@ enum Command {
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+    /// Check a deployment from the outside: both Redis endpoints as their
+    /// users, the ACLs as shipped, the replica link, writable streams,
+    /// clock skew M vs R, the engine. One verdict line per check; exits 1
+    /// if any check fails.
+    Doctor {
+        /// TOML config file of the gateway to check (env vars OPENOES__*
+        /// override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Print the effective configuration (secrets redacted) and exit.
     Config {
@@ -316,6 +326,7 @@ fn main() -> ExitCode {
         Command::Serve { config }
         | Command::Dev { config, .. }
         | Command::Config { config }
+        | Command::Doctor { config }
         | Command::Pools {
             command: PoolsCommand::Load { config, .. },
         } => config.as_deref(),
@@ -530,12 +541,25 @@ fn main() -> ExitCode {
                     println!("set ACL user {user} on {side}");
                 }
             }
+            Command::Doctor { .. } => {
+                let findings = openoes::doctor::run(&config).await;
+                let failed = findings
+                    .iter()
+                    .filter(|f| f.verdict == openoes::doctor::Verdict::Fail)
+                    .count();
+                if failed > 0 {
+                    println!("verdict: {failed} check(s) FAILED");
+                    return Ok(false);
+                }
+                println!("verdict: all {} checks passed", findings.len());
+            }
             Command::Config { .. } | Command::Keys { .. } | Command::Tokens { .. } => {}
         }
-        Ok::<_, Box<dyn std::error::Error>>(())
+        Ok::<_, Box<dyn std::error::Error>>(true)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             tracing::error!(error = %ErrorChain(e.as_ref()), "openoes failed");
             eprintln!("openoes: {}", ErrorChain(e.as_ref()));
