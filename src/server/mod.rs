@@ -29,7 +29,7 @@ pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot};
 use self::{
     auth::{
         layer::{AuthLayer, Gate},
-        rate::RateLimiter,
+        rate::{BudgetHome, RateLimiter},
     },
     health::{HealthMonitor, ServiceNeeds},
     layers::{DeadlineLayer, DrainLayer},
@@ -205,12 +205,12 @@ pub async fn run(
     // Budgets live where this gateway writes: M for a WSP, R for an
     // exchange-only gateway.
     let limiter = config.rate_limit.enabled.then(|| {
-        let endpoint = if ctx.serves(Role::Wsp) {
-            ctx.redis.master.clone()
+        let (endpoint, home) = if ctx.serves(Role::Wsp) {
+            (ctx.redis.master.clone(), BudgetHome::Master)
         } else {
-            ctx.redis.replica.clone()
+            (ctx.redis.replica.clone(), BudgetHome::Replica)
         };
-        RateLimiter::new(endpoint, config.rate_limit.clone())
+        RateLimiter::new(endpoint, home, config.rate_limit.clone())
     });
     let gate = Arc::new(Gate::new(config, limiter, &[proto::FILE_DESCRIPTOR_SET]));
     if config.auth.mode == Some(AuthMode::Off) {

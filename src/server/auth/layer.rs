@@ -265,8 +265,8 @@ impl Gate {
     }
 
     /// The answer to a call refused here, audited.
-    fn refuse(&self, mut record: AuditRecord, error: impl RpcError) -> Response<Body> {
-        let status = Status::from(Error::from(error));
+    fn refuse(&self, mut record: AuditRecord, error: impl Into<Error>) -> Response<Body> {
+        let status = Status::from(error.into());
         record.code = Some(status.code());
         drop(record);
         status.into_http()
