@@ -292,11 +292,12 @@ pub struct ClientEntry {
 
 /// GCRA budgets per (principal, RPC class), kept on Redis so every gateway
 /// on the same Redis draws from one budget. If that Redis cannot be
-/// reached the call passes with a warning (an outage fails the calls that
-/// need Redis anyway; refusing adds a second failure to those that might
-/// work); if it refuses the check (an ACL without the budget's keys) the
-/// call is refused with REDIS_ERROR, so a broken deployment shows at once
-/// instead of running without limits (`server::auth::rate`).
+/// reached (or is loading, busy, failing over) the call passes with a
+/// warning (an outage fails the calls that need Redis anyway; refusing
+/// adds a second failure to those that might work); if it refuses the
+/// check (an ACL without the budget's keys) the call is refused with
+/// REDIS_ERROR, so a broken deployment shows at once instead of running
+/// without limits (`server::auth::rate`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {

@@ -12,15 +12,16 @@
 //! by M's, and the `exchange` ACL user's selector can name exactly its own.
 //!
 //! When the budget cannot be checked, two cases differ on purpose:
-//! - Redis is unreachable (down, timed out, pool exhausted): the call
-//!   passes and a warning is logged. The budget protects Redis and the
-//!   gateway from a flood; Redis that cannot be reached cannot be flooded,
-//!   the gateway's own bounds (connections, streams per connection,
-//!   message sizes) still hold, and nearly every call needs that Redis
-//!   anyway and fails on its own. Refusing would only add a second failure
-//!   to the few calls that may still work (a WSP gateway's reads on R).
-//! - Redis answers with an error (NOPERM: an ACL without the budget's keys;
-//!   a key of the wrong type): a deployment mistake that would otherwise
+//! - Redis is unreachable (down, timed out, pool exhausted) or not ready
+//!   (LOADING after a restart, BUSY, a failover): the call passes and a
+//!   warning is logged. The budget protects Redis and the gateway from a
+//!   flood; Redis that cannot be reached cannot be flooded, the gateway's
+//!   own bounds (connections, streams per connection, message sizes) still
+//!   hold, and nearly every call needs that Redis anyway and fails on its
+//!   own. Refusing would only add a second failure to the few calls that
+//!   may still work (a WSP gateway's reads on R).
+//! - Redis answers any other error (NOPERM: an ACL without the budget's
+//!   keys; a key of the wrong type): a deployment mistake that would otherwise
 //!   switch the budgets off silently and for good. The call is refused,
 //!   INTERNAL with REDIS_ERROR, and the cause is logged, so the mistake
 //!   shows at the first call instead of in the first flood.
@@ -105,6 +106,28 @@ impl RpcError for RateLimited {
     }
 }
 
+/// Redis error codes that mean "not now" rather than "never": loading its
+/// data after a restart, a busy script, a failover in progress.
+const NOT_NOW: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "READONLY",
+];
+
+/// True if `e` means Redis cannot be asked right now (the call passes),
+/// false if it answered that the check is impossible (NOPERM, WRONGTYPE, a
+/// script error: a deployment mistake; the call is refused).
+fn cannot_ask(e: &RedisError) -> bool {
+    match e {
+        RedisError::Unavailable { .. } => true,
+        RedisError::Command { source, .. } => source.code().is_some_and(|c| NOT_NOW.contains(&c)),
+        _ => false,
+    }
+}
+
 impl RateLimiter {
     /// Budgets of `config` on `redis`, which is `home`.
     pub fn new(redis: RedisEndpoint, home: BudgetHome, config: RateLimitConfig) -> Self {
@@ -140,10 +163,10 @@ impl RateLimiter {
                 retry_after: Duration::from_micros(retry_us.max(1)),
             }
             .into()),
-            Err(e @ RedisError::Unavailable { .. }) => {
+            Err(e) if cannot_ask(&e) => {
                 tracing::warn!(
                     error = %ErrorChain(&e),
-                    "rate limit not checked (Redis unreachable); call passes"
+                    "rate limit not checked (Redis unreachable or not ready); call passes"
                 );
                 Ok(())
             }
@@ -178,5 +201,22 @@ mod tests {
     #[test]
     fn scripts_match_their_headers() {
         Gcra::SHAPE.check();
+    }
+
+    #[test]
+    fn outages_and_restarts_pass_deployment_mistakes_refuse() {
+        use redis::{ErrorKind, ServerErrorKind};
+        let command = |kind| RedisError::Command {
+            endpoint: crate::redis::Endpoint::Replica,
+            source: redis::RedisError::from((ErrorKind::Server(kind), "test")),
+        };
+        assert!(cannot_ask(&command(ServerErrorKind::BusyLoading)));
+        assert!(cannot_ask(&command(ServerErrorKind::MasterDown)));
+        assert!(!cannot_ask(&command(ServerErrorKind::NoPerm)));
+        assert!(!cannot_ask(&command(ServerErrorKind::ResponseError)));
+        assert!(cannot_ask(&RedisError::Unavailable {
+            endpoint: crate::redis::Endpoint::Replica,
+            source: None,
+        }));
     }
 }
