@@ -115,6 +115,18 @@ pub enum RedisError {
     },
 }
 
+/// Redis error codes that mean "not now" rather than "never": loading its
+/// data after a restart, a busy script, a failover in progress. They are
+/// outages (UNAVAILABLE, retry), not refusals.
+const NOT_NOW: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "READONLY",
+];
+
 impl RedisError {
     /// Classifies a redis-rs error seen on `endpoint`.
     pub fn from_redis(endpoint: Endpoint, source: redis::RedisError) -> Self {
@@ -122,7 +134,8 @@ impl RedisError {
             || source.is_timeout()
             || source.is_connection_refusal()
             || source.is_connection_dropped()
-            || source.is_unrecoverable_error();
+            || source.is_unrecoverable_error()
+            || source.code().is_some_and(|c| NOT_NOW.contains(&c));
         if unreachable {
             Self::Unavailable {
                 endpoint,

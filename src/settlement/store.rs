@@ -627,9 +627,13 @@ impl SettlementStore {
                 .credit
                 .pair_state(&report.uid, asset)
                 .await
-                .map_err(|e| SettlementError::Corrupt {
-                    key: credit::keys::ci(&report.uid, asset),
-                    reason: e.to_string(),
+                .map_err(|e| match e {
+                    // An outage stays an outage (UNAVAILABLE: retry).
+                    credit::error::CreditError::Redis(e) => SettlementError::Redis(e),
+                    e => SettlementError::Corrupt {
+                        key: credit::keys::ci(&report.uid, asset),
+                        reason: e.to_string(),
+                    },
                 })?;
             if let Some(pending) = state.inflight {
                 return Err(SettlementError::InFlight {

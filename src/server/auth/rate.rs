@@ -106,26 +106,12 @@ impl RpcError for RateLimited {
     }
 }
 
-/// Redis error codes that mean "not now" rather than "never": loading its
-/// data after a restart, a busy script, a failover in progress.
-const NOT_NOW: &[&str] = &[
-    "LOADING",
-    "BUSY",
-    "TRYAGAIN",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "READONLY",
-];
-
 /// True if `e` means Redis cannot be asked right now (the call passes),
 /// false if it answered that the check is impossible (NOPERM, WRONGTYPE, a
 /// script error: a deployment mistake; the call is refused).
 fn cannot_ask(e: &RedisError) -> bool {
-    match e {
-        RedisError::Unavailable { .. } => true,
-        RedisError::Command { source, .. } => source.code().is_some_and(|c| NOT_NOW.contains(&c)),
-        _ => false,
-    }
+    // Restarts and failovers count as outages (RedisError::from_redis).
+    e.is_unavailable()
 }
 
 impl RateLimiter {
@@ -206,9 +192,11 @@ mod tests {
     #[test]
     fn outages_and_restarts_pass_deployment_mistakes_refuse() {
         use redis::{ErrorKind, ServerErrorKind};
-        let command = |kind| RedisError::Command {
-            endpoint: crate::redis::Endpoint::Replica,
-            source: redis::RedisError::from((ErrorKind::Server(kind), "test")),
+        let command = |kind| {
+            RedisError::from_redis(
+                crate::redis::Endpoint::Replica,
+                redis::RedisError::from((ErrorKind::Server(kind), "test")),
+            )
         };
         assert!(cannot_ask(&command(ServerErrorKind::BusyLoading)));
         assert!(cannot_ask(&command(ServerErrorKind::MasterDown)));
