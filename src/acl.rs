@@ -347,7 +347,7 @@ mod tests {
             .iter()
             .filter(|r| r.starts_with('('))
             .collect();
-        assert_eq!(selectors.len(), 5, "{selectors:?}");
+        assert_eq!(selectors.len(), 6, "{selectors:?}");
         assert!(selectors.iter().all(|s| s.ends_with(')')));
     }
 

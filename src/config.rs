@@ -115,8 +115,30 @@ pub struct GrpcConfig {
     /// DEADLINE_EXCEEDED.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Largest request message accepted, in bytes.
+    /// Largest request message accepted, in bytes: the limit of writes
+    /// (bulk bin uploads are the largest), and every service's decoding
+    /// limit behind the per-class ones below.
     pub max_message_bytes: usize,
+    /// Largest request message of a read (Get*, List*, quotes), in bytes:
+    /// reads name a few ids, so a large one is an attack, refused before
+    /// it is buffered (RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE).
+    pub max_read_message_bytes: usize,
+    /// Largest request message opening a server stream (Watch*,
+    /// Subscribe*), or of a client stream (reflection), in bytes.
+    pub max_stream_message_bytes: usize,
+    /// Largest HTTP/2 header block of a request (names and values), in
+    /// bytes; larger is refused by h2 (HTTP 431). Holds a bearer token and
+    /// a few gRPC headers with room to spare.
+    pub max_header_list_bytes: u32,
+    /// Connections open at once on the listener; one more is accepted and
+    /// closed at once. With `max_concurrent_streams`, bounds the streams
+    /// (and memory) all clients together can hold.
+    pub max_connections: usize,
+    /// How long a new connection may take to start HTTP/2 (send the client
+    /// preface; with TLS, to finish the TLS handshake) before it is
+    /// closed, so connections that say nothing hold no slot for long.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
     /// TLS on the listener; plaintext while `tls.cert_file` is empty.
     pub tls: GrpcTlsConfig,
     /// Serve plaintext on a non-loopback address: only where a mesh
@@ -274,7 +296,13 @@ pub struct ClientEntry {
 }
 
 /// GCRA budgets per (principal, RPC class), kept on Redis so every gateway
-/// on the same Redis draws from one budget.
+/// on the same Redis draws from one budget. If that Redis cannot be
+/// reached (or is loading, busy, failing over) the call passes with a
+/// warning (an outage fails the calls that need Redis anyway; refusing
+/// adds a second failure to those that might work); if it refuses the
+/// check (an ACL without the budget's keys) the call is refused with
+/// REDIS_ERROR, so a broken deployment shows at once instead of running
+/// without limits (`server::auth::rate`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -315,6 +343,11 @@ impl Default for GrpcConfig {
             max_concurrent_streams: 1024,
             request_timeout: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
+            max_read_message_bytes: 64 * 1024,
+            max_stream_message_bytes: 64 * 1024,
+            max_header_list_bytes: 16 * 1024,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
             tls: GrpcTlsConfig::default(),
             allow_plaintext: false,
         }
@@ -1051,6 +1084,7 @@ impl Config {
             ("grpc.keepalive_interval", self.grpc.keepalive_interval),
             ("grpc.keepalive_timeout", self.grpc.keepalive_timeout),
             ("grpc.request_timeout", self.grpc.request_timeout),
+            ("grpc.handshake_timeout", self.grpc.handshake_timeout),
             ("redis.connect_timeout", self.redis.connect_timeout),
             ("redis.pool_timeout", self.redis.pool_timeout),
             ("redis.command_timeout", self.redis.command_timeout),
@@ -1181,6 +1215,32 @@ impl Config {
         }
         if self.grpc.max_message_bytes < 1024 {
             return Err(invalid("grpc.max_message_bytes", "must be at least 1024"));
+        }
+        for (field, value) in [
+            (
+                "grpc.max_read_message_bytes",
+                self.grpc.max_read_message_bytes,
+            ),
+            (
+                "grpc.max_stream_message_bytes",
+                self.grpc.max_stream_message_bytes,
+            ),
+        ] {
+            if value < 1024 || value > self.grpc.max_message_bytes {
+                return Err(invalid(
+                    field,
+                    "must be from 1024 to grpc.max_message_bytes",
+                ));
+            }
+        }
+        if self.grpc.max_header_list_bytes < 1024 {
+            return Err(invalid(
+                "grpc.max_header_list_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.grpc.max_connections == 0 {
+            return Err(invalid("grpc.max_connections", "must be at least 1"));
         }
         for (field, endpoint) in [
             ("redis.master.url", &self.redis.master),

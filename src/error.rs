@@ -101,6 +101,10 @@ reasons! {
     /// The principal holds `rate_limit.max_streams_per_principal` streams
     /// on this gateway; close one first.
     TOO_MANY_STREAMS,
+    /// A request message is over its RPC class's size limit
+    /// (`grpc.max_message_bytes`, `max_read_message_bytes`,
+    /// `max_stream_message_bytes`); the message says which.
+    MESSAGE_TOO_LARGE,
     // --- streams ---
     /// The per-process limit of stream subscribers of this kind is reached.
     TOO_MANY_SUBSCRIBERS,

@@ -41,7 +41,8 @@
 //!   reflection, deadline and drain layers, graceful shutdown, and
 //!   [`server::auth`]: principals (tokens, client certificates), the one
 //!   policy table of who may call which RPC, shared rate limits, the audit
-//!   trail.
+//!   trail; [`server::transport`]: the listener's bounds (connection cap,
+//!   handshake deadline, message sizes per RPC class).
 //! - [`shutdown`]: the stop signal (SIGINT, SIGTERM).
 //! - [`proto`]: code generated from `proto/`.
 //!

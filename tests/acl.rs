@@ -284,6 +284,28 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
     ] {
         allowed(&mut ex, who, args).await;
     }
+    // The rate limiter of an exchange-only gateway: the real script on its
+    // budget key on R passes a call (it does not fail for want of TIME,
+    // GET or SET), and the budget's key holds the new TAT.
+    let gcra = include_str!("../src/server/auth/lua/gcra.lua");
+    let budget = "mirror:ratelimit:exchange:read:exchange";
+    let spent = run(&mut ex, &["EVAL", gcra, "1", budget, "1000000", "0"])
+        .await
+        .expect("exchange runs gcra.lua on its budget");
+    assert_eq!(
+        spent,
+        redis::Value::Array(vec![redis::Value::Int(1), redis::Value::Int(0)])
+    );
+    let again = run(&mut ex, &["EVAL", gcra, "1", budget, "1000000", "0"])
+        .await
+        .expect("gcra.lua again");
+    assert_eq!(
+        again.as_sequence().and_then(|v| v.first()),
+        Some(&redis::Value::Int(0)),
+        "burst 1: the second call at once is refused: {again:?}"
+    );
+    allowed(&mut ex, who, &["GET", budget]).await;
+    allowed(&mut ex, who, &["TIME"]).await;
     // ... but a script is held to the same rules as a plain command.
     for script in [
         "return redis.call('HSET', KEYS[1], 'amount', '1000000')",
@@ -348,6 +370,12 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
         &["XDEL", "mirror:credit:response", "0-1"],
         // The heartbeat is the WSP's (replicated from M): read-only here.
         &["SET", "mirror:heartbeat", "1"],
+        // Budgets: GET and SET on its own, nothing else, and not M's
+        // (replicated) budgets.
+        &["DEL", "mirror:ratelimit:exchange:read:exchange"],
+        &["SET", "mirror:ratelimit:read:wsp", "0"],
+        &["GET", "mirror:ratelimit:read:wsp"],
+        &["EVAL", "return 1", "1", "mirror:ratelimit:read:wsp"],
     ] {
         denied(&mut ex, who, args).await;
     }
@@ -451,6 +479,17 @@ async fn the_shipped_acls_grant_exactly_what_the_protocol_says() {
     // The metrics sampler: the heartbeat and M's replication offset.
     allowed(&mut wsp, "wsp", &["SET", "mirror:heartbeat", "1"]).await;
     allowed(&mut wsp, "wsp", &["INFO", "replication"]).await;
+    // The WSP gateway's budgets on M.
+    let spent = run(
+        &mut wsp,
+        &["EVAL", gcra, "1", "mirror:ratelimit:read:wsp", "1000", "0"],
+    )
+    .await
+    .expect("wsp runs gcra.lua on its budget");
+    assert_eq!(
+        spent,
+        redis::Value::Array(vec![redis::Value::Int(1), redis::Value::Int(0)])
+    );
     denied(&mut wsp, "wsp", &["FLUSHALL"]).await;
     denied(&mut wsp, "wsp", &["CONFIG", "GET", "maxmemory"]).await;
     denied(&mut wsp, "wsp", &["KEYS", "*"]).await;

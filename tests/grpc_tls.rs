@@ -357,3 +357,40 @@ async fn with_optional_client_certificates_a_token_over_tls_identifies_the_calle
     // Another CA's certificate is refused even when certificates are optional.
     assert!(!admitted(&gateway, dir.path(), Some("foreign")).await);
 }
+
+#[tokio::test]
+async fn a_connection_that_never_starts_its_tls_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    install_crypto();
+    let dir = tempfile::tempdir().expect("tmp");
+    pki(dir.path());
+    let link = Link::start().await;
+    let mut config = tls_config(&link, dir.path(), false);
+    config.grpc.handshake_timeout = Duration::from_secs(1);
+    let gateway = Gateway::start(config).await;
+    let channel = until_up(&gateway, dir.path(), None).await;
+    // Connects, says nothing (a TLS server waits for the ClientHello); and
+    // one that sends the first bytes of a TLS record, then stalls.
+    for first in [&b""[..], &[0x16, 0x03, 0x01][..]] {
+        let mut silent = tokio::net::TcpStream::connect(gateway.addr)
+            .await
+            .expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut silent, first)
+            .await
+            .expect("write");
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(n) = silent.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{first:?}: a TLS connection without a handshake stayed open (grpc.handshake_timeout)"
+        );
+    }
+    health(&channel).await.expect("still serving");
+}

@@ -1,6 +1,9 @@
 //! Rate limits that hold across gateways: two gateways on one Redis draw
 //! from one GCRA budget per (principal, class), refusals carry RetryInfo
-//! and QuotaFailure, and a principal's open streams are bounded.
+//! and QuotaFailure, and a principal's open streams are bounded. An
+//! exchange-only gateway keeps its budgets on R as the `exchange` ACL user
+//! (the shipped ACL lets it); a budget Redis refuses to check refuses the
+//! call, one Redis cannot be reached for lets it pass.
 
 mod common;
 
@@ -8,7 +11,7 @@ use std::time::Duration;
 
 use common::{Gateway, Link, auth::with_tokens, wait_for_health};
 use futures_util::future::join_all;
-use openoes::config::CallerRole;
+use openoes::config::{CallerRole, RedisEndpointConfig, Role};
 use tonic::{Code, Status, metadata::MetadataValue, transport::Channel};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt;
@@ -61,6 +64,125 @@ async fn prepare(
 
 fn limited(result: &Result<(), Status>) -> bool {
     matches!(result, Err(s) if s.code() == Code::ResourceExhausted)
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// An exchange-only gateway on a link locked down with the shipped ACLs:
+/// it works on R as the `exchange` ACL user. Read budget RATE/s, BURST.
+async fn exchange_gateway(link: &Link) -> (Gateway, Channel, String) {
+    let mut config = link.secured_config();
+    config.roles = vec![Role::Exchange];
+    let tokens = with_tokens(&mut config);
+    config.rate_limit.enabled = true;
+    config.rate_limit.read_per_second = RATE;
+    config.rate_limit.burst = BURST;
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    wait_for_health(&channel, "", ServingStatus::Serving, SOON).await;
+    (gateway, channel, tokens[&CallerRole::Exchange].clone())
+}
+
+const EXCHANGE_READ: &str = "openoes.credit.v1.CreditService/GetCreditRequest";
+
+#[tokio::test]
+async fn an_exchange_only_gateway_keeps_its_budgets_on_r_as_the_exchange_acl_user() {
+    let link = Link::start_secured().await;
+    let (_gateway, channel, exchange) = exchange_gateway(&link).await;
+
+    let mut results = Vec::new();
+    for _ in 0..2 * BURST {
+        results.push(call(&channel, EXCHANGE_READ, &exchange).await);
+    }
+    // The burst passed the budget (the handler refused the empty request),
+    // then the budget refused: the limiter ran, it did not fail open.
+    for result in &results[..BURST as usize] {
+        let status = result.as_ref().expect_err("empty request");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let refused = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .filter(|s| s.code() == Code::ResourceExhausted)
+        .collect::<Vec<_>>();
+    assert!(!refused.is_empty(), "no call was limited: {results:?}");
+    assert!(
+        refused.iter().all(|s| reason(s) == "RATE_LIMITED"),
+        "{refused:?}"
+    );
+    // The budget lives on R, under the exchange's own prefix; M has none.
+    let on_r: bool = link
+        .topology
+        .replica
+        .query(redis::cmd("EXISTS").arg("mirror:ratelimit:exchange:read:exchange"))
+        .await
+        .expect("exists on R");
+    assert!(on_r, "the budget is on R");
+    let on_m: bool = link
+        .topology
+        .master
+        .query(redis::cmd("EXISTS").arg("mirror:ratelimit:read:exchange"))
+        .await
+        .expect("exists on M");
+    assert!(!on_m, "nothing on M");
+}
+
+#[tokio::test]
+async fn a_budget_redis_refuses_to_check_refuses_the_call_with_redis_error() {
+    let link = Link::start_secured().await;
+    // A deployment mistake: the budget's key holds something else.
+    link.topology
+        .replica
+        .query::<()>(
+            redis::cmd("HSET")
+                .arg("mirror:ratelimit:exchange:read:exchange")
+                .arg("not")
+                .arg("a budget"),
+        )
+        .await
+        .expect("hset");
+    let (_gateway, channel, exchange) = exchange_gateway(&link).await;
+    let status = call(&channel, EXCHANGE_READ, &exchange)
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        (status.code(), reason(&status).as_str()),
+        (Code::Internal, "REDIS_ERROR"),
+        "{status:?}"
+    );
+    assert!(status.message().contains("refused a command"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_budget_on_an_unreachable_redis_lets_calls_pass() {
+    let link = Link::start().await;
+    let mut config = link.config();
+    let tokens = with_tokens(&mut config);
+    // M (a WSP gateway's budgets) is a port nobody listens on.
+    config.redis.master = RedisEndpointConfig::local(common::free_addr().port());
+    config.rate_limit.enabled = true;
+    config.rate_limit.read_per_second = RATE;
+    config.rate_limit.burst = 1;
+    let gateway = Gateway::start(config).await;
+    let channel = gateway.channel().await;
+    let reader = &tokens[&CallerRole::Reader];
+    // Three times the burst, at once: a checked budget would refuse two.
+    for _ in 0..3 {
+        let result = call(
+            &channel,
+            "openoes.credit.v1.CreditService/GetCreditInventory",
+            reader,
+        )
+        .await;
+        let status = result.expect_err("empty request");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

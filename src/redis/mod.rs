@@ -115,22 +115,30 @@ pub enum RedisError {
     },
 }
 
+/// Redis error codes that mean "not now" rather than "never": loading its
+/// data after a restart, a busy script, a failover in progress. They are
+/// outages (UNAVAILABLE, retry), not refusals.
+const NOT_NOW: &[&str] = &[
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "READONLY",
+];
+
 impl RedisError {
     /// Classifies a redis-rs error seen on `endpoint`.
     pub fn from_redis(endpoint: Endpoint, source: redis::RedisError) -> Self {
-        // A server still loading its dataset (LOADING, after a restart from
-        // its AOF) or whose master is down (MASTERDOWN) cannot serve yet:
-        // that is an outage to retry, not a refusal. Valkey's loading window
-        // is wide enough that the fault suites hit it.
-        let not_ready = source
-            .code()
-            .is_some_and(|c| c == "LOADING" || c == "MASTERDOWN");
+        // A server still loading its dataset after a restart (Valkey's
+        // loading window is wide enough that the fault suites hit it), or
+        // one in a failover, cannot serve yet: an outage to retry.
         let unreachable = source.is_io_error()
             || source.is_timeout()
             || source.is_connection_refusal()
             || source.is_connection_dropped()
             || source.is_unrecoverable_error()
-            || not_ready;
+            || source.code().is_some_and(|c| NOT_NOW.contains(&c));
         if unreachable {
             Self::Unavailable {
                 endpoint,

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod context;
 pub mod health;
 pub mod layers;
+pub mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -29,7 +30,7 @@ pub use self::context::{Context, PlugIn, Plugged, RoleNotServed, RoleSlot};
 use self::{
     auth::{
         layer::{AuthLayer, Gate},
-        rate::RateLimiter,
+        rate::{BudgetHome, RateLimiter},
     },
     health::{HealthMonitor, ServiceNeeds},
     layers::{DeadlineLayer, DrainLayer, MetricsLayer},
@@ -81,10 +82,6 @@ pub enum ServerError {
     },
 }
 
-/// Longest a TLS handshake may take before the connection is dropped, so
-/// half-open TLS connections hold nothing for long.
-pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The secure defaults `serve` holds to: authentication must be
 /// configured (on, or off explicitly), and plaintext is only for loopback
 /// addresses unless `grpc.allow_plaintext` says a mesh terminates TLS.
@@ -126,7 +123,8 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, ServerError> {
     );
     let mut server = ServerTlsConfig::new()
         .identity(identity)
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
+        // Half-open TLS connections hold nothing for long.
+        .timeout(config.grpc.handshake_timeout);
     if !tls.client_ca_file.is_empty() {
         server = server
             .client_ca_root(Certificate::from_pem(read(
@@ -221,20 +219,23 @@ pub async fn run(
     // Budgets live where this gateway writes: M for a WSP, R for an
     // exchange-only gateway.
     let limiter = config.rate_limit.enabled.then(|| {
-        let endpoint = if ctx.serves(Role::Wsp) {
-            ctx.redis.master.clone()
+        let (endpoint, home) = if ctx.serves(Role::Wsp) {
+            (ctx.redis.master.clone(), BudgetHome::Master)
         } else {
-            ctx.redis.replica.clone()
+            (ctx.redis.replica.clone(), BudgetHome::Replica)
         };
-        RateLimiter::new(endpoint, config.rate_limit.clone())
+        RateLimiter::new(endpoint, home, config.rate_limit.clone())
     });
     let gate = Arc::new(Gate::new(config, limiter, &[proto::FILE_DESCRIPTOR_SET]));
     if config.auth.mode == Some(AuthMode::Off) {
         tracing::warn!("auth.mode = \"off\": anyone who reaches {addr} may call every RPC");
     }
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(config.grpc.keepalive_interval));
+    let incoming = transport::bounded(
+        TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(config.grpc.keepalive_interval)),
+        &config.grpc,
+    );
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         server = server.tls_config(tls)?;
@@ -243,6 +244,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(config.grpc.keepalive_interval))
         .http2_keepalive_timeout(Some(config.grpc.keepalive_timeout))
         .max_concurrent_streams(config.grpc.max_concurrent_streams)
+        .http2_max_header_list_size(config.grpc.max_header_list_bytes)
         // Outermost of all: refusals are counted too.
         .layer(MetricsLayer {
             metrics: ctx.metrics.clone(),

@@ -628,8 +628,7 @@ impl SettlementStore {
                 .pair_state(&report.uid, asset)
                 .await
                 .map_err(|e| match e {
-                    // Redis trouble (M restarting, say) is UNAVAILABLE and
-                    // retryable, never "corrupt data".
+                    // An outage stays an outage (UNAVAILABLE: retry).
                     credit::error::CreditError::Redis(e) => SettlementError::Redis(e),
                     e => SettlementError::Corrupt {
                         key: credit::keys::ci(&report.uid, asset),

@@ -13,7 +13,9 @@
 # bob's report submitted and recorded, confirmed into his credit, its cycle
 # closed, verified and countersigned; his proof (and the tlog proof text
 # alone) verified offline by verify_settlement.py against GetSigningKeys,
-# and a changed one refused.
+# and a changed one refused. No Redis password reaches dev's log. Then
+# tests/e2e/smoke_auth.sh walks the credit flow against `openoes dev --auth`
+# (TLS, a token per role, refusals, no token or password in its debug log).
 #
 # Usage: tests/e2e/smoke.sh path/to/openoes [python]
 # python: one with clients/python/requirements.txt installed (default python3).
@@ -348,6 +350,27 @@ left=
 for port in $M_PORT $R_PORT; do redis-cli -p "$port" ping 2>&1 | grep -qE 'PONG|NOAUTH' && left="$left :$port"; done
 kill -0 "$R_PID" 2>/dev/null && left="$left pid $R_PID"
 [ -z "$left" ] && ok "no redis-server left behind" || fail "redis-server left behind:$left"
+
+# No Redis password dev made reached its log (redis-cli URLs above carry the
+# admin one: they are on stdout and in dev.json, never in a log line).
+leaked=
+count=0
+while read -r secret; do
+  [ -z "$secret" ] && continue
+  count=$((count + 1))
+  grep -qF -- "$secret" "$WORK/dev.err" && leaked="$leaked ${secret:0:6}..."
+done < <(python3 -c "import sys, tomllib; [print(v) for v in tomllib.load(open(sys.argv[1], 'rb')).values()]" "$WORK/data/passwords.toml")
+[ "$count" = 5 ] && [ -z "$leaked" ] && ok "none of the 5 Redis passwords in dev's log ($(wc -l <"$WORK/dev.err") lines)" \
+  || fail "Redis passwords in dev's log:${leaked:- none} (of $count)"
+
+# The same link with auth and TLS on, through the real grpcurl: its own
+# data dir and ports (tests/e2e/smoke_auth.sh).
+echo "openoes dev --auth:"
+if bash "$ROOT/tests/e2e/smoke_auth.sh" "$OPENOES" | sed 's/^/  /'; then
+  ok "openoes dev --auth: TLS, a token per role, the credit flow, refusals, no secret logged"
+else
+  fail "openoes dev --auth (tests/e2e/smoke_auth.sh, above)"
+fi
 
 echo "smoke: $passed passed, $failed failed"
 [ "$failed" = 0 ]

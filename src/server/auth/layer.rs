@@ -1,6 +1,7 @@
 //! The tower layer every call goes through first: who is calling
 //! ([`Authenticator`]), may they ([`policy`]), within their budget
-//! ([`RateLimiter`]) and stream bound, and the audit trail.
+//! ([`RateLimiter`]) and stream bound, messages within their class's size
+//! ([`MessageLimit`]), and the audit trail.
 //!
 //! The audit trail: every call of a [`Class::Write`] RPC, and every call
 //! refused here, writes exactly one line with target `audit`: principal,
@@ -42,6 +43,7 @@ use super::{
 use crate::{
     config::{Config, ReflectionAccess},
     error::{Error, RpcError, reason},
+    server::transport::{MessageLimit, MessageLimits},
     validate::{echo, is_valid_id},
 };
 
@@ -59,6 +61,8 @@ pub struct Gate {
     max_streams: usize,
     /// The field number of `request_id` in each RPC's request message.
     request_ids: HashMap<String, u32>,
+    /// The largest request message per class.
+    message_limits: MessageLimits,
 }
 
 impl Gate {
@@ -71,6 +75,7 @@ impl Gate {
             streams: StreamCounts::default(),
             max_streams: config.rate_limit.max_streams_per_principal,
             request_ids: request_id_fields(descriptors),
+            message_limits: MessageLimits::of(&config.grpc),
         }
     }
 }
@@ -234,6 +239,11 @@ impl Gate {
         } else {
             None
         };
+        // Every admitted call's messages are held to its class's size,
+        // checked as they pass, before the decoder buffers one.
+        let (max, field) = self.message_limits.of_class(class);
+        let body = std::mem::take(request.body_mut());
+        *request.body_mut() = Body::new(MessageLimit::new(body, rpc.clone(), max, field));
         if let Some(record) = &record
             && let Some(field) = self.request_ids.get(&*rpc)
         {
@@ -265,8 +275,8 @@ impl Gate {
     }
 
     /// The answer to a call refused here, audited.
-    fn refuse(&self, mut record: AuditRecord, error: impl RpcError) -> Response<Body> {
-        let status = Status::from(Error::from(error));
+    fn refuse(&self, mut record: AuditRecord, error: impl Into<Error>) -> Response<Body> {
+        let status = Status::from(error.into());
         record.code = Some(status.code());
         drop(record);
         status.into_http()

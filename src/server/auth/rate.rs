@@ -4,9 +4,27 @@
 //! (RATE_LIMITED) with `RetryInfo` (when to retry) and `QuotaFailure`
 //! (which budget).
 //!
-//! If Redis cannot be asked, the call passes (and a warning is logged):
-//! the budget protects the gateway and Redis from a flood, and a Redis
-//! outage should not add a second failure to calls that may still work.
+//! Where budgets live: on M (`mirror:ratelimit:<class>:<principal>`) for a
+//! gateway serving the WSP, on R (`mirror:ratelimit:exchange:<class>:
+//! <principal>`) for an exchange-only one, which cannot write M. R's keys
+//! have their own prefix because M's replicate to R: a principal of the
+//! same name on both sides would otherwise have its R budget overwritten
+//! by M's, and the `exchange` ACL user's selector can name exactly its own.
+//!
+//! When the budget cannot be checked, two cases differ on purpose:
+//! - Redis is unreachable (down, timed out, pool exhausted) or not ready
+//!   (LOADING after a restart, BUSY, a failover): the call passes and a
+//!   warning is logged. The budget protects Redis and the gateway from a
+//!   flood; Redis that cannot be reached cannot be flooded, the gateway's
+//!   own bounds (connections, streams per connection, message sizes) still
+//!   hold, and nearly every call needs that Redis anyway and fails on its
+//!   own. Refusing would only add a second failure to the few calls that
+//!   may still work (a WSP gateway's reads on R).
+//! - Redis answers any other error (NOPERM: an ACL without the budget's
+//!   keys; a key of the wrong type): a deployment mistake that would otherwise
+//!   switch the budgets off silently and for good. The call is refused,
+//!   INTERNAL with REDIS_ERROR, and the cause is logged, so the mistake
+//!   shows at the first call instead of in the first flood.
 
 use std::time::Duration;
 
@@ -16,7 +34,7 @@ use tonic_types::ErrorDetails;
 use super::policy::Class;
 use crate::{
     config::RateLimitConfig,
-    error::{RpcError, reason},
+    error::{Error, ErrorChain, RpcError, reason},
     redis::{RedisEndpoint, RedisError, script::lua_script},
 };
 
@@ -28,15 +46,28 @@ lua_script! {
     }
 }
 
+/// Which Redis holds a gateway's budgets (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetHome {
+    /// M, written by a gateway that serves the WSP.
+    Master,
+    /// R, written by an exchange-only gateway as the `exchange` ACL user.
+    Replica,
+}
+
 /// The Redis key of a principal's budget for a class.
-pub fn budget_key(class: Class, principal: &str) -> String {
-    format!("mirror:ratelimit:{}:{principal}", class.name())
+pub fn budget_key(home: BudgetHome, class: Class, principal: &str) -> String {
+    match home {
+        BudgetHome::Master => format!("mirror:ratelimit:{}:{principal}", class.name()),
+        BudgetHome::Replica => format!("mirror:ratelimit:exchange:{}:{principal}", class.name()),
+    }
 }
 
 /// The budgets, on one Redis endpoint.
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: RedisEndpoint,
+    home: BudgetHome,
     config: RateLimitConfig,
 }
 
@@ -75,10 +106,22 @@ impl RpcError for RateLimited {
     }
 }
 
+/// True if `e` means Redis cannot be asked right now (the call passes),
+/// false if it answered that the check is impossible (NOPERM, WRONGTYPE, a
+/// script error: a deployment mistake; the call is refused).
+fn cannot_ask(e: &RedisError) -> bool {
+    // Restarts and failovers count as outages (RedisError::from_redis).
+    e.is_unavailable()
+}
+
 impl RateLimiter {
-    /// Budgets of `config` on `redis`.
-    pub fn new(redis: RedisEndpoint, config: RateLimitConfig) -> Self {
-        Self { redis, config }
+    /// Budgets of `config` on `redis`, which is `home`.
+    pub fn new(redis: RedisEndpoint, home: BudgetHome, config: RateLimitConfig) -> Self {
+        Self {
+            redis,
+            home,
+            config,
+        }
     }
 
     fn per_second(&self, class: Class) -> u32 {
@@ -90,8 +133,9 @@ impl RateLimiter {
     }
 
     /// Spends one call of `principal`'s `class` budget, or says when to
-    /// retry.
-    pub async fn check(&self, principal: &str, class: Class) -> Result<(), RateLimited> {
+    /// retry ([`RateLimited`]), or why the budget could not be checked
+    /// (Redis refused the script; see the module docs).
+    pub async fn check(&self, principal: &str, class: Class) -> Result<(), Error> {
         let per_second = self.per_second(class);
         let interval_us = 1_000_000 / u64::from(per_second.max(1));
         let tolerance_us = interval_us * u64::from(self.config.burst.saturating_sub(1));
@@ -103,11 +147,17 @@ impl RateLimiter {
                 per_second,
                 burst: self.config.burst,
                 retry_after: Duration::from_micros(retry_us.max(1)),
-            }),
-            Err(e) => {
-                tracing::warn!(error = %crate::error::ErrorChain(&e), "rate limit not checked (Redis); call passes");
+            }
+            .into()),
+            Err(e) if cannot_ask(&e) => {
+                tracing::warn!(
+                    error = %ErrorChain(&e),
+                    "rate limit not checked (Redis unreachable or not ready); call passes"
+                );
                 Ok(())
             }
+            // Logged with its cause by the conversion to a status (INTERNAL).
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -120,7 +170,7 @@ impl RateLimiter {
     ) -> Result<(u64, u64), RedisError> {
         let mut conn = self.redis.conn().await?;
         Gcra {
-            budget: budget_key(class, principal),
+            budget: budget_key(self.home, class, principal),
             interval_us,
             tolerance_us,
         }
@@ -137,5 +187,24 @@ mod tests {
     #[test]
     fn scripts_match_their_headers() {
         Gcra::SHAPE.check();
+    }
+
+    #[test]
+    fn outages_and_restarts_pass_deployment_mistakes_refuse() {
+        use redis::{ErrorKind, ServerErrorKind};
+        let command = |kind| {
+            RedisError::from_redis(
+                crate::redis::Endpoint::Replica,
+                redis::RedisError::from((ErrorKind::Server(kind), "test")),
+            )
+        };
+        assert!(cannot_ask(&command(ServerErrorKind::BusyLoading)));
+        assert!(cannot_ask(&command(ServerErrorKind::MasterDown)));
+        assert!(!cannot_ask(&command(ServerErrorKind::NoPerm)));
+        assert!(!cannot_ask(&command(ServerErrorKind::ResponseError)));
+        assert!(cannot_ask(&RedisError::Unavailable {
+            endpoint: crate::redis::Endpoint::Replica,
+            source: None,
+        }));
     }
 }
