@@ -185,6 +185,13 @@ pub async fn run(
     );
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
+    // Liveness (a Kubernetes livenessProbe's `service`): SERVING while the
+    // process answers at all, whatever Redis does and through the drain, so
+    // an outage of Redis or a shutdown never restarts the pod. Readiness is
+    // "" (and each service), which follows Redis.
+    reporter
+        .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
+        .await;
     // Ends the metrics listener and sampler however this function returns.
     let metrics_stop = CancellationToken::new();
     let _metrics_stop = metrics_stop.clone().drop_guard();
@@ -294,6 +301,10 @@ pub async fn run(
 }
 /// The reflection methods, labelled by name in metrics (their descriptors
 /// are not in our set).
+/// The health service name that is SERVING for as long as the process
+/// answers (Kubernetes' livenessProbe asks for it; readiness asks for "").
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 const REFLECTION_METHODS: [&str; 2] = [
     "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
