@@ -163,3 +163,15 @@ ensure_settlement_verifier() {
   "$venv/bin/pip" install -q -r "$req"
   cp "$req" "$venv/.settlement-verifier-requirements"
 }
+
+# kubernetes-validate (PyPI: the Kubernetes JSON schemas, offline) into
+# .tools/venv; tests/deploy/check_kubernetes.py checks deploy/kubernetes/
+# with it.
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.37.0}"
+ensure_kubernetes_validate() {
+  local venv="$TOOLS/venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -c "import kubernetes_validate, yaml" 2>/dev/null && return
+  say "installing kubernetes-validate (PyPI) into .tools/venv"
+  "$venv/bin/pip" install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+}
