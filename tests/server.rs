@@ -35,6 +35,21 @@ async fn health_follows_the_master_going_down_and_coming_back() {
     for service in SERVICE_NAMES {
         wait_for_health(&channel, service, ServingStatus::NotServing, SOON).await;
     }
+    // A liveness probe must not restart the gateway for Redis's outage.
+    let liveness = HealthCheckRequest {
+        service: openoes::server::LIVENESS_SERVICE.into(),
+    };
+    let status = HealthClient::new(channel.clone())
+        .check(liveness)
+        .await
+        .expect("liveness check")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        ServingStatus::Serving as i32,
+        "liveness with M dead"
+    );
 
     link.topology.master.restart().await.expect("restart M");
     let took = wait_for_health(&channel, "", ServingStatus::Serving, SOON).await;
