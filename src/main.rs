@@ -2,8 +2,9 @@
 //! `keys generate`, `tokens create`, `bench`, `doctor`, `config`.
 
 mod bench;
+mod progress;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use openoes::{
@@ -434,22 +435,39 @@ fn main() -> ExitCode {
                     .quote
                     .max_bins_per_write
                     .min(config.quote.max_bins_per_pool);
-                let snapshots = files
-                    .iter()
-                    .map(|f| PoolFile::load(f, max_bins))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for snapshot in snapshots {
-                    let written = store.upsert_pool(&snapshot, true).await?;
+                // The first bad file stops the load before any write; a
+                // failed write stops it too, naming its file (those before
+                // it stay written, each atomic).
+                let mut progress = progress::FileProgress::new(files.len());
+                progress.pass("checking");
+                let mut snapshots = Vec::with_capacity(files.len());
+                for file in &files {
+                    progress.current(&file.display().to_string());
+                    snapshots.push(PoolFile::load(file, max_bins)?);
+                    progress.checked();
+                }
+                progress.pass("writing");
+                for (file, snapshot) in files.iter().zip(snapshots) {
+                    let shown = file.display().to_string();
+                    progress.current(&shown);
+                    let written = store
+                        .upsert_pool(&snapshot, true)
+                        .await
+                        .map_err(|e| format!("{shown}: {}", ErrorChain(&e)))?;
                     let verb = match (written.created, written.changed) {
                         (true, _) => "created",
                         (false, true) => "replaced",
                         (false, false) => "unchanged",
                     };
-                    println!(
+                    let what = format!("pool {}, {} bins", snapshot.pool.pool_id, written.bins);
+                    progress.loaded(&shown, &format!("{what} ({verb})"), written.bins.into());
+                    // stdout: the record a script reads, as before.
+                    progress.print(&format!(
                         "{verb} pool {}: {} bins",
                         snapshot.pool.pool_id, written.bins
-                    );
+                    ));
                 }
+                progress.finish();
             }
             Command::Bench {
                 command: BenchCommand::Quote { load, json },
@@ -617,8 +635,11 @@ fn generate_key(out: &std::path::Path, name: &str) -> ExitCode {
 fn init_logging(config: &Config) {
     // Validated by Config::load; the fallback is never taken.
     let filter = EnvFilter::try_new(&config.log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: in a pipe or a log file
+    // the escape codes are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Human => builder.init(),

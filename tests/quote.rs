@@ -194,6 +194,69 @@ async fn public_vectors_over_grpc_every_field() {
     }
 }
 
+/// Pool A's file under other pool ids, in `dir`.
+fn pool_files(dir: &std::path::Path, ids: &[&str]) -> Vec<String> {
+    let text = std::fs::read_to_string(POOL_A).expect("pool_a.json");
+    ids.iter()
+        .map(|id| {
+            let path = dir.join(format!("{id}.json"));
+            let renamed = text.replace("\"pool_id\": \"A\"", &format!("\"pool_id\": \"{id}\""));
+            assert_ne!(renamed, text, "pool_a.json names its pool_id as expected");
+            std::fs::write(&path, renamed).expect("write pool file");
+            path.display().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pools_load_off_a_terminal_prints_a_plain_line_per_file_and_a_summary() {
+    let link = Link::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let files = pool_files(dir.path(), &["P1", "P2", "P3"]);
+    let paths: Vec<&str> = files.iter().map(String::as_str).collect();
+    // `output()` pipes stderr: not a terminal.
+    let out = pools_load(&link, &paths);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!out.stderr.contains(&0x1b), "no escape codes: {stderr:?}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("loaded "))
+        .collect();
+    assert_eq!(lines.len(), 4, "a line per file and a summary: {stderr}");
+    for (i, (line, path)) in lines.iter().zip(&files).enumerate() {
+        assert_eq!(
+            *line,
+            format!(
+                "loaded {}/3 {path}: pool P{}, 11 bins (created)",
+                i + 1,
+                i + 1
+            )
+        );
+    }
+    assert!(
+        lines[3].starts_with("loaded 3 files: 3 pools, 33 bins in "),
+        "{stderr}"
+    );
+    // stdout stays the record a script reads.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "created pool P1: 11 bins\ncreated pool P2: 11 bins\ncreated pool P3: 11 bins\n"
+    );
+
+    // A bad file stops the load before any write, naming the file.
+    let again = pool_files(dir.path(), &["P4"]);
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, "{").expect("write");
+    let out = pools_load(&link, &[&again[0], &bad.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("loaded "), "nothing written: {stderr}");
+    assert!(!out.stderr.contains(&0x1b), "no escape codes: {stderr:?}");
+    assert!(out.stdout.is_empty());
+}
+
 #[tokio::test]
 async fn a_bin_update_changes_the_next_quote() {
     let (_link, _gateway, mut client) = setup().await;

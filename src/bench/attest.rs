@@ -34,6 +34,7 @@ use openoes::{
 };
 
 use super::{BenchError, Figure, new_histogram, redis_benchmark};
+use crate::progress::Phase;
 
 /// How `bench attest` runs.
 #[derive(Debug, Clone)]
@@ -113,8 +114,12 @@ fn credentials_per_sec() -> Result<f64, BenchError> {
 
 /// Runs the attestation benchmark.
 pub async fn run(options: &AttestBenchOptions) -> Result<Vec<Figure>, BenchError> {
+    let phase = Phase::start("ceiling: Ed25519 signs/s", Some(CEILING_TIME));
     let signs = signs_per_sec()?;
+    phase.finish();
+    let phase = Phase::start("ceiling: credentials built + signed/s", Some(CEILING_TIME));
     let credentials = credentials_per_sec()?;
+    phase.finish();
     let endpoint = RedisEndpointConfig {
         url: options.redis_url.clone(),
         ..RedisEndpointConfig::default()
@@ -149,6 +154,10 @@ pub async fn run(options: &AttestBenchOptions) -> Result<Vec<Figure>, BenchError
     let started = Instant::now();
     let paced_total = options.rate * options.duration.as_secs();
     let paced_subject = format!("bench-{run_id}-paced");
+    let phase = Phase::start(
+        format!("attest, paced {}/s: XADD -> issued", options.rate),
+        Some(options.duration),
+    );
     let (paced, paced_histogram, paced_lost, paced_first_error) = {
         let follower = tokio::spawn(follow(
             redis.clone(),
@@ -177,6 +186,8 @@ pub async fn run(options: &AttestBenchOptions) -> Result<Vec<Figure>, BenchError
         )
     };
 
+    phase.finish();
+    let phase = Phase::start(format!("attest, burst of {}", options.burst), None);
     let burst_subject = format!("bench-{run_id}-burst");
     let follower = tokio::spawn(follow(
         redis.clone(),
@@ -201,6 +212,7 @@ pub async fn run(options: &AttestBenchOptions) -> Result<Vec<Figure>, BenchError
     drop(conn);
     let (burst_histogram, burst_seen, burst_error) = follower.await.map_err(gateway)??;
     let burst_time = begin.elapsed();
+    phase.finish();
     let burst_rate = burst_seen as f64 / burst_time.as_secs_f64();
 
     Ok(vec![

@@ -34,6 +34,7 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use tonic::transport::Channel;
 
 use super::{BenchError, BenchOptions, Figure, connect, load, new_histogram, redis_benchmark};
+use crate::progress::Phase;
 
 /// Auto-accepting exchange subscribers.
 const SUBSCRIBERS: usize = 4;
@@ -76,7 +77,7 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
         ratio_to_redis: Some(1.0),
         ..Figure::default()
     }];
-    let mut read = load(&channels, options, move |channel| {
+    let mut read = load(&channels, options, "GetCreditInventory", move |channel| {
         let mut client = Client::new(channel);
         let request = GetCreditInventoryRequest {
             user_id: user.clone(),
@@ -94,10 +95,15 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
     figures.push(paced);
 
     let counter = Arc::clone(&next);
-    let mut max = load(&channels, options, move |channel| {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
-    })
+    let mut max = load(
+        &channels,
+        options,
+        "credit round trip, max rate",
+        move |channel| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+        },
+    )
     .await;
     max.name = format!(
         "credit round trip, max rate (concurrency {})",
@@ -188,15 +194,27 @@ async fn paced(
     run_id: u32,
     next: Arc<AtomicU64>,
 ) -> Figure {
-    paced_with(channels, rate, duration, move |channel| {
-        let n = next.fetch_add(1, Ordering::Relaxed);
-        async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
-    })
+    paced_with(
+        channels,
+        rate,
+        duration,
+        "credit round trip",
+        move |channel| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+        },
+    )
     .await
 }
 
 /// [`paced`] with any round trip.
-async fn paced_with<F, Fut>(channels: &[Channel], rate: u64, duration: Duration, call: F) -> Figure
+async fn paced_with<F, Fut>(
+    channels: &[Channel],
+    rate: u64,
+    duration: Duration,
+    what: &str,
+    call: F,
+) -> Figure
 where
     F: Fn(Channel) -> Fut,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
@@ -204,6 +222,8 @@ where
     let period = Duration::from_secs(1) / u32::try_from(rate.max(1)).unwrap_or(u32::MAX);
     let total = (duration.as_secs_f64() * rate as f64) as u64;
     let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
+    let phase = Phase::counting(format!("{what}, paced {rate}/s"), Some(duration));
+    let ops = phase.ops();
     let started = Instant::now();
     let mut tasks = JoinSet::new();
     let mut dropped = 0;
@@ -216,9 +236,13 @@ where
         };
         let channel = channels[i as usize % channels.len()].clone();
         let call = call(channel);
+        let ops = Arc::clone(&ops);
         tasks.spawn(async move {
             let _permit = permit;
             let result = call.await;
+            if result.is_ok() {
+                ops.fetch_add(1, Ordering::Relaxed);
+            }
             (result, due.elapsed())
         });
     }
@@ -241,6 +265,7 @@ where
             }
         }
     }
+    phase.finish();
     Figure {
         errors,
         first_error,
@@ -314,22 +339,40 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
     let mut figures = Vec::new();
     let mut credit = paced(&channels, rate, options.duration, run_id, Arc::clone(&next)).await;
     credit.name = format!("credit round trip (RequestCredit + wait), paced {rate}/s");
-    let mut pledged = paced_with(&channels, rate, options.duration, pledge_trip.clone()).await;
+    let mut pledged = paced_with(
+        &channels,
+        rate,
+        options.duration,
+        "pledge round trip",
+        pledge_trip.clone(),
+    )
+    .await;
     pledged.name = format!("pledge round trip (CreatePledge + wait), paced {rate}/s");
     pledged.ratio_to_redis = None;
     figures.extend([credit, pledged]);
 
     let counter = Arc::clone(&next);
-    let mut credit_max = load(&channels, options, move |channel| {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
-    })
+    let mut credit_max = load(
+        &channels,
+        options,
+        "credit round trip, max rate",
+        move |channel| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+        },
+    )
     .await;
     credit_max.name = format!(
         "credit round trip, max rate (concurrency {})",
         options.concurrency
     );
-    let mut pledge_max = load(&channels, options, pledge_trip).await;
+    let mut pledge_max = load(
+        &channels,
+        options,
+        "pledge round trip, max rate",
+        pledge_trip,
+    )
+    .await;
     pledge_max.name = format!(
         "pledge round trip, max rate (concurrency {})",
         options.concurrency

@@ -34,6 +34,8 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use crate::progress::Phase;
+
 /// How `bench quote` runs.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -167,7 +169,7 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
         ("GetQuote 3 hops", Some(three), Figure::default()),
     ] {
         if let Some(request) = request {
-            figure = load(&channels, options, move |channel| {
+            figure = load(&channels, options, name, move |channel| {
                 let mut client = QuoteServiceClient::new(channel);
                 let request = request.clone();
                 async move { client.get_quote(request).await.map(drop) }
@@ -306,11 +308,16 @@ async fn churn(
             }
         })
     };
-    let mut figure = load(channels, options, move |channel| {
-        let mut client = QuoteServiceClient::new(channel);
-        let request = single.clone();
-        async move { client.get_quote(request).await.map(drop) }
-    })
+    let mut figure = load(
+        channels,
+        options,
+        "GetQuote single hop, churn",
+        move |channel| {
+            let mut client = QuoteServiceClient::new(channel);
+            let request = single.clone();
+            async move { client.get_quote(request).await.map(drop) }
+        },
+    )
     .await;
     stop.cancel();
     let (writes, failed_writes) = writer.await.unwrap_or((0, 0));
@@ -401,7 +408,7 @@ async fn setup_pools(channel: &Channel) -> Result<(), BenchError> {
 /// The gRPC floor: Health/Check from the same client, closed loop, named
 /// by the caller's table.
 pub(crate) async fn grpc_floor(channels: &[Channel], options: &BenchOptions) -> Figure {
-    let mut floor = load(channels, options, |channel| {
+    let mut floor = load(channels, options, "gRPC floor: Health/Check", |channel| {
         let mut client = HealthClient::new(channel);
         async move {
             client
@@ -423,17 +430,27 @@ pub(crate) async fn grpc_floor(channels: &[Channel], options: &BenchOptions) -> 
 /// Closed loop: `concurrency` tasks each send one request after another
 /// for `duration`, spread over the channels. `call` makes one call on a
 /// channel.
-pub(crate) async fn load<F, Fut>(channels: &[Channel], options: &BenchOptions, call: F) -> Figure
+pub(crate) async fn load<F, Fut>(
+    channels: &[Channel],
+    options: &BenchOptions,
+    what: &str,
+    call: F,
+) -> Figure
 where
     F: Fn(Channel) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
+    let phase = Phase::counting(
+        format!("{what}, concurrency {}", options.concurrency),
+        Some(options.duration),
+    );
     let deadline = Instant::now() + options.duration;
     let call = Arc::new(call);
     let mut tasks = Vec::new();
     for i in 0..options.concurrency {
         let channel = channels[i % channels.len()].clone();
         let call = Arc::clone(&call);
+        let ops = phase.ops();
         tasks.push(tokio::spawn(async move {
             let mut histogram = new_histogram();
             let mut errors = 0u64;
@@ -443,6 +460,7 @@ where
                 match call(channel.clone()).await {
                     Ok(_) => {
                         let _ = histogram.record(started.elapsed().as_micros() as u64);
+                        ops.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Err(e) => {
                         errors += 1;
@@ -464,6 +482,7 @@ where
             first_error = first_error.or(first);
         }
     }
+    phase.finish();
     let elapsed = started.elapsed().max(options.duration).as_secs_f64();
     Figure {
         errors,
@@ -485,6 +504,11 @@ pub(crate) fn redis_benchmark(
     requests: u64,
     command: &[&str],
 ) -> Result<f64, BenchError> {
+    let name = command.first().copied().unwrap_or_default();
+    let phase = Phase::start(
+        format!("baseline redis-benchmark {name}, -c {clients}, {requests} requests"),
+        None,
+    );
     let output = Command::new("redis-benchmark")
         .args(["-u", url, "-c", &clients.to_string()])
         .args(["-n", &requests.to_string(), "--csv"])
@@ -493,7 +517,7 @@ pub(crate) fn redis_benchmark(
         .map_err(|e| {
             BenchError::RedisBenchmark(format!("cannot run it ({e}); apt-get install redis-tools"))
         })?;
-    let name = command.first().copied().unwrap_or_default();
+    phase.finish();
     parse_csv_rps(&String::from_utf8_lossy(&output.stdout), name)
 }
 
@@ -596,6 +620,13 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
     ];
     let redis_ops = redis_benchmark(&options.redis_url, 50, 200_000, &xadd)?;
 
+    let phase = Phase::start(
+        format!(
+            "{} idle watches, for the memory figure",
+            options.idle_subscribers
+        ),
+        None,
+    );
     let rss_before = rss_kib();
     let mut idle = Vec::new();
     for _ in 0..options.idle_subscribers {
@@ -608,6 +639,7 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_idle = rss_kib();
     drop(idle);
+    phase.finish();
 
     let started = Instant::now();
     let total = options.rate * options.duration.as_secs();
@@ -644,6 +676,13 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
     // Open loop: publish on a fixed schedule, whatever the subscribers do.
     let mut conn = redis.master.conn().await.map_err(|e| gateway_err(&e))?;
     let interval = Duration::from_secs_f64(1.0 / options.rate as f64);
+    let phase = Phase::start(
+        format!(
+            "watch fan-out: {} subscribers, {}/s",
+            options.subscribers, options.rate
+        ),
+        Some(options.duration),
+    );
     let publish_start = Instant::now();
     for i in 0..total {
         let due = publish_start + interval.mul_f64(i as f64);
@@ -673,6 +712,7 @@ pub async fn watch(options: &WatchBenchOptions) -> Result<Vec<Figure>, BenchErro
         }
     }
     stop.cancel();
+    phase.finish();
     let lost = total * options.subscribers as u64 - received;
     Ok(vec![
         Figure {

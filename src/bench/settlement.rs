@@ -38,6 +38,7 @@ use super::{
     BenchError, BenchOptions, Figure, connect, credit::accept_everything, grpc_floor, load,
     redis_benchmark,
 };
+use crate::progress::Phase;
 
 /// Reports of the confirmation cycle.
 const LINES: u64 = 10_000;
@@ -64,10 +65,16 @@ pub async fn run(options: &BenchOptions, reports: u64) -> Result<Vec<Figure>, Be
         duration: Duration::from_secs(3600),
         ..options.clone()
     };
-    run_n(&channels, &setup, USERS, move |channel| {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        async move { grant(channel, &user(n)).await }
-    })
+    run_n(
+        &channels,
+        &setup,
+        "setup: credit for each user",
+        USERS,
+        move |channel| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move { grant(channel, &user(n)).await }
+        },
+    )
     .await
     .map_err(|e| BenchError::Gateway(format!("granting credit: {e}")))?;
 
@@ -108,11 +115,17 @@ pub async fn run(options: &BenchOptions, reports: u64) -> Result<Vec<Figure>, Be
     let next = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&next);
     let cycle_id = cycle.clone();
-    let mut confirmed = run_n(&channels, options, LINES, move |channel| {
-        let n = counter.fetch_add(1, Ordering::Relaxed);
-        let report_id = format!("{cycle_id}-{n}");
-        async move { confirm(channel, report_id).await }
-    })
+    let mut confirmed = run_n(
+        &channels,
+        options,
+        "ConfirmSettlement",
+        LINES,
+        move |channel| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let report_id = format!("{cycle_id}-{n}");
+            async move { confirm(channel, report_id).await }
+        },
+    )
     .await
     .map_err(|e| BenchError::Gateway(format!("confirming: {e}")))?;
     confirmed.name = format!(
@@ -141,7 +154,7 @@ pub async fn run(options: &BenchOptions, reports: u64) -> Result<Vec<Figure>, Be
         .ok_or_else(|| BenchError::Gateway("no proof".into()))?;
     let big_id = big.clone();
     let counter = Arc::new(AtomicU64::new(0));
-    let mut proving = load(&channels, options, move |channel| {
+    let mut proving = load(&channels, options, "GetSettlementProof", move |channel| {
         let n = counter.fetch_add(1, Ordering::Relaxed) % reports;
         let report_id = format!("{big_id}-{n}");
         async move {
@@ -170,6 +183,7 @@ pub async fn run(options: &BenchOptions, reports: u64) -> Result<Vec<Figure>, Be
 async fn run_n<F, Fut>(
     channels: &[Channel],
     options: &BenchOptions,
+    what: &str,
     n: u64,
     call: F,
 ) -> Result<Figure, String>
@@ -177,6 +191,11 @@ where
     F: Fn(Channel) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send,
 {
+    let phase = Phase::counting(
+        format!("{what}, {n} calls, concurrency {}", options.concurrency),
+        None,
+    );
+    let ops = phase.ops();
     let left = Arc::new(AtomicU64::new(n));
     let started = Instant::now();
     let gate = Arc::clone(&left);
@@ -190,14 +209,20 @@ where
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
             .is_ok();
         let call = taken.then(|| call(channel));
+        let ops = Arc::clone(&ops);
         async move {
             match call {
-                Some(call) => call.await.map(|()| true),
+                Some(call) => {
+                    call.await?;
+                    ops.fetch_add(1, Ordering::Relaxed);
+                    Ok(true)
+                }
                 None => Ok(false),
             }
         }
     })
     .await;
+    phase.finish();
     figure.ops_per_sec = n as f64 / started.elapsed().as_secs_f64();
     match figure.first_error.take() {
         Some(e) if figure.errors > 0 => Err(e),
@@ -263,22 +288,28 @@ async fn submit_all(
 ) -> Result<Figure, BenchError> {
     let next = Arc::new(AtomicU64::new(0));
     let cycle = cycle.to_string();
-    run_n(channels, options, n, move |channel| {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let request = report(&format!("{cycle}-{i}"), &user(i), &cycle);
-        async move {
-            let r = Client::new(channel)
-                .submit_settlement_report(request)
-                .await?
-                .into_inner();
-            if r.delivery != Delivery::Recorded as i32 {
-                return Err(tonic::Status::deadline_exceeded(
-                    "not recorded within the wait",
-                ));
+    run_n(
+        channels,
+        options,
+        "SubmitSettlementReport",
+        n,
+        move |channel| {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let request = report(&format!("{cycle}-{i}"), &user(i), &cycle);
+            async move {
+                let r = Client::new(channel)
+                    .submit_settlement_report(request)
+                    .await?
+                    .into_inner();
+                if r.delivery != Delivery::Recorded as i32 {
+                    return Err(tonic::Status::deadline_exceeded(
+                        "not recorded within the wait",
+                    ));
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    })
+        },
+    )
     .await
     .map_err(|e| BenchError::Gateway(format!("submitting: {e}")))
 }
@@ -346,6 +377,7 @@ async fn confirm(channel: Channel, report_id: String) -> Result<(), tonic::Statu
 
 /// CloseSettlementCycle of `size` reports, timed until the WSP recorded it.
 async fn close(channel: &Channel, cycle: &str, size: u64) -> Result<Figure, BenchError> {
+    let phase = Phase::start(format!("CloseSettlementCycle, {size} reports"), None);
     let started = Instant::now();
     let closed = Client::new(channel.clone())
         .close_settlement_cycle(CloseSettlementCycleRequest {
@@ -372,6 +404,7 @@ async fn close(channel: &Channel, cycle: &str, size: u64) -> Result<Figure, Benc
             .is_some_and(|c| [CycleStatus::Verified, CycleStatus::Cosigned].contains(&c.status()));
     }
     let took = started.elapsed();
+    phase.finish();
     if !recorded {
         return Err(BenchError::Gateway(format!("cycle {cycle} never recorded")));
     }
