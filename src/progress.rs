@@ -14,19 +14,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle, style::TemplateError};
 
 /// How often a terminal bar is redrawn, from indicatif's own thread: live
 /// enough to read, rare enough to cost nothing next to a benchmark, and
 /// drawn even while this thread blocks (redis-benchmark runs synchronously).
 const REDRAW: Duration = Duration::from_millis(200);
 
-/// A bar drawn on stderr with `template`, or none when stderr is not a
-/// terminal. The templates are constants of this file, so a bad one is a
-/// bug shown once as plain lines rather than a failed command.
+/// A bar drawn on stderr in `style`, or none when stderr is not a
+/// terminal. The templates are this file's (a test parses them); were one
+/// bad, the command would print plain lines rather than fail.
 fn terminal_bar(
     len: Option<u64>,
-    style: impl FnOnce() -> Option<ProgressStyle>,
+    style: impl FnOnce() -> Result<ProgressStyle, TemplateError>,
 ) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
@@ -35,9 +35,32 @@ fn terminal_bar(
         Some(len) => ProgressBar::new(len),
         None => ProgressBar::new_spinner(),
     };
-    bar.set_style(style()?);
+    bar.set_style(style().ok()?);
     bar.enable_steady_tick(REDRAW);
     Some(bar)
+}
+
+/// The bar of [`FileProgress`].
+fn files_style() -> Result<ProgressStyle, TemplateError> {
+    let template = "{prefix:>8} [{bar:30}] {pos}/{len} files  {msg}  {elapsed} (ETA {eta})";
+    Ok(ProgressStyle::with_template(template)?.progress_chars("=> "))
+}
+
+/// The spinner of a [`Phase`]: `of` the planned time, and the count of
+/// `ops` if the phase counts.
+fn phase_style(of: &str, ops: Option<Arc<AtomicU64>>) -> Result<ProgressStyle, TemplateError> {
+    let count = if ops.is_some() { "  {ops} ops" } else { "" };
+    let style =
+        ProgressStyle::with_template(&format!("{{spinner}} {{msg}}  {{elapsed}}{of}{count}"))?;
+    Ok(match ops {
+        Some(ops) => style.with_key(
+            "ops",
+            move |_: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{}", ops.load(Ordering::Relaxed));
+            },
+        ),
+        None => style,
+    })
 }
 
 // === impl FileProgress ===
@@ -48,7 +71,10 @@ fn terminal_bar(
 pub struct FileProgress {
     bar: Option<ProgressBar>,
     total: usize,
+    /// Files done in this pass.
     done: usize,
+    /// Pools written, and their bins.
+    pools: usize,
     bins: u64,
     started: Instant,
 }
@@ -56,17 +82,12 @@ pub struct FileProgress {
 impl FileProgress {
     /// A batch of `total` files.
     pub fn new(total: usize) -> Self {
-        let bar = terminal_bar(Some(total as u64), || {
-            ProgressStyle::with_template(
-                "{prefix:>8} [{bar:30}] {pos}/{len} files  {msg}  {elapsed} (ETA {eta})",
-            )
-            .ok()
-            .map(|s| s.progress_chars("=> "))
-        });
+        let bar = terminal_bar(Some(total as u64), files_style);
         FileProgress {
             bar,
             total,
             done: 0,
+            pools: 0,
             bins: 0,
             started: Instant::now(),
         }
@@ -78,18 +99,22 @@ impl FileProgress {
         self.done = 0;
         if let Some(bar) = &self.bar {
             bar.set_prefix(name);
-            bar.set_position(0);
+            // Elapsed and ETA of this pass, not of the one before.
+            bar.reset();
         }
     }
 
     /// `path` is being worked on (a terminal shows it).
     pub fn current(&self, path: &str) {
         if let Some(bar) = &self.bar {
-            bar.set_message(format!("{} bins  {path}", self.bins));
+            bar.set_message(match self.pools {
+                0 => path.to_string(),
+                pools => format!("{pools} pools, {} bins  {path}", self.bins),
+            });
         }
     }
 
-    /// `path` was checked (a terminal counts it; no line, the writes say
+    /// A file was checked (a terminal counts it; no line, the writes say
     /// what happened).
     pub fn checked(&mut self) {
         self.done += 1;
@@ -101,14 +126,11 @@ impl FileProgress {
     /// `path` was written: `what` says how (`pool A, 11 bins`).
     pub fn loaded(&mut self, path: &str, what: &str, bins: u64) {
         self.done += 1;
+        self.pools += 1;
         self.bins += bins;
-        let line = format!("loaded {}/{} {path}: {what}", self.done, self.total);
         match &self.bar {
-            Some(bar) => {
-                bar.inc(1);
-                bar.set_message(format!("{} bins", self.bins));
-            }
-            None => eprintln!("{line}"),
+            Some(bar) => bar.inc(1),
+            None => eprintln!("loaded {}/{} {path}: {what}", self.done, self.total),
         }
     }
 
@@ -124,8 +146,8 @@ impl FileProgress {
     pub fn finish(self) {
         let line = format!(
             "loaded {} files: {} pools, {} bins in {:.1}s",
-            self.done,
-            self.done,
+            self.total,
+            self.pools,
             self.bins,
             self.started.elapsed().as_secs_f64()
         );
@@ -164,23 +186,7 @@ impl Phase {
 
     fn new(name: String, planned: Option<Duration>, ops: Option<Arc<AtomicU64>>) -> Self {
         let of = planned.map_or_else(String::new, |p| format!(" of {}s", p.as_secs()));
-        let count = if ops.is_some() { "  {ops} ops" } else { "" };
-        let counter = ops.clone();
-        let bar = terminal_bar(None, || {
-            let style = ProgressStyle::with_template(&format!(
-                "{{spinner}} {{msg}}  {{elapsed}}{of}{count}"
-            ))
-            .ok()?;
-            Some(match counter {
-                Some(ops) => style.with_key(
-                    "ops",
-                    move |_: &ProgressState, out: &mut dyn std::fmt::Write| {
-                        let _ = write!(out, "{}", ops.load(Ordering::Relaxed));
-                    },
-                ),
-                None => style,
-            })
-        });
+        let bar = terminal_bar(None, || phase_style(&of, ops.clone()));
         match &bar {
             Some(bar) => bar.set_message(name.clone()),
             None => eprintln!("bench: {name}{of}..."),
@@ -213,5 +219,19 @@ impl Phase {
             self.name,
             self.started.elapsed().as_secs_f64()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_templates_parse() {
+        assert!(files_style().is_ok());
+        assert!(phase_style(" of 10s", None).is_ok());
+        assert!(phase_style(" of 10s", Some(Arc::default())).is_ok());
+        // The check can fail: a broken template is an error.
+        assert!(ProgressStyle::with_template("{bar:30x}").is_err());
     }
 }
