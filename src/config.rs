@@ -784,6 +784,12 @@ pub struct QuoteConfig {
     /// slices of that size and made the pool's in one O(1) step (atomic to
     /// quotes, no long script).
     pub max_bins_per_pool: usize,
+    /// Bins of pools kept in memory for quotes (about 16 bytes each plus
+    /// a pool's configuration per page): a quote reads memory while the
+    /// change stream keeps it current (`quote::cache`). Past it,
+    /// everything is dropped and reloaded on demand; 0 reads Redis on
+    /// every quote.
+    pub max_cached_bins: usize,
 }
 
 impl Default for QuoteConfig {
@@ -797,6 +803,7 @@ impl Default for QuoteConfig {
             max_bins_per_hop: 4096,
             max_bins_per_write: 1_000,
             max_bins_per_pool: 20_000,
+            max_cached_bins: 1_000_000,
         }
     }
 }

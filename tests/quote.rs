@@ -326,7 +326,7 @@ fn cheap_pool(id: &str, x: &str, y: &str) -> (Pool, Vec<Bin>) {
 }
 
 #[tokio::test]
-async fn a_new_pool_that_opens_a_better_route_is_used_by_the_next_quote() {
+async fn a_new_pool_that_opens_a_better_route_is_used_by_the_quotes_that_follow() {
     let (link, _gateway, mut client) = setup().await;
     let direct = quote(
         &mut client,
@@ -373,12 +373,25 @@ async fn a_new_pool_that_opens_a_better_route_is_used_by_the_next_quote() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let routed = quote(
-        &mut client,
-        request("TKX", "TKY", 2_000_000, SwapMode::ExactIn),
-    )
+    // This gateway learns of a write by another process through the change
+    // stream (quotes read pools kept in memory): within milliseconds, so
+    // within a deadline here.
+    let routed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let q = quote(
+                &mut client,
+                request("TKX", "TKY", 2_000_000, SwapMode::ExactIn),
+            )
+            .await
+            .expect("q");
+            if q.hops.len() > 1 {
+                return q;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
     .await
-    .expect("q");
+    .expect("the new pool is routed through within 10 s");
     let pools: Vec<&str> = routed.hops.iter().map(|h| h.pool_id.as_str()).collect();
     assert_eq!(pools, ["B", "C"], "the better two-hop route wins");
     assert_eq!(routed.hops[0].token_out, "TKZ");
@@ -895,7 +908,9 @@ async fn a_call_past_its_deadline_answers_deadline_exceeded() {
     config.grpc.request_timeout = Duration::from_secs(1);
     let gateway = Gateway::start(config).await;
     let mut client = QuoteServiceClient::new(gateway.channel().await);
-    quote(&mut client, request("TKX", "TKY", 1000, SwapMode::ExactIn))
+    // Warm the other direction only: pools are kept in memory by (pool,
+    // direction), so the quotes below must still read Redis.
+    quote(&mut client, request("TKY", "TKX", 1000, SwapMode::ExactIn))
         .await
         .expect("warm");
 
@@ -939,4 +954,117 @@ async fn a_call_past_its_deadline_answers_deadline_exceeded() {
         took >= Duration::from_millis(900),
         "the cap is the configured one: {took:?}"
     );
+}
+
+/// Pool A as in its file, with bin -1 holding `y` of Y, written by another
+/// process (`openoes pools load`, as admin): this gateway learns of it
+/// only through the change stream.
+fn load_a_elsewhere(link: &Link, y: u64) {
+    let mut file: Value =
+        serde_json::from_str(&std::fs::read_to_string(POOL_A).expect("read")).expect("json");
+    for bin in file["bins"].as_array_mut().expect("bins") {
+        if bin["bin_id"] == -1 {
+            bin["y_amount"] = Value::String(y.to_string());
+        }
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("a.json");
+    std::fs::write(&path, file.to_string()).expect("write");
+    let url = format!(
+        "redis://admin:admin-pw@127.0.0.1:{}",
+        link.topology.master.port()
+    );
+    let out = Command::new(OPENOES)
+        .args(["pools", "load", "--redis-url", &url])
+        .arg(&path)
+        .output()
+        .expect("run openoes pools load");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Quotes until one crosses bin -1 holding `y` (the swap takes all of it),
+/// or fails after 10 s.
+async fn until_bin_shows(client: &mut QuoteServiceClient<Channel>, y: u64, after: &str) {
+    let shown = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(q) = quote(client, request("TKX", "TKY", 2_000_000, SwapMode::ExactIn)).await
+                && q.hops[0]
+                    .bins
+                    .iter()
+                    .any(|b| b.bin_id == -1 && b.amount_out == y.to_string())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(shown.is_ok(), "{after}: quotes still show the old bin -1");
+}
+
+/// Quotes are served from pools kept in memory (issue #17); these must
+/// follow every write made anywhere: after a plain change, after the
+/// change follower's connection was killed, and after the change stream
+/// was trimmed while the follower could not read it (it cannot know what
+/// it missed, so it must drop everything it holds).
+#[tokio::test]
+async fn quotes_from_memory_follow_changes_reconnects_and_a_trimmed_change_stream() {
+    let link = Link::start_secured().await;
+    let gateway = Gateway::start(link.secured_config()).await;
+    let mut client = QuoteServiceClient::new(gateway.channel().await);
+    load_a_elsewhere(&link, 1_000_000);
+    until_bin_shows(&mut client, 1_000_000, "the first load").await;
+    // Warm: these are served from memory now.
+    for _ in 0..5 {
+        quote(
+            &mut client,
+            request("TKX", "TKY", 2_000_000, SwapMode::ExactIn),
+        )
+        .await
+        .expect("q");
+    }
+
+    load_a_elsewhere(&link, 300_000);
+    until_bin_shows(&mut client, 300_000, "a write by another process").await;
+
+    // The follower's connection dies (with every other of the gateway's).
+    let kill = |user: &'static str| {
+        let master = &link.topology.master;
+        async move {
+            master
+                .query::<i64>(redis::cmd("CLIENT").arg("KILL").arg("USER").arg(user))
+                .await
+                .expect("client kill")
+        }
+    };
+    kill("wsp").await;
+    load_a_elsewhere(&link, 400_000);
+    until_bin_shows(&mut client, 400_000, "a write after the follower was cut").await;
+
+    // Now the follower cannot come back until its user is on again; the
+    // change is made and its event trimmed away meanwhile.
+    let acl = |on: &'static str| {
+        let master = &link.topology.master;
+        async move {
+            master
+                .query::<()>(redis::cmd("ACL").arg("SETUSER").arg("wsp").arg(on))
+                .await
+                .expect("acl setuser")
+        }
+    };
+    acl("off").await;
+    kill("wsp").await;
+    load_a_elsewhere(&link, 500_000);
+    let _: i64 = link
+        .topology
+        .master
+        .query(redis::cmd("XTRIM").arg("quote:events").arg("MAXLEN").arg(0))
+        .await
+        .expect("xtrim");
+    acl("on").await;
+    until_bin_shows(&mut client, 500_000, "a write whose event was trimmed").await;
 }

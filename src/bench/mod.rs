@@ -73,6 +73,10 @@ pub struct Figure {
     pub first_error: Option<String>,
     /// ops_per_sec relative to the Redis baseline.
     pub ratio_to_redis: Option<f64>,
+    /// ops_per_sec relative to the gRPC floor of the same run (Health/Check
+    /// from the same client): what the transport alone allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_floor: Option<f64>,
 }
 
 impl Figure {
@@ -159,6 +163,7 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
         ..Figure::default()
     }];
     let health = grpc_floor(&channels, options).await;
+    let floor_ops = health.ops_per_sec;
     for (name, request, mut figure) in [
         ("gRPC floor: Health/Check", None, health),
         (
@@ -178,10 +183,106 @@ pub async fn quote(options: &BenchOptions) -> Result<Vec<Figure>, BenchError> {
         }
         figure.name = format!("{name}, concurrency {}", options.concurrency);
         figure.ratio_to_redis = Some(figure.ops_per_sec / redis_ops);
+        figure.ratio_to_floor = Some(figure.ops_per_sec / floor_ops);
         figures.push(figure);
     }
+    let hops_ratio = figures[3].ops_per_sec / figures[2].ops_per_sec.max(1.0);
+    figures.push(Figure {
+        name: format!("GetQuote 3 hops / single hop: {hops_ratio:.3}"),
+        ..Figure::default()
+    });
+    figures.push(freshness(&channels[0], options, &single).await?);
     figures.extend(churn(&channels, options, single, redis_ops).await?);
     Ok(figures)
+}
+
+/// Bin writes timed by [`freshness`].
+const FRESHNESS_WRITES: usize = 200;
+
+/// Quote freshness: a bin of the single-hop route is written from outside
+/// the gateway (this process, through the store, as another gateway or
+/// `pools load` would), and the clock runs from the write's start to the
+/// first GetQuote that shows it. The gateway learns of it only through the
+/// change stream, so this is the lag of quotes kept in memory.
+async fn freshness(
+    channel: &Channel,
+    options: &BenchOptions,
+    single: &GetQuoteRequest,
+) -> Result<Figure, BenchError> {
+    use openoes::{
+        config::{Config, RedisEndpointConfig},
+        quote::{model::Bin as StoredBin, store::QuoteStore},
+        redis::Redis,
+    };
+
+    let mut config = Config::default();
+    config.redis.master = RedisEndpointConfig {
+        url: options.redis_url.clone(),
+        ..RedisEndpointConfig::default()
+    };
+    config.redis.replica = config.redis.master.clone();
+    let redis = Redis::new(&config.redis).map_err(|e| BenchError::Gateway(e.to_string()))?;
+    let store = QuoteStore::new(redis.master.clone(), &config.streams);
+    let mut client = QuoteServiceClient::new(channel.clone());
+    let mut histogram = new_histogram();
+    let mut errors = 0;
+    let mut first_error = None;
+    const BIN: i32 = -5;
+    for i in 0..FRESHNESS_WRITES {
+        // Bin -5 is crossed whole by the single-hop swap: its fill shows
+        // its Y reserve.
+        let y = 1_000_000 - 1 - (i as u64 % 2);
+        let bin = StoredBin {
+            bin_id: BIN,
+            x_amount: 0,
+            y_amount: y,
+            price: String::new(),
+        };
+        let started = Instant::now();
+        if let Err(e) = store.upsert_bins("BENCH-A-B", 10, &[bin], None).await {
+            return Err(BenchError::Gateway(format!("bin write: {e}")));
+        }
+        let deadline = started + Duration::from_secs(2);
+        loop {
+            let shown = match client.get_quote(single.clone()).await {
+                Ok(q) => q.into_inner().quote.is_some_and(|q| {
+                    q.hops[0]
+                        .bins
+                        .iter()
+                        .any(|b| b.bin_id == BIN && b.amount_out == y.to_string())
+                }),
+                Err(e) => {
+                    first_error.get_or_insert_with(|| e.to_string());
+                    false
+                }
+            };
+            if shown {
+                let _ = histogram.record(started.elapsed().as_micros() as u64);
+                break;
+            }
+            if Instant::now() > deadline {
+                errors += 1;
+                first_error.get_or_insert_with(|| "not shown within 2 s".into());
+                break;
+            }
+        }
+    }
+    // Put the bin back as the scenario had it.
+    let bin = StoredBin {
+        bin_id: BIN,
+        x_amount: 0,
+        y_amount: 1_000_000,
+        price: String::new(),
+    };
+    let _ = store.upsert_bins("BENCH-A-B", 10, &[bin], None).await;
+    Ok(Figure {
+        name: format!(
+            "quote freshness: {FRESHNESS_WRITES} bin writes elsewhere -> first quote showing it"
+        ),
+        errors,
+        first_error,
+        ..Figure::latencies(&histogram, 0.0)
+    })
 }
 
 /// WatchQuote streams open during the churn figure.
@@ -535,21 +636,22 @@ fn parse_csv_rps(text: &str, command: &str) -> Result<f64, BenchError> {
 /// The figures as a table for a terminal.
 pub fn table(figures: &[Figure]) -> String {
     let mut out = format!(
-        "{:<64} {:>12} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
-        "figure", "ops/s", "p50 us", "p99 us", "max us", "errors", "ratio"
+        "{:<64} {:>12} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
+        "figure", "ops/s", "p50 us", "p99 us", "max us", "errors", "ratio", "x floor"
     );
+    let ratio = |r: Option<f64>| r.map_or_else(|| "-".into(), |r| format!("{r:.3}"));
     let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     for f in figures {
         out += &format!(
-            "{:<64} {:>12.0} {:>9} {:>9} {:>9} {:>7} {:>8}\n",
+            "{:<64} {:>12.0} {:>9} {:>9} {:>9} {:>7} {:>8} {:>8}\n",
             f.name,
             f.ops_per_sec,
             opt(f.p50_us),
             opt(f.p99_us),
             opt(f.max_us),
             f.errors,
-            f.ratio_to_redis
-                .map_or_else(|| "-".into(), |r| format!("{r:.3}")),
+            ratio(f.ratio_to_redis),
+            ratio(f.ratio_to_floor),
         );
     }
     for f in figures {

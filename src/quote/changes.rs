@@ -13,7 +13,9 @@
 //! its watch (entries trimmed during an outage), it cannot know what it
 //! missed, so it drops the route graph and sends [`PoolChange::Resync`]:
 //! every watcher recomputes. A watcher that lags behind the broadcast does
-//! the same. At worst a quote is recomputed without need.
+//! the same. At worst a quote is recomputed without need. The pools kept in
+//! memory ([`super::cache`]) follow the same stream: an event drops its
+//! pool's snapshot, and a lost watch drops them all until it is back.
 
 use std::{sync::Arc, time::Duration};
 
@@ -82,6 +84,8 @@ pub async fn follow(
             }
         };
         engine.invalidate_routes();
+        // Subscribed first: every change from here on is seen.
+        engine.cache().go_live(true);
         // No receivers is fine: nobody is watching.
         let _ = changes.send(PoolChange::Resync);
         while let Some(event) = events.next().await {
@@ -98,6 +102,9 @@ pub async fn follow(
                 continue;
             }
             let version: u64 = event.field("version").parse().unwrap_or(0);
+            // Before watchers hear of it: their recompute must not read
+            // the pool as it was.
+            engine.cache().changed(&pool_id, Some(version));
             let change = match (event.field("kind"), event.field("created")) {
                 ("bins", _) => PoolChange::Bins(pool_id),
                 // An existing pool: its tokens (the graph's business) are
@@ -125,5 +132,7 @@ pub async fn follow(
             };
             let _ = changes.send(change);
         }
+        // What changes while we resubscribe is unknown: quotes read Redis.
+        engine.cache().go_live(false);
     }
 }

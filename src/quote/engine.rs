@@ -8,27 +8,30 @@
 //! flight: however many quotes find the graph stale at once, one reads the
 //! pools and the others wait for its result, so a burst of pool writes can
 //! never turn every concurrent quote into a full scan of Redis (issue #18,
-//! item 8). Bins are never cached: each quote reads each (pool, direction)
-//! it needs, each read one consistent snapshot.
+//! item 8). Each quote reads each (pool, direction)
+//! it needs, each read one consistent snapshot: from memory
+//! ([`PoolCache`]) while the change stream keeps it current, else from
+//! Redis.
 
 use std::sync::{
     Arc, RwLock,
     atomic::{AtomicU64, Ordering},
 };
 
+use super::{
+    cache::PoolCache,
+    error::StoreError,
+    graph::RouteGraph,
+    model::Pool,
+    search::{self, PoolSource},
+    store::{HopSnapshot, QuoteStore},
+};
 pub use super::{
     error::QuoteError,
     search::{
         Considered, DEFAULT_MAX_HOPS, Hop, MAX_HOPS_LIMIT, Quote, QuoteLimits, QuoteRequest,
         SwapMode,
     },
-};
-use super::{
-    error::StoreError,
-    graph::RouteGraph,
-    model::Pool,
-    search::{self, PoolSource},
-    store::{HopSnapshot, QuoteStore},
 };
 
 /// Times a quote starts again because the pool set changed under it; the
@@ -53,7 +56,7 @@ impl PoolSource for QuoteStore {
 
 /// Prices swaps over the pools in one Redis.
 pub struct QuoteEngine {
-    store: QuoteStore,
+    cache: PoolCache,
     limits: QuoteLimits,
     /// The route graph; `None` until built or after the change stream was
     /// lost (then the next quote rebuilds it).
@@ -69,10 +72,10 @@ pub struct QuoteEngine {
 }
 
 impl QuoteEngine {
-    /// An engine over `store`, each quote bounded by `limits`.
-    pub fn new(store: QuoteStore, limits: QuoteLimits) -> Self {
+    /// An engine over `cache`, each quote bounded by `limits`.
+    pub fn new(cache: PoolCache, limits: QuoteLimits) -> Self {
         Self {
-            store,
+            cache,
             limits,
             graph: RwLock::new(None),
             rebuild: tokio::sync::Mutex::new(()),
@@ -84,7 +87,12 @@ impl QuoteEngine {
 
     /// The store, for ingest and pool reads.
     pub fn store(&self) -> &QuoteStore {
-        &self.store
+        self.cache.store()
+    }
+
+    /// The pools kept in memory.
+    pub fn cache(&self) -> &PoolCache {
+        &self.cache
     }
 
     /// Full graph rebuilds so far.
@@ -162,7 +170,7 @@ impl QuoteEngine {
                 return Ok(graph);
             }
         }
-        let (version, pools) = self.store.all_pools().await?;
+        let (version, pools) = self.store().all_pools().await?;
         self.rebuilds.fetch_add(1, Ordering::Relaxed);
         let fresh = Arc::new(RouteGraph::build(version, &pools));
         if let Ok(mut graph) = self.graph.write() {
@@ -175,13 +183,13 @@ impl QuoteEngine {
     /// Prices `request` along its best route. Also says what the search
     /// considered, so a watcher knows which changes matter.
     pub async fn quote(&self, request: &QuoteRequest) -> Result<(Quote, Considered), QuoteError> {
-        self.store.check_reachable()?;
+        self.store().check_reachable()?;
         let mut seen = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let graph = self.graph(seen).await?;
-            let outcome = search::search(&graph, &self.store, request, self.limits).await;
+            let outcome = search::search(&graph, &self.cache, request, self.limits).await;
             self.broken_pools_skipped
                 .fetch_add(outcome.broken_pools.len() as u64, Ordering::Relaxed);
             if attempt >= VERSION_RETRIES {
@@ -194,7 +202,7 @@ impl QuoteEngine {
                 Err(QuoteError::UnknownToken(_) | QuoteError::NoRoute { .. })
             );
             if outcome.stale || unknown {
-                let version = self.store.version().await?;
+                let version = self.store().version().await?;
                 if version != graph.version {
                     seen = Some(version);
                     continue;

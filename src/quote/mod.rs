@@ -10,6 +10,8 @@
 //! - [`graph`]: the route graph, indexed by token pair.
 //! - [`search`]: the route search and pricing, bounded, over any
 //!   [`search::PoolSource`].
+//! - [`cache`]: pools in memory, kept current by the change stream, so a
+//!   quote reads memory.
 //! - [`engine`]: the cached graph (single-flight rebuilds, updates in
 //!   place) and quotes over the store.
 //! - [`changes`]: follows `quote:events` to invalidate routes and wake
@@ -19,6 +21,7 @@
 //!
 //! Health: the Redis holding quote data (M).
 
+pub mod cache;
 pub mod changes;
 pub mod convert;
 pub mod demo;
@@ -38,7 +41,7 @@ use tokio::sync::broadcast;
 use tonic::{server::NamedService, service::RoutesBuilder};
 
 pub use self::service::QuoteApi;
-use self::{engine::QuoteEngine, store::QuoteStore};
+use self::{cache::PoolCache, engine::QuoteEngine, store::QuoteStore};
 use crate::{
     proto::quote::v1::quote_service_server::QuoteServiceServer,
     redis::Endpoint,
@@ -54,7 +57,8 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
     let config = &ctx.config;
     let store =
         QuoteStore::new(ctx.redis.master.clone(), &config.streams).with_limits(&config.quote);
-    let engine = Arc::new(QuoteEngine::new(store, (&config.quote).into()));
+    let cache = PoolCache::new(store, config.quote.max_cached_bins);
+    let engine = Arc::new(QuoteEngine::new(cache, (&config.quote).into()));
     let (changes, _) = broadcast::channel(changes::BROADCAST_CAPACITY);
     tokio::spawn(changes::follow(
         ctx.master_watches.clone(),

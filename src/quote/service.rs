@@ -147,7 +147,11 @@ impl pb::quote_service_server::QuoteService for QuoteApi {
                 self.max_bins_per_write
             };
             let snapshot = model::validate_snapshot(&convert::pool_input(pool), &bins, max_bins)?;
-            let written = self.store().upsert_pool(&snapshot, r.replace_bins).await?;
+            let written = self.store().upsert_pool(&snapshot, r.replace_bins).await;
+            // Even on an error (a timeout may have written): our own next
+            // quote must read what is in Redis now, not wait for the event.
+            self.engine.cache().changed(&snapshot.pool.pool_id, None);
+            let written = written?;
             let stored = self.pool(&snapshot.pool.pool_id).await?;
             if written.created {
                 // The follower will hear of it too; this makes our own next
@@ -189,7 +193,9 @@ impl pb::quote_service_server::QuoteService for QuoteApi {
             let written = self
                 .store()
                 .upsert_bins(&r.pool_id, pool.bin_step, &bins, r.active_bin_id)
-                .await?;
+                .await;
+            self.engine.cache().changed(&r.pool_id, None);
+            let written = written?;
             let (bins_written, bin_count) =
                 written.ok_or_else(|| NotFound::new("pool", &r.pool_id))?;
             Ok(pb::UpsertBinsResponse {
