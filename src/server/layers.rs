@@ -20,6 +20,7 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -34,7 +35,7 @@ use tower::{Layer, Service};
 
 use crate::{
     error::{reason, status},
-    metrics::{CallLabels, KnownMethods, MethodLabels, Metrics},
+    metrics::{KnownMethods, MethodMetrics},
 };
 
 /// How much earlier than the client's deadline the server gives up (at
@@ -263,9 +264,8 @@ impl HttpBody for DrainBody {
 /// Measures every call; see the module docs.
 #[derive(Clone)]
 pub struct MetricsLayer {
-    /// Where the figures go.
-    pub metrics: Metrics,
-    /// The methods served: any other path is labelled `other`.
+    /// The methods served, with their metrics: any other path is
+    /// labelled `other`.
     pub methods: KnownMethods,
 }
 
@@ -302,10 +302,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let mut call = CallRecord::start(
-            self.layer.metrics.clone(),
-            self.layer.methods.labels(request.uri().path()),
-        );
+        let mut call = CallRecord::start(self.layer.methods.of(request.uri().path()));
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = match response.await {
@@ -331,18 +328,16 @@ where
 /// of its response, or earlier if the client goes away (then, without a
 /// status, as CANCELLED).
 struct CallRecord {
-    metrics: Metrics,
-    labels: MethodLabels,
+    method: Arc<MethodMetrics>,
     started: tokio::time::Instant,
     code: Option<Code>,
 }
 
 impl CallRecord {
-    fn start(metrics: Metrics, labels: MethodLabels) -> Self {
-        metrics.grpc_in_flight.get_or_create(&labels).inc();
+    fn start(method: Arc<MethodMetrics>) -> Self {
+        method.in_flight().inc();
         Self {
-            metrics,
-            labels,
+            method,
             started: tokio::time::Instant::now(),
             code: None,
         }
@@ -355,19 +350,10 @@ impl CallRecord {
 
 impl Drop for CallRecord {
     fn drop(&mut self) {
-        let m = &self.metrics;
-        m.grpc_in_flight.get_or_create(&self.labels).dec();
-        m.grpc_duration
-            .get_or_create(&self.labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        let code = self.code.unwrap_or(Code::Cancelled);
-        m.grpc_requests
-            .get_or_create(&CallLabels {
-                service: self.labels.service.clone(),
-                method: self.labels.method.clone(),
-                code: super::auth::layer::code_name(code).into(),
-            })
-            .inc();
+        let m = &self.method;
+        m.in_flight().dec();
+        m.duration().observe(self.started.elapsed().as_secs_f64());
+        m.requests(self.code.unwrap_or(Code::Cancelled)).inc();
     }
 }
 

@@ -254,8 +254,8 @@ pub async fn run(
         .http2_max_header_list_size(config.grpc.max_header_list_bytes)
         // Outermost of all: refusals are counted too.
         .layer(MetricsLayer {
-            metrics: ctx.metrics.clone(),
             methods: crate::metrics::KnownMethods::new(
+                &ctx.metrics,
                 &[
                     proto::FILE_DESCRIPTOR_SET,
                     tonic_health::pb::FILE_DESCRIPTOR_SET,
