@@ -369,9 +369,15 @@ pub struct RedisConfig {
     /// (the `wsp-reader` ACL user). An empty user means the `replica`
     /// credentials: enough when this process serves only one role.
     pub replica_reader: Credentials,
-    /// Pooled connections per endpoint for short commands. Blocking reads
-    /// never use the pool.
+    /// Pooled connections per endpoint for a write followed by WAIT /
+    /// WAITAOF (`redis.durability`), each the caller's alone while it
+    /// waits. Blocking reads never use the pool.
     pub pool_size: u32,
+    /// Multiplexed connections per endpoint that every short command
+    /// shares: concurrent calls pipeline on them (fewer syscalls and
+    /// round trips than a connection per call). Redis runs one command at
+    /// a time anyway; a few keep one slow reply from delaying all others.
+    pub shared_connections: u32,
     /// Time to open a TCP (and TLS) connection.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -431,6 +437,7 @@ impl Default for RedisConfig {
             replica: RedisEndpointConfig::local(6380),
             replica_reader: Credentials::default(),
             pool_size: 16,
+            shared_connections: 2,
             connect_timeout: Duration::from_secs(1),
             pool_timeout: Duration::from_millis(500),
             command_timeout: Duration::from_secs(2),
@@ -757,11 +764,10 @@ pub struct QuoteConfig {
     /// WatchQuote streams per process; more answer RESOURCE_EXHAUSTED.
     /// Each recomputes its quote when a pool it considered changes.
     pub max_watchers: usize,
-    /// WatchQuote recomputes running at once (per process). Each holds a
-    /// pooled Redis connection while it reads bins: kept well below
-    /// `redis.pool_size` so a burst of pool writes never starves unary
-    /// calls (GetQuote, UpsertPool, credit) of connections. Others wait,
-    /// and changes that arrive meanwhile fold into one recompute.
+    /// WatchQuote recomputes running at once (per process): a burst of
+    /// pool writes costs at most this many quotes' CPU and Redis reads at
+    /// a time, beside the unary calls. Others wait, and changes that
+    /// arrive meanwhile fold into one recompute.
     pub max_concurrent_recomputes: usize,
     /// Reads of a pool's bins per quote (Redis round trips). Bounds the
     /// Redis work one quote over a dense token graph can cause.
@@ -1139,6 +1145,9 @@ impl Config {
         }
         if self.redis.pool_size == 0 {
             return Err(invalid("redis.pool_size", "must be at least 1"));
+        }
+        if self.redis.shared_connections == 0 {
+            return Err(invalid("redis.shared_connections", "must be at least 1"));
         }
         for (field, value) in [
             (

@@ -345,9 +345,17 @@ async fn exported() -> BTreeSet<String> {
         FOLLOW,
     )
     .await;
-    let text = until(addr, "per-call families exported", FOLLOW, |t| {
-        t.contains("# TYPE openoes_grpc_request_duration_seconds histogram")
-    })
+    // Per-call families show after a call; the probes' after the sampler's
+    // first round (late on a loaded machine): wait for both.
+    let text = until(
+        addr,
+        "per-call and sampled families exported",
+        FOLLOW,
+        |t| {
+            t.contains("# TYPE openoes_grpc_request_duration_seconds histogram")
+                && t.contains("# TYPE openoes_dead_letter_entries gauge")
+        },
+    )
     .await;
     let mut names = BTreeSet::new();
     for line in text.lines() {

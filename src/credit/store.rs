@@ -68,7 +68,7 @@ lua_script! {
         }
         args {
             entry_id: &'a str, request_id: &'a str, status: &'a str, reject_reason: &'a str,
-            ci: &'a str, now_ms: u64, events_maxlen: usize, uid: &'a str, asset: &'a str,
+            ci: String, now_ms: u64, events_maxlen: usize, uid: &'a str, asset: &'a str,
             response_custodian: &'a str, custodian: &'a str, retention_ms: u64, mode: &'a str,
         }
     }
@@ -130,6 +130,40 @@ pub enum ApplyOutcome {
     /// Accepted with another `ci` than the request carried: not applied,
     /// an anomaly event recorded; the request stays pending for a person.
     Anomaly,
+}
+
+impl ApplyOutcome {
+    fn of(reply: &str) -> Self {
+        match reply {
+            "applied" => Self::Applied,
+            "duplicate" => Self::Duplicate,
+            "unknown" => Self::Unknown,
+            "final" => Self::AlreadyFinal,
+            _ => Self::Anomaly,
+        }
+    }
+}
+
+/// An entry of the response stream on R, as [`CreditStore::apply_responses`]
+/// takes it.
+#[derive(Debug)]
+pub enum ResponseEntry {
+    /// A well-formed response, to apply.
+    Response(CreditResponse),
+    /// An entry that is no response, to record and pass.
+    Malformed(StreamId, MalformedResponse),
+}
+
+/// What became of one [`ResponseEntry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryOutcome {
+    /// The response's outcome.
+    Applied(ApplyOutcome),
+    /// The malformed entry was passed; `recorded` unless it was before.
+    Skipped {
+        /// An anomaly was recorded now (false: it was already passed).
+        recorded: bool,
+    },
 }
 
 /// What `lua/read_pair.lua` answers: CI's version and amount, the vault,
@@ -244,7 +278,7 @@ impl CreditStore {
             let ci = refused?;
             let plan = custody::plan(request.purpose, request.change.abs(), &vault, &active)?;
             let now = time::now();
-            let mut conn = self.redis.conn().await?;
+            let mut conn = self.durability.conn(&self.redis).await?;
             let reply: redis::RedisResult<(String, Fields, usize)> = Request {
                 record: keys::request(&request.request_id),
                 ci: ci_key.clone(),
@@ -343,9 +377,28 @@ impl CreditStore {
     /// `from_r` is false (then the response's fields are not checked and
     /// the cursor does not move).
     async fn decide(&self, d: &CreditResponse, from_r: bool) -> Result<ApplyOutcome, CreditError> {
+        let mut conn = self.durability.conn(&self.redis).await?;
+        let outcome: String = self
+            .apply_call(d, from_r, time::now().ms)
+            .invoke(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let applied = ApplyOutcome::of(&outcome);
+        if applied == ApplyOutcome::Applied && !from_r {
+            self.durability.wait(&mut *conn).await?;
+        }
+        Ok(applied)
+    }
+
+    /// The script call that applies `d` (see [`Self::decide`]).
+    fn apply_call<'a>(
+        &'a self,
+        d: &'a CreditResponse,
+        from_r: bool,
+        now_ms: u64,
+    ) -> ApplyResponse<'a> {
         let (uid, asset) = (&d.uid, &d.asset);
-        let mut conn = self.redis.conn().await?;
-        let outcome: String = ApplyResponse {
+        ApplyResponse {
             record: keys::request(&d.request_id),
             inventory: keys::ci(uid, asset),
             inflight: keys::inflight(uid, asset),
@@ -364,8 +417,8 @@ impl CreditStore {
             reject_reason: &d.reject_reason,
             // Canonical, so the script's string comparison is exact: "10.50"
             // and "10.5" agree.
-            ci: &amount::parse(&d.ci).map(amount::format).unwrap_or_default(),
-            now_ms: time::now().ms,
+            ci: amount::parse(&d.ci).map(amount::format).unwrap_or_default(),
+            now_ms,
             events_maxlen: self.events_maxlen,
             uid,
             asset,
@@ -374,20 +427,79 @@ impl CreditStore {
             retention_ms: self.retention_ms,
             mode: if from_r { "response" } else { "operator" },
         }
-        .invoke(&mut *conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let applied = match outcome.as_str() {
-            "applied" => ApplyOutcome::Applied,
-            "duplicate" => ApplyOutcome::Duplicate,
-            "unknown" => ApplyOutcome::Unknown,
-            "final" => ApplyOutcome::AlreadyFinal,
-            _ => ApplyOutcome::Anomaly,
-        };
-        if applied == ApplyOutcome::Applied && !from_r {
-            self.durability.wait(&mut *conn).await?;
+    }
+
+    /// The script call that records a malformed response and moves past it.
+    fn skip_call<'a>(
+        &self,
+        entry_id: &'a str,
+        malformed: &'a MalformedResponse,
+        now_ms: u64,
+    ) -> SkipResponse<'a> {
+        SkipResponse {
+            cursor: keys::RESPONSE_CURSOR,
+            events: keys::EVENTS_STREAM,
+            entry_id,
+            request_id: &malformed.request_id,
+            reason: &malformed.reason,
+            now_ms,
+            events_maxlen: self.events_maxlen,
         }
-        Ok(applied)
+    }
+
+    /// Applies a batch of entries read from the response stream on R, in
+    /// order, each exactly once, in one round trip: one pipeline of one
+    /// script per entry (each atomic and moving the cursor on its own, as
+    /// [`Self::apply_response`] and [`Self::skip_response`] do one at a
+    /// time). If the pipeline fails midway, what ran is behind the cursor
+    /// and the next read goes on from there. One outcome per entry.
+    pub async fn apply_responses(
+        &self,
+        entries: &[ResponseEntry],
+    ) -> Result<Vec<Result<EntryOutcome, CreditError>>, CreditError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now_ms = time::now().ms;
+        let ids: Vec<String> = entries
+            .iter()
+            .map(|e| match e {
+                ResponseEntry::Malformed(id, _) => id.to_string(),
+                ResponseEntry::Response(_) => String::new(),
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        ApplyResponse::load_into(&mut pipe);
+        SkipResponse::load_into(&mut pipe);
+        for (entry, id) in entries.iter().zip(&ids) {
+            match entry {
+                ResponseEntry::Response(d) => self.apply_call(d, true, now_ms).add_to(&mut pipe),
+                ResponseEntry::Malformed(_, m) => self.skip_call(id, m, now_ms).add_to(&mut pipe),
+            }
+        }
+        let mut conn = self.redis.conn().await?;
+        let replies: Vec<redis::Value> = pipe
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(entries
+            .iter()
+            .zip(replies)
+            .map(|(entry, reply)| {
+                let text: String = match reply {
+                    redis::Value::ServerError(e) => return Err(self.err(e.into())),
+                    reply => redis::FromRedisValue::from_redis_value(reply)
+                        .map_err(|e| self.err(e.into()))?,
+                };
+                Ok(match entry {
+                    ResponseEntry::Response(_) => EntryOutcome::Applied(ApplyOutcome::of(&text)),
+                    ResponseEntry::Malformed(..) => EntryOutcome::Skipped {
+                        recorded: text == "recorded",
+                    },
+                })
+            })
+            .collect())
     }
 
     /// Everything a credit request or a settlement of one (user, asset) is
@@ -454,18 +566,11 @@ impl CreditStore {
         malformed: &MalformedResponse,
     ) -> Result<bool, CreditError> {
         let mut conn = self.redis.conn().await?;
-        let outcome: String = SkipResponse {
-            cursor: keys::RESPONSE_CURSOR,
-            events: keys::EVENTS_STREAM,
-            entry_id: &entry_id.to_string(),
-            request_id: &malformed.request_id,
-            reason: &malformed.reason,
-            now_ms: time::now().ms,
-            events_maxlen: self.events_maxlen,
-        }
-        .invoke(&mut *conn)
-        .await
-        .map_err(|e| self.err(e))?;
+        let outcome: String = self
+            .skip_call(&entry_id.to_string(), malformed, time::now().ms)
+            .invoke(&mut *conn)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(outcome == "recorded")
     }
 
@@ -645,7 +750,7 @@ impl CreditStore {
         request_id: &str,
         why: &str,
     ) -> Result<Result<StreamId, String>, CreditError> {
-        let mut conn = self.redis.conn().await?;
+        let mut conn = self.durability.conn(&self.redis).await?;
         let (verdict, detail): (String, String) = Republish {
             record: keys::request(request_id),
             requests: keys::REQUEST_STREAM,

@@ -14,7 +14,7 @@ use super::{
     error::CreditError,
     keys,
     model::{CreditEvent, CreditResponse, MalformedResponse},
-    store::{ApplyOutcome, CreditStore},
+    store::{ApplyOutcome, CreditStore, EntryOutcome, ResponseEntry},
 };
 use crate::{
     error::ErrorChain,
@@ -60,16 +60,29 @@ impl Follower for Responses {
     }
 
     async fn handle(&self, entry: Parsed) -> Result<(), CreditError> {
-        apply_one(&self.store, entry, self.max_response_bytes).await
+        self.handle_batch(vec![entry]).await
+    }
+
+    /// Every entry of one read in one round trip to M, in order
+    /// ([`CreditStore::apply_responses`]): the WSP's side of the round
+    /// trip costs one script call per response, not one round trip.
+    async fn handle_batch(&self, entries: Vec<Parsed>) -> Result<(), CreditError> {
+        let entries: Vec<ResponseEntry> = entries
+            .into_iter()
+            .filter_map(|parsed| classify(parsed, self.max_response_bytes))
+            .collect();
+        let outcomes = self.store.apply_responses(&entries).await?;
+        for (entry, outcome) in entries.iter().zip(outcomes) {
+            log(entry, outcome?);
+        }
+        Ok(())
     }
 }
 
-/// Applies (or records as an anomaly) one entry of the response stream.
-async fn apply_one(
-    store: &CreditStore,
-    parsed: Parsed,
-    max_bytes: usize,
-) -> Result<(), CreditError> {
+/// What to do with one entry of the response stream: apply it, or record
+/// it as malformed and pass it; `None` (logged) for one without an id,
+/// which cannot be passed by id (the cursor moves past it with the next).
+fn classify(parsed: Parsed, max_bytes: usize) -> Option<ResponseEntry> {
     let entry = match parsed {
         Parsed::Entry(entry) => entry,
         Parsed::Deleted(id) | Parsed::Bad { id: Some(id), .. } => {
@@ -77,38 +90,40 @@ async fn apply_one(
                 request_id: String::new(),
                 reason: format!("malformed response: entry {id} is not a list of fields"),
             };
-            store.skip_response(id, &malformed).await?;
-            return Ok(());
+            return Some(ResponseEntry::Malformed(id, malformed));
         }
         Parsed::Bad { id: None, why } => {
             tracing::error!(why, "unreadable credit response without an id skipped");
-            return Ok(());
+            return None;
         }
     };
-    let response = match CreditResponse::parse(&entry, max_bytes) {
-        Ok(response) => response,
-        Err(malformed) => {
-            if store.skip_response(entry.id, &malformed).await? {
-                tracing::error!(entry_id = %entry.id, reason = %malformed.reason, "malformed credit response recorded as an anomaly");
+    Some(match CreditResponse::parse(&entry, max_bytes) {
+        Ok(response) => ResponseEntry::Response(response),
+        Err(malformed) => ResponseEntry::Malformed(entry.id, malformed),
+    })
+}
+
+fn log(entry: &ResponseEntry, outcome: EntryOutcome) {
+    match (entry, outcome) {
+        (ResponseEntry::Malformed(id, malformed), EntryOutcome::Skipped { recorded: true }) => {
+            tracing::error!(entry_id = %id, reason = %malformed.reason, "malformed credit response recorded as an anomaly");
+        }
+        (ResponseEntry::Response(response), EntryOutcome::Applied(applied)) => match applied {
+            ApplyOutcome::Applied => {
+                tracing::debug!(request_id = %response.request_id, status = %response.status, "credit decision applied");
             }
-            return Ok(());
-        }
-    };
-    match store.apply_response(&response).await? {
-        ApplyOutcome::Applied => {
-            tracing::debug!(request_id = %response.request_id, status = %response.status, "credit decision applied");
-        }
-        ApplyOutcome::Anomaly => tracing::error!(
-            request_id = %response.request_id, entry_id = %response.entry_id,
-            "credit response disagrees with its request; not applied (anomaly event recorded)"
-        ),
-        ApplyOutcome::Unknown => tracing::debug!(
-            request_id = %response.request_id,
-            "response to a request not issued here; ignored"
-        ),
-        ApplyOutcome::Duplicate | ApplyOutcome::AlreadyFinal => {}
+            ApplyOutcome::Anomaly => tracing::error!(
+                request_id = %response.request_id, entry_id = %response.entry_id,
+                "credit response disagrees with its request; not applied (anomaly event recorded)"
+            ),
+            ApplyOutcome::Unknown => tracing::debug!(
+                request_id = %response.request_id,
+                "response to a request not issued here; ignored"
+            ),
+            ApplyOutcome::Duplicate | ApplyOutcome::AlreadyFinal => {}
+        },
+        _ => {}
     }
-    Ok(())
 }
 
 /// Most undecided requests the sweeper checks per round: bounds a round's

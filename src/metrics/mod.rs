@@ -25,8 +25,8 @@ pub mod http;
 pub mod sampler;
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use prometheus_client::{
@@ -55,6 +55,10 @@ pub const HEARTBEAT_KEY: &str = "mirror:heartbeat";
 /// buckets), which spans a cached quote to a RequestCredit that waits out
 /// its 30 s maximum.
 const LATENCY_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 16);
+
+/// Latency buckets of Redis commands, seconds: 50 us doubling to about
+/// 1.6 s (16 buckets), a cached GET to a slow script.
+const COMMAND_LATENCY_BUCKETS: (f64, f64, u16) = (0.000_05, 2.0, 16);
 
 /// A gRPC method, split as dashboards group it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,6 +214,8 @@ pub struct Metrics {
     pub health_serving: Family<ServiceLabels, Gauge>,
     /// 1 while the health monitor's last PING of an endpoint succeeded.
     pub redis_up: Family<EndpointLabels, Gauge>,
+    /// Redis command latency (shared and pooled connections), by endpoint.
+    pub redis_command_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     /// Pooled connections lent out now, by endpoint.
     pub redis_pool_in_use: Family<EndpointLabels, Gauge>,
     /// Pooled connections open (lent or idle), by endpoint.
@@ -247,10 +253,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The command latency histogram of `endpoint` (for
+    /// [`crate::redis::RedisEndpoint::time_commands`]).
+    pub fn redis_command_latency(&self, endpoint: Endpoint) -> Histogram {
+        self.redis_command_duration
+            .get_or_create(&EndpointLabels::of(endpoint))
+            .clone()
+    }
+
     /// A fresh set of metrics, all registered, prefixed `openoes_`.
     pub fn new() -> Self {
         fn latency() -> Histogram {
             let (start, factor, n) = LATENCY_BUCKETS;
+            Histogram::new(exponential_buckets(start, factor, n))
+        }
+        fn command_latency() -> Histogram {
+            let (start, factor, n) = COMMAND_LATENCY_BUCKETS;
             Histogram::new(exponential_buckets(start, factor, n))
         }
         let mut registry = Registry::with_prefix("openoes");
@@ -264,6 +282,7 @@ impl Metrics {
             stream_cut_off: Family::default(),
             health_serving: Family::default(),
             redis_up: Family::default(),
+            redis_command_duration: Family::new_with_constructor(command_latency),
             redis_pool_in_use: Family::default(),
             redis_pool_open: Family::default(),
             link_up: Gauge::default(),
@@ -320,6 +339,12 @@ impl Metrics {
             "redis_up",
             "1 while the health monitor's last PING of the endpoint succeeded",
             m.redis_up.clone(),
+        );
+        r.register_with_unit(
+            "redis_command_duration",
+            "Redis command latency, call to reply, by endpoint (shared and pooled connections; blocking reads excluded)",
+            Unit::Seconds,
+            m.redis_command_duration.clone(),
         );
         r.register(
             "redis_pool_connections_in_use",
@@ -426,13 +451,21 @@ impl Metrics {
 /// The gRPC methods a server serves, as `service/method`: calls to any
 /// other path are counted under `other`, so a caller sending random paths
 /// cannot grow the number of series.
-#[derive(Debug, Clone, Default)]
-pub struct KnownMethods(Arc<HashSet<String>>);
+///
+/// Each method's metrics are resolved once ([`MethodMetrics`]): a call
+/// costs one lookup by path and a few atomic adds, never a label set
+/// allocated or hashed (that was most of the metrics layer's cost).
+#[derive(Clone)]
+pub struct KnownMethods {
+    methods: Arc<HashMap<String, Arc<MethodMetrics>>>,
+    other: Arc<MethodMetrics>,
+}
 
 impl KnownMethods {
     /// The methods of the services in `descriptors` (encoded
-    /// `FileDescriptorSet`s) and of `extra` (`service/method` names).
-    pub fn new(descriptors: &[&[u8]], extra: &[&str]) -> Self {
+    /// `FileDescriptorSet`s) and of `extra` (`service/method` names),
+    /// counted in `metrics`.
+    pub fn new(metrics: &Metrics, descriptors: &[&[u8]], extra: &[&str]) -> Self {
         use prost::Message;
         let mut known: HashSet<String> = extra.iter().map(|s| s.to_string()).collect();
         for bytes in descriptors {
@@ -452,22 +485,122 @@ impl KnownMethods {
                 }
             }
         }
-        Self(Arc::new(known))
+        let methods = known
+            .into_iter()
+            .filter_map(|rpc| {
+                let (service, method) = rpc.split_once('/')?;
+                let labels = MethodLabels {
+                    service: service.into(),
+                    method: method.into(),
+                };
+                Some((rpc.clone(), Arc::new(MethodMetrics::new(metrics, labels))))
+            })
+            .collect();
+        let other = MethodLabels {
+            service: "other".into(),
+            method: "other".into(),
+        };
+        Self {
+            methods: Arc::new(methods),
+            other: Arc::new(MethodMetrics::new(metrics, other)),
+        }
     }
 
-    /// The labels of the call to `path` (`/service/method`).
-    pub fn labels(&self, path: &str) -> MethodLabels {
+    /// The metrics of the call to `path` (`/service/method`).
+    pub fn of(&self, path: &str) -> Arc<MethodMetrics> {
         let rpc = path.trim_start_matches('/');
-        match rpc.split_once('/') {
-            Some((service, method)) if self.0.contains(rpc) => MethodLabels {
-                service: service.into(),
-                method: method.into(),
-            },
-            _ => MethodLabels {
-                service: "other".into(),
-                method: "other".into(),
-            },
+        Arc::clone(self.methods.get(rpc).unwrap_or(&self.other))
+    }
+}
+
+/// One method's metrics, each created in its family on first use (a
+/// method never called has no series) and then kept.
+pub struct MethodMetrics {
+    metrics: Metrics,
+    /// The method's labels.
+    pub labels: MethodLabels,
+    in_flight: OnceLock<Gauge>,
+    duration: OnceLock<Histogram>,
+    /// Finished calls by gRPC code, indexed by the code's number.
+    requests: [OnceLock<Counter>; 17],
+}
+
+impl MethodMetrics {
+    fn new(metrics: &Metrics, labels: MethodLabels) -> Self {
+        Self {
+            metrics: metrics.clone(),
+            labels,
+            in_flight: OnceLock::new(),
+            duration: OnceLock::new(),
+            requests: Default::default(),
         }
+    }
+
+    /// Calls (unary and streams) of the method in flight.
+    pub fn in_flight(&self) -> &Gauge {
+        self.in_flight.get_or_init(|| {
+            self.metrics
+                .grpc_in_flight
+                .get_or_create(&self.labels)
+                .clone()
+        })
+    }
+
+    /// Latency of the method's calls.
+    pub fn duration(&self) -> &Histogram {
+        self.duration.get_or_init(|| {
+            self.metrics
+                .grpc_duration
+                .get_or_create(&self.labels)
+                .clone()
+        })
+    }
+
+    /// Calls of the method that finished with `code`.
+    pub fn requests(&self, code: tonic::Code) -> &Counter {
+        // tonic's codes are 0..=16; anything else would be a bug upstream,
+        // counted as UNKNOWN rather than lost.
+        let index = (code as usize).min(16);
+        let code = if index == code as usize {
+            code
+        } else {
+            tonic::Code::Unknown
+        };
+        self.requests[index].get_or_init(|| {
+            self.metrics
+                .grpc_requests
+                .get_or_create(&CallLabels {
+                    service: self.labels.service.clone(),
+                    method: self.labels.method.clone(),
+                    code: code_name(code).into(),
+                })
+                .clone()
+        })
+    }
+}
+
+/// The gRPC status code's canonical name, as the metrics and the audit
+/// trail spell it.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -477,14 +610,23 @@ mod tests {
 
     #[test]
     fn unknown_paths_share_one_label_set() {
-        let known = KnownMethods::new(&[crate::proto::FILE_DESCRIPTOR_SET], &["a.B/C"]);
-        let credit = known.labels("/openoes.credit.v1.CreditService/RequestCredit");
-        assert_eq!(credit.service, "openoes.credit.v1.CreditService");
-        assert_eq!(credit.method, "RequestCredit");
-        assert_eq!(known.labels("/a.B/C").method, "C");
+        let metrics = Metrics::new();
+        let known = KnownMethods::new(&metrics, &[crate::proto::FILE_DESCRIPTOR_SET], &["a.B/C"]);
+        let credit = known.of("/openoes.credit.v1.CreditService/RequestCredit");
+        assert_eq!(credit.labels.service, "openoes.credit.v1.CreditService");
+        assert_eq!(credit.labels.method, "RequestCredit");
+        assert_eq!(known.of("/a.B/C").labels.method, "C");
         for junk in ["/x.Y/Z", "/openoes.credit.v1.CreditService/Nope", "/", ""] {
-            assert_eq!(known.labels(junk).service, "other", "{junk}");
+            assert_eq!(known.of(junk).labels.service, "other", "{junk}");
         }
+        // Resolved handles count in the registry's families.
+        credit.requests(tonic::Code::NotFound).inc();
+        credit.requests(tonic::Code::NotFound).inc();
+        let text = metrics.prometheus_text();
+        assert!(
+            text.contains(r#"method="RequestCredit",code="NOT_FOUND"} 2"#),
+            "{text}"
+        );
     }
 
     #[test]

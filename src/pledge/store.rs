@@ -77,7 +77,7 @@ impl VaultStore {
                     None => return Err(e),
                 },
             };
-            let mut conn = self.redis.conn().await?;
+            let mut conn = self.durability.conn(&self.redis).await?;
             let reply: redis::RedisResult<(String, Fields)> = VaultOp {
                 op: keys::vault_op(&op.request_id),
                 vault: vault_key.clone(),

@@ -80,12 +80,8 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
         engine,
         changes,
         watchers,
-        // At most half the pool: unary calls always find connections.
         recomputes: Arc::new(tokio::sync::Semaphore::new(
-            config
-                .quote
-                .max_concurrent_recomputes
-                .min((config.redis.pool_size as usize / 2).max(1)),
+            config.quote.max_concurrent_recomputes.max(1),
         )),
         max_bins_per_write: config.quote.max_bins_per_write,
         max_bins_per_pool: config.quote.max_bins_per_pool,

@@ -1,9 +1,17 @@
 //! Connections to the two Redis endpoints of an OpenOES link.
 //!
-//! Two kinds of connection, kept apart by type:
+//! Three kinds of connection, kept apart by type:
 //!
-//! - [`RedisEndpoint::conn`] lends a pooled connection for short commands
-//!   (GET, HSET, XADD, scripts). Its reply timeout is `redis.command_timeout`.
+//! - [`RedisEndpoint::conn`] hands out one of a few multiplexed
+//!   connections (`redis.shared_connections`) for short commands (GET,
+//!   HSET, XADD, scripts), shared by every caller: concurrent calls
+//!   pipeline on one socket, so a burst of RPCs costs Redis and the kernel
+//!   a few reads and writes instead of one round trip each on its own
+//!   socket (issue #17). Its reply timeout is `redis.command_timeout`.
+//! - [`RedisEndpoint::exclusive`] lends a pooled connection of the
+//!   caller's alone (`redis.pool_size`), for a write followed by `WAIT` or
+//!   `WAITAOF` ([`Durability::conn`]): those block their connection, and
+//!   on a shared one would hold up every other caller.
 //! - [`RedisEndpoint::blocking`] opens a [`BlockingConnection`], the only
 //!   type that may run `XREAD`/`XREADGROUP` with `BLOCK`. Its reply timeout
 //!   is the BLOCK time plus a margin. On a pooled connection redis-rs's
@@ -14,7 +22,9 @@
 //! Each endpoint also carries a [`Reachability`] kept by the health monitor
 //! ([`crate::server::health`]). While an endpoint is known to be down,
 //! [`RedisEndpoint::conn`] fails at once with UNAVAILABLE instead of letting
-//! every call wait out the pool timeout.
+//! every call wait out the pool timeout. Commands on shared and exclusive
+//! connections are timed into the endpoint's latency histogram
+//! ([`RedisEndpoint::time_commands`]) when metrics are on.
 
 pub mod page;
 pub mod process;
@@ -22,15 +32,17 @@ pub mod script;
 
 use std::{
     fmt,
+    ops::{Deref, DerefMut},
     sync::{
-        Arc,
-        atomic::{AtomicU8, AtomicU64, Ordering},
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bb8::PooledConnection;
 use bb8_redis::RedisConnectionManager;
+use prometheus_client::metrics::histogram::Histogram;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, aio::MultiplexedConnection,
 };
@@ -252,9 +264,17 @@ pub struct RedisEndpoint {
     /// out" to the caller, and an operator needs the cause (refused, TLS,
     /// auth).
     last_connect_error: LastConnectError,
-    /// The pool's connection generation (see [`PoolConnection`]).
+    /// The connection generation (see [`PoolConnection`]): shared and
+    /// pooled connections of an ended one are not handed out again.
     generation: Arc<AtomicU64>,
     pool_size: u32,
+    /// The shared multiplexed connections ([`RedisEndpoint::conn`]).
+    shared: Arc<[SharedSlot]>,
+    /// Round robin over `shared`.
+    next_shared: Arc<AtomicUsize>,
+    command_timeout: Duration,
+    /// Command latency, set when metrics are on.
+    latency: Arc<OnceLock<Histogram>>,
 }
 
 impl RedisEndpoint {
@@ -266,6 +286,7 @@ impl RedisEndpoint {
         let info = connection_info(config)?;
         let client = Client::open(info.clone()).map_err(RedisError::Config)?;
         let generation = Arc::new(AtomicU64::new(0));
+        let latency = Arc::new(OnceLock::new());
         let manager = Manager {
             inner: RedisConnectionManager::new(info).map_err(RedisError::Config)?,
             reply_timeout: limits.command_timeout,
@@ -288,7 +309,19 @@ impl RedisEndpoint {
             last_connect_error,
             generation,
             pool_size: limits.pool_size,
+            shared: (0..limits.shared_connections.max(1))
+                .map(|_| SharedSlot::default())
+                .collect(),
+            next_shared: Arc::default(),
+            command_timeout: limits.command_timeout,
+            latency,
         })
+    }
+
+    /// Times every command on this endpoint's shared and pooled
+    /// connections into `histogram` (once; later calls change nothing).
+    pub fn time_commands(&self, histogram: Histogram) {
+        let _ = self.latency.set(histogram);
     }
 
     /// Which endpoint this is.
@@ -324,7 +357,7 @@ impl RedisEndpoint {
         }
     }
 
-    /// The pool's connections: (open, lent out now), for metrics.
+    /// The exclusive pool's connections: (open, lent out now), for metrics.
     pub fn pool_state(&self) -> (u32, u32) {
         let state = self.pool.state();
         (
@@ -333,15 +366,53 @@ impl RedisEndpoint {
         )
     }
 
-    /// A pooled connection for short commands. Fails at once with
-    /// UNAVAILABLE while the endpoint is known to be down.
-    pub async fn conn(&self) -> Result<PooledConnection<'_, Manager>, RedisError> {
+    fn check_not_down(&self) -> Result<(), RedisError> {
         if self.reachability() == Reachability::Down {
             return Err(RedisError::Unavailable {
                 endpoint: self.endpoint,
                 source: None,
             });
         }
+        Ok(())
+    }
+
+    /// A shared connection for short commands (never `BLOCK`, `WAIT` or
+    /// `MULTI` spread over calls: every caller's commands go down the same
+    /// socket). Fails at once with UNAVAILABLE while the endpoint is known
+    /// to be down.
+    pub async fn conn(&self) -> Result<Conn<'_>, RedisError> {
+        self.check_not_down()?;
+        let index = self.next_shared.fetch_add(1, Ordering::Relaxed) % self.shared.len();
+        let slot = &self.shared[index];
+        let generation = self.generation.load(Ordering::Relaxed);
+        if let Some(shared) = slot.current(generation, &self.generation) {
+            return Ok(self.lease(Lease::Shared(shared)));
+        }
+        // One connect per slot at a time; whoever waited uses its result.
+        let _connecting = slot.connecting.lock().await;
+        if let Some(shared) = slot.current(generation, &self.generation) {
+            return Ok(self.lease(Lease::Shared(shared)));
+        }
+        let conn = self.dedicated(self.command_timeout).await?;
+        Ok(self.lease(Lease::Shared(slot.install(
+            conn,
+            generation,
+            &self.generation,
+        ))))
+    }
+
+    fn lease<'a>(&self, lease: Lease<'a>) -> Conn<'a> {
+        Conn(Timed {
+            lease,
+            latency: self.latency.get().cloned(),
+        })
+    }
+
+    /// A pooled connection of the caller's alone until dropped: for a write
+    /// followed by `WAIT`/`WAITAOF` on the same connection. Fails at once
+    /// with UNAVAILABLE while the endpoint is known to be down.
+    pub async fn exclusive(&self) -> Result<Conn<'_>, RedisError> {
+        self.check_not_down()?;
         // Idle connections of an older generation are dropped here, not
         // handed out: after a restart each would fail its first command.
         // Bounded: the pool replaces what it drops with current ones.
@@ -354,7 +425,7 @@ impl RedisEndpoint {
                 },
             })?;
             if !conn.is_stale() {
-                return Ok(conn);
+                return Ok(self.lease(Lease::Pooled(conn)));
             }
             conn.broken = true;
         }
@@ -404,6 +475,176 @@ impl bb8::ErrorSink<redis::RedisError> for LastConnectError {
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<redis::RedisError>> {
         Box::new(self.clone())
+    }
+}
+
+/// One shared multiplexed connection, made on first use and again after it
+/// broke or its generation ended.
+#[derive(Default)]
+struct SharedSlot {
+    /// The connection, its generation and its number (to tell a broken
+    /// one from its replacement).
+    current: Arc<Mutex<Option<(MultiplexedConnection, u64, u64)>>>,
+    /// Held while (re)connecting: one connect per slot at a time.
+    connecting: tokio::sync::Mutex<()>,
+    connects: AtomicU64,
+}
+
+impl SharedSlot {
+    /// A handle on the slot's connection, if it is of `generation`.
+    fn current(&self, generation: u64, generations: &Arc<AtomicU64>) -> Option<SharedConnection> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let (conn, conn_generation, number) = current.as_ref()?;
+        (*conn_generation == generation).then(|| SharedConnection {
+            conn: conn.clone(),
+            number: *number,
+            generation: *conn_generation,
+            slot: Arc::clone(&self.current),
+            current: Arc::clone(generations),
+        })
+    }
+
+    fn install(
+        &self,
+        conn: MultiplexedConnection,
+        generation: u64,
+        generations: &Arc<AtomicU64>,
+    ) -> SharedConnection {
+        let number = self.connects.fetch_add(1, Ordering::Relaxed);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((conn.clone(), generation, number));
+        SharedConnection {
+            conn,
+            number,
+            generation,
+            slot: Arc::clone(&self.current),
+            current: Arc::clone(generations),
+        }
+    }
+}
+
+/// A handle on a shared connection: a connection-level failure empties its
+/// slot (the next caller reconnects), and an I/O failure ends the
+/// generation as [`PoolConnection`]'s does.
+pub struct SharedConnection {
+    conn: MultiplexedConnection,
+    number: u64,
+    generation: u64,
+    slot: Arc<Mutex<Option<(MultiplexedConnection, u64, u64)>>>,
+    current: Arc<AtomicU64>,
+}
+
+impl SharedConnection {
+    fn note<T>(&self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
+        if let Err(e) = &result
+            && connection_failed(e)
+        {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.as_ref().is_some_and(|(_, _, n)| *n == self.number) {
+                *slot = None;
+            }
+            drop(slot);
+            if e.is_io_error() || e.is_connection_dropped() {
+                let _ = self.current.compare_exchange(
+                    self.generation,
+                    self.generation + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        result
+    }
+}
+
+/// A connection-level failure: the connection is not to be used again.
+fn connection_failed(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
+}
+
+/// What [`RedisEndpoint::conn`] and [`RedisEndpoint::exclusive`] hand
+/// out: use it as `&mut *conn` wherever redis-rs wants a connection.
+pub struct Conn<'a>(Timed<'a>);
+
+/// The connection inside a [`Conn`], timing each command.
+pub struct Timed<'a> {
+    lease: Lease<'a>,
+    latency: Option<Histogram>,
+}
+
+/// A shared or an exclusive connection (see [`Conn`]).
+pub enum Lease<'a> {
+    /// One of the endpoint's shared multiplexed connections.
+    Shared(SharedConnection),
+    /// A pooled connection of the caller's alone.
+    Pooled(PooledConnection<'a, Manager>),
+}
+
+impl<'a> Deref for Conn<'a> {
+    type Target = Timed<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Timed<'_> {
+    fn observe(&self, started: Instant) {
+        if let Some(latency) = &self.latency {
+            latency.observe(started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl redis::aio::ConnectionLike for Timed<'_> {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match &mut self.lease {
+                Lease::Shared(s) => {
+                    let result = s.conn.req_packed_command(cmd).await;
+                    s.note(result)
+                }
+                Lease::Pooled(p) => p.req_packed_command(cmd).await,
+            };
+            self.observe(started);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = match &mut self.lease {
+                Lease::Shared(s) => {
+                    let result = s.conn.req_packed_commands(pipeline, offset, count).await;
+                    s.note(result)
+                }
+                Lease::Pooled(p) => p.req_packed_commands(pipeline, offset, count).await,
+            };
+            self.observe(started);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.lease {
+            Lease::Shared(s) => s.conn.get_db(),
+            Lease::Pooled(p) => p.get_db(),
+        }
     }
 }
 
@@ -463,10 +704,7 @@ pub struct PoolConnection {
 impl PoolConnection {
     fn note<T>(&mut self, result: redis::RedisResult<T>) -> redis::RedisResult<T> {
         if let Err(e) = &result
-            && (e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_timeout()
-                || e.is_unrecoverable_error())
+            && connection_failed(e)
         {
             self.broken = true;
         }
@@ -550,6 +788,22 @@ impl Durability {
         Self {
             endpoint: endpoint.name(),
             config: config.clone(),
+        }
+    }
+
+    /// True if writes are waited for (WAIT and/or WAITAOF).
+    pub fn waits(&self) -> bool {
+        self.config.replicas > 0 || self.config.aof
+    }
+
+    /// The connection for a write that [`Durability::wait`] will wait for:
+    /// the caller's alone when it waits (WAIT blocks its connection, and
+    /// counts that connection's writes), else a shared one.
+    pub async fn conn<'a>(&self, redis: &'a RedisEndpoint) -> Result<Conn<'a>, RedisError> {
+        if self.waits() {
+            redis.exclusive().await
+        } else {
+            redis.conn().await
         }
     }
 

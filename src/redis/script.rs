@@ -69,6 +69,29 @@ macro_rules! lua_script {
                 $(for value in &self.$rest { invocation.arg(value); })?
                 invocation.invoke_async(conn).await
             }
+
+            /// Adds `SCRIPT LOAD` of this script to `pipe` (its reply
+            /// ignored): a pipeline of [`Self::add_to`] calls starts with
+            /// it, so it never meets NOSCRIPT (after a restart, say).
+            #[allow(dead_code)]
+            pub fn load_into(pipe: &mut ::redis::Pipeline) {
+                pipe.cmd("SCRIPT").arg("LOAD").arg($source).ignore();
+            }
+
+            /// Adds this call to `pipe` as one EVALSHA: many calls then
+            /// cost one round trip, each still atomic on its own, run in
+            /// order.
+            #[allow(dead_code)]
+            pub fn add_to(&self, pipe: &mut ::redis::Pipeline) {
+                let mut keys = 0usize;
+                $(let _ = stringify!($key); keys += 1;)*
+                $(keys += self.$krest.len();)?
+                pipe.cmd("EVALSHA").arg(Self::script().get_hash()).arg(keys);
+                $(pipe.arg(&self.$key);)*
+                $(for key in &self.$krest { pipe.arg(key); })?
+                $(pipe.arg(&self.$arg);)*
+                $(for value in &self.$rest { pipe.arg(value); })?
+            }
         }
     };
     (@variadic) => { false };

@@ -46,6 +46,9 @@ impl Context {
     pub fn new(config: Config, redis: Redis, stop: CancellationToken) -> Self {
         let streams = &config.streams;
         let metrics = Metrics::new();
+        for endpoint in [&redis.master, &redis.replica, &redis.replica_reader] {
+            endpoint.time_commands(metrics.redis_command_latency(endpoint.name()));
+        }
         let pump = |kind, limit| {
             Pump::new(kind, limit, streams.slow_subscriber_timeout, stop.clone())
                 .with_metrics(&metrics)

@@ -549,7 +549,7 @@ impl SettlementStore {
                 "{}-0",
                 now.ms.saturating_sub(self.confirmation_retention_ms)
             );
-            let mut conn = self.redis.conn().await?;
+            let mut conn = self.durability.conn(&self.redis).await?;
             let reply: redis::RedisResult<Vec<String>> = Verdict {
                 record: keys::report(report_id),
                 cycle: keys::cycle(&report.cycle_id),

@@ -55,6 +55,20 @@ pub trait Follower: Send + Sync + 'static {
 
     /// Handles one entry read after the cursor, whatever it holds.
     fn handle(&self, entry: Parsed) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Handles the entries of one read, in order. One at a time unless the
+    /// domain does better (credit applies a batch in one round trip).
+    fn handle_batch(
+        &self,
+        entries: Vec<Parsed>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async move {
+            for entry in entries {
+                self.handle(entry).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 lua_script! {
@@ -179,9 +193,7 @@ async fn read<F: Follower>(
             streams,
         )
         .await?;
-        for parsed in entries {
-            follower.handle(parsed).await?;
-        }
+        follower.handle_batch(entries).await?;
     }
 }
 
