@@ -2,7 +2,8 @@
 //!
 //! - GetCreditInventory, closed loop at the given concurrency, against
 //!   `redis-benchmark` HGETALL of the same CI hash with the same client
-//!   count: the ratio.
+//!   count, and against the gRPC floor (Health/Check, same client): the
+//!   ratios.
 //! - The round trip: RequestCredit with `wait`, answered by auto-accepting
 //!   exchange subscribers in this process (SubscribeCreditRequests +
 //!   RespondToCreditRequest), at a fixed rate (open loop: latency counts
@@ -45,11 +46,59 @@ const MAX_OUTSTANDING: usize = 10_000;
 /// How long a round trip may wait for its decision.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// When each step of a round trip happened, by user (one round trip per
+/// user), all on this process's clock: sent, delivered to the exchange,
+/// its answer acknowledged, RequestCredit answered.
+#[derive(Clone, Default)]
+pub(crate) struct Legs(
+    Arc<std::sync::Mutex<std::collections::HashMap<String, [Option<Instant>; 4]>>>,
+);
+
+impl Legs {
+    fn mark(&self, user: &str, step: usize) {
+        if let Ok(mut legs) = self.0.lock() {
+            legs.entry(user.to_string()).or_default()[step] = Some(Instant::now());
+        }
+    }
+
+    /// The three legs, p50/p99/max each, over the round trips fully seen.
+    fn figures(&self) -> Vec<Figure> {
+        let names = [
+            "leg 1: RequestCredit -> delivered to the exchange (script on M, M->R, group read, push)",
+            "leg 2: RespondToCreditRequest (screen, XADD on R) -> acknowledged",
+            "leg 3: response on R -> applied on M -> RequestCredit answered",
+        ];
+        let mut histograms: Vec<_> = names.iter().map(|_| new_histogram()).collect();
+        if let Ok(legs) = self.0.lock() {
+            for steps in legs.values() {
+                if let [Some(a), Some(b), Some(c), Some(d)] = steps {
+                    for (h, (from, to)) in histograms.iter_mut().zip([(a, b), (b, c), (c, d)]) {
+                        let _ =
+                            h.record(to.saturating_duration_since(*from).as_micros().max(1) as u64);
+                    }
+                }
+            }
+        }
+        names
+            .iter()
+            .zip(&histograms)
+            .map(|(name, h)| Figure {
+                name: format!("{name} (paced)"),
+                ..Figure::latencies(h, 0.0)
+            })
+            .collect()
+    }
+}
+
 /// Runs the credit benchmark; `rate` is the paced round trips per second.
 pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, BenchError> {
     let channels = connect(options).await?;
+    let legs = Legs::default();
     let exchange: Vec<_> = (0..SUBSCRIBERS)
-        .map(|i| tokio::spawn(accept_everything(channels[i % channels.len()].clone(), i)))
+        .map(|i| {
+            let channel = channels[i % channels.len()].clone();
+            tokio::spawn(accept_everything(channel, i, Some(legs.clone())))
+        })
         .collect();
     // Unique per run: a rerun against the same Redis starts from fresh users.
     let run_id = std::process::id();
@@ -57,7 +106,7 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
 
     // The CI read: one user's BTC credit, made through the flow itself.
     let user = format!("bench-{run_id}-ci");
-    round_trip(channels[0].clone(), &user, "BTC")
+    round_trip(channels[0].clone(), &user, "BTC", None)
         .await
         .map_err(gateway)?;
     let key = format!("CI:{user}:BTC");
@@ -77,6 +126,11 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
         ratio_to_redis: Some(1.0),
         ..Figure::default()
     }];
+    let mut floor = super::grpc_floor(&channels, options).await;
+    floor.ratio_to_redis = Some(floor.ops_per_sec / redis_ops);
+    floor.ratio_to_floor = Some(1.0);
+    let floor_ops = floor.ops_per_sec;
+    figures.push(floor);
     let mut read = load(&channels, options, "GetCreditInventory", move |channel| {
         let mut client = Client::new(channel);
         let request = GetCreditInventoryRequest {
@@ -88,11 +142,21 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
     .await;
     read.name = format!("GetCreditInventory, concurrency {}", options.concurrency);
     read.ratio_to_redis = Some(read.ops_per_sec / redis_ops);
+    read.ratio_to_floor = Some(read.ops_per_sec / floor_ops);
     figures.push(read);
 
-    let mut paced = paced(&channels, rate, options.duration, run_id, Arc::clone(&next)).await;
+    let mut paced = paced(
+        &channels,
+        rate,
+        options.duration,
+        run_id,
+        Arc::clone(&next),
+        legs.clone(),
+    )
+    .await;
     paced.name = format!("credit round trip (RequestCredit + wait), paced {rate}/s");
     figures.push(paced);
+    figures.extend(legs.figures());
 
     let counter = Arc::clone(&next);
     let mut max = load(
@@ -101,7 +165,7 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
         "credit round trip, max rate",
         move |channel| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
-            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC", None).await }
         },
     )
     .await;
@@ -121,7 +185,12 @@ fn gateway(e: tonic::Status) -> BenchError {
 }
 
 /// One RequestCredit with wait; an error unless it comes back accepted.
-async fn round_trip(channel: Channel, user: &str, asset: &str) -> Result<(), tonic::Status> {
+async fn round_trip(
+    channel: Channel,
+    user: &str,
+    asset: &str,
+    legs: Option<Legs>,
+) -> Result<(), tonic::Status> {
     let request = RequestCreditRequest {
         user_id: user.into(),
         asset: asset.into(),
@@ -131,11 +200,17 @@ async fn round_trip(channel: Channel, user: &str, asset: &str) -> Result<(), ton
         request_id: String::new(),
         wait: prost_types::Duration::try_from(WAIT).ok(),
     };
+    if let Some(legs) = &legs {
+        legs.mark(user, 0);
+    }
     let record = Client::new(channel)
         .request_credit(request)
         .await?
         .into_inner()
         .credit_request;
+    if let Some(legs) = &legs {
+        legs.mark(user, 3);
+    }
     match record.map(|r| r.status()) {
         Some(CreditRequestStatus::Accepted) => Ok(()),
         other => Err(tonic::Status::internal(format!(
@@ -147,7 +222,7 @@ async fn round_trip(channel: Channel, user: &str, asset: &str) -> Result<(), ton
 /// An exchange backend that accepts every request, answering up to
 /// [`ANSWERS_IN_FLIGHT`] at once (as a real backend would, rather than one
 /// after another), until aborted.
-pub(crate) async fn accept_everything(channel: Channel, i: usize) {
+pub(crate) async fn accept_everything(channel: Channel, i: usize, legs: Option<Legs>) {
     let client = Client::new(channel);
     let in_flight = Arc::new(Semaphore::new(ANSWERS_IN_FLIGHT));
     loop {
@@ -167,7 +242,11 @@ pub(crate) async fn accept_everything(channel: Channel, i: usize) {
                 let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                     return;
                 };
+                if let Some(legs) = &legs {
+                    legs.mark(&request.user_id, 1);
+                }
                 let mut client = client.clone();
+                let legs = legs.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let answer = RespondToCreditRequestRequest {
@@ -175,8 +254,13 @@ pub(crate) async fn accept_everything(channel: Channel, i: usize) {
                         decision: CreditDecision::Accept as i32,
                         reject_reason: String::new(),
                     };
-                    if let Err(e) = client.respond_to_credit_request(answer).await {
-                        tracing::warn!(error = %e, "bench exchange could not respond");
+                    match client.respond_to_credit_request(answer).await {
+                        Ok(_) => {
+                            if let Some(legs) = &legs {
+                                legs.mark(&request.user_id, 2);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "bench exchange could not respond"),
                     }
                 });
             }
@@ -193,6 +277,7 @@ async fn paced(
     duration: Duration,
     run_id: u32,
     next: Arc<AtomicU64>,
+    legs: Legs,
 ) -> Figure {
     paced_with(
         channels,
@@ -201,7 +286,10 @@ async fn paced(
         "credit round trip",
         move |channel| {
             let n = next.fetch_add(1, Ordering::Relaxed);
-            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+            let legs = legs.clone();
+            async move {
+                round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC", Some(legs)).await
+            }
         },
     )
     .await
@@ -286,7 +374,13 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
     };
     let channels = connect(options).await?;
     let exchange: Vec<_> = (0..SUBSCRIBERS)
-        .map(|i| tokio::spawn(accept_everything(channels[i % channels.len()].clone(), i)))
+        .map(|i| {
+            tokio::spawn(accept_everything(
+                channels[i % channels.len()].clone(),
+                i,
+                None,
+            ))
+        })
         .collect();
     let run_id = std::process::id();
     // The pool: each user with a deposit that a million pledges cannot use up.
@@ -337,7 +431,15 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
     };
 
     let mut figures = Vec::new();
-    let mut credit = paced(&channels, rate, options.duration, run_id, Arc::clone(&next)).await;
+    let mut credit = paced(
+        &channels,
+        rate,
+        options.duration,
+        run_id,
+        Arc::clone(&next),
+        Legs::default(),
+    )
+    .await;
     credit.name = format!("credit round trip (RequestCredit + wait), paced {rate}/s");
     let mut pledged = paced_with(
         &channels,
@@ -358,7 +460,7 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
         "credit round trip, max rate",
         move |channel| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
-            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC").await }
+            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC", None).await }
         },
     )
     .await;

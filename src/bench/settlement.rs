@@ -52,7 +52,13 @@ const WAIT: Duration = Duration::from_secs(20);
 pub async fn run(options: &BenchOptions, reports: u64) -> Result<Vec<Figure>, BenchError> {
     let channels = connect(options).await?;
     let exchange: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(accept_everything(channels[i % channels.len()].clone(), i)))
+        .map(|i| {
+            tokio::spawn(accept_everything(
+                channels[i % channels.len()].clone(),
+                i,
+                None,
+            ))
+        })
         .collect();
     let run_id = std::process::id();
     let user = move |n: u64| format!("sbench-{run_id}-{}", n % USERS);
