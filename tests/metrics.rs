@@ -214,6 +214,16 @@ async fn counters_move_with_a_credit_flow_and_the_link_gauges_follow_the_replica
         ),
         Some(1.0)
     );
+    // Redis commands are timed per endpoint: the flow ran scripts on M and
+    // XADDs on R.
+    for endpoint in ["master", "replica"] {
+        let commands = value(
+            &after,
+            "openoes_redis_command_duration_seconds_count",
+            &[("endpoint", endpoint)],
+        );
+        assert!(commands.is_some_and(|n| n >= 1.0), "{endpoint}: {commands:?}");
+    }
     // The backend's stream is open, and counted as a consumer-group stream.
     assert_eq!(
         value(
