@@ -197,7 +197,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
         /// Idle subscribers for the memory figure.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 10_000)]
         idle: usize,
         /// Also write the figures as JSON here.
         #[arg(long)]
