@@ -214,6 +214,21 @@ async fn counters_move_with_a_credit_flow_and_the_link_gauges_follow_the_replica
         ),
         Some(1.0)
     );
+    // Settlement's cursors over the exchange's streams are watched too.
+    for stream in [
+        "mirror:settlement:individual:response",
+        "mirror:settlement:batch:response",
+    ] {
+        assert!(
+            value(
+                &after,
+                "openoes_response_cursor_lag_seconds",
+                &[("stream", stream)]
+            )
+            .is_some(),
+            "{stream}"
+        );
+    }
     // Redis commands are timed per endpoint: the flow ran scripts on M and
     // XADDs on R.
     for endpoint in ["master", "replica"] {
@@ -222,7 +237,10 @@ async fn counters_move_with_a_credit_flow_and_the_link_gauges_follow_the_replica
             "openoes_redis_command_duration_seconds_count",
             &[("endpoint", endpoint)],
         );
-        assert!(commands.is_some_and(|n| n >= 1.0), "{endpoint}: {commands:?}");
+        assert!(
+            commands.is_some_and(|n| n >= 1.0),
+            "{endpoint}: {commands:?}"
+        );
     }
     // The backend's stream is open, and counted as a consumer-group stream.
     assert_eq!(

@@ -100,6 +100,16 @@ pub fn plug_in(ctx: &Context, routes: &mut RoutesBuilder) -> Plugged {
             s.sweep_interval,
             ctx.stop.clone(),
         ));
+        // The WSP's cursors over both of the exchange's streams, as credit's.
+        for (cursor, stream) in [
+            (self::keys::REPORT_CURSOR, self::keys::REPORT_STREAM),
+            (self::keys::BATCH_CURSOR, self::keys::BATCH_STREAM),
+        ] {
+            ctx.metrics.probe(crate::metrics::Probe::Cursor {
+                cursor,
+                stream: stream.into(),
+            });
+        }
         store
     });
     let exchange = ctx.role(Role::Exchange, || {
