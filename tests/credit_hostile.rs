@@ -957,3 +957,74 @@ async fn waitaof_is_used_where_the_server_has_it_and_refused_clearly_where_not()
         assert!(e.message().contains("WAITAOF"), "{}", e.message());
     }
 }
+
+/// The WSP applies the responses of one read in one pipeline of scripts.
+/// If one fails (here: its request's record is of the wrong type on M, so
+/// its script errors), the responses after it must wait, never move the
+/// cursor past it: else the failed one would be skipped for good.
+#[tokio::test]
+async fn a_response_whose_apply_fails_is_never_passed_by_the_ones_after_it() {
+    let link = Link::start_secured().await;
+    let (_gateway, channel) = wsp_only(&link, |_| {}).await;
+    let mut client = Client::new(channel.clone());
+    let a = request(&mut client, ask("stuck-a", "BTC", "+1", "stuck-1", 0)).await;
+    let b = request(&mut client, ask("stuck-b", "BTC", "+2", "stuck-2", 0)).await;
+    let mut m = admin(link.topology.master.port()).await;
+    let record = "mirror:credit:req:stuck-1";
+    let saved: Vec<u8> = redis::cmd("DUMP")
+        .arg(record)
+        .query_async(&mut m)
+        .await
+        .expect("dump");
+    let _: () = redis::cmd("SET")
+        .arg(record)
+        .arg("not a hash")
+        .query_async(&mut m)
+        .await
+        .expect("break the record");
+
+    let mut r = as_exchange(&link).await;
+    let mut both = redis::pipe();
+    both.add_command(response_of(&a, "accepted", ""))
+        .add_command(response_of(&b, "accepted", ""));
+    let _: Vec<String> = both.query_async(&mut r).await.expect("xadd both");
+
+    // The follower retries A (and reads B with it) again and again: B must
+    // stay pending all the while.
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let b_now = client
+            .get_credit_request(pb::GetCreditRequestRequest {
+                request_id: "stuck-2".into(),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .credit_request
+            .expect("record");
+        assert_eq!(
+            status(&b_now),
+            pb::CreditRequestStatus::Pending,
+            "B was applied past the failed A"
+        );
+    }
+
+    // Repaired, both are applied, in order, once.
+    let _: () = redis::cmd("RESTORE")
+        .arg(record)
+        .arg(0)
+        .arg(saved)
+        .arg("REPLACE")
+        .query_async(&mut m)
+        .await
+        .expect("restore");
+    for id in ["stuck-1", "stuck-2"] {
+        assert_eq!(
+            status(&await_final(&mut client, id).await),
+            pb::CreditRequestStatus::Accepted
+        );
+    }
+    assert_ci_is_sum_of_accepted(&mut m, &["stuck-1".into(), "stuck-2".into()]).await;
+    assert_eq!(inventory(&mut client, "stuck-a", "BTC").await.amount, "1");
+    assert_eq!(inventory(&mut client, "stuck-b", "BTC").await.amount, "2");
+}

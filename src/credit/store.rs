@@ -70,6 +70,7 @@ lua_script! {
             entry_id: &'a str, request_id: &'a str, status: &'a str, reject_reason: &'a str,
             ci: String, now_ms: u64, events_maxlen: usize, uid: &'a str, asset: &'a str,
             response_custodian: &'a str, custodian: &'a str, retention_ms: u64, mode: &'a str,
+            previous: &'a str,
         }
     }
 }
@@ -78,7 +79,10 @@ lua_script! {
     /// `lua/skip_response.lua`: records a malformed response and moves past it.
     struct SkipResponse<'a>(include_str!("lua/skip_response.lua")) {
         keys { cursor: &'a str, events: &'a str }
-        args { entry_id: &'a str, request_id: &'a str, reason: &'a str, now_ms: u64, events_maxlen: usize }
+        args {
+            entry_id: &'a str, request_id: &'a str, reason: &'a str, now_ms: u64,
+            events_maxlen: usize, previous: &'a str,
+        }
     }
 }
 
@@ -130,6 +134,9 @@ pub enum ApplyOutcome {
     /// Accepted with another `ci` than the request carried: not applied,
     /// an anomaly event recorded; the request stays pending for a person.
     Anomaly,
+    /// In a batch, the entry before it was not handled (its script
+    /// failed): nothing done; the next read goes on from the cursor.
+    Behind,
 }
 
 impl ApplyOutcome {
@@ -139,6 +146,7 @@ impl ApplyOutcome {
             "duplicate" => Self::Duplicate,
             "unknown" => Self::Unknown,
             "final" => Self::AlreadyFinal,
+            "behind" => Self::Behind,
             _ => Self::Anomaly,
         }
     }
@@ -159,9 +167,10 @@ pub enum ResponseEntry {
 pub enum EntryOutcome {
     /// The response's outcome.
     Applied(ApplyOutcome),
-    /// The malformed entry was passed; `recorded` unless it was before.
+    /// The malformed entry was passed; `recorded` unless it was before
+    /// (or it was behind a failed entry: nothing done).
     Skipped {
-        /// An anomaly was recorded now (false: it was already passed).
+        /// An anomaly was recorded now.
         recorded: bool,
     },
 }
@@ -379,7 +388,7 @@ impl CreditStore {
     async fn decide(&self, d: &CreditResponse, from_r: bool) -> Result<ApplyOutcome, CreditError> {
         let mut conn = self.durability.conn(&self.redis).await?;
         let outcome: String = self
-            .apply_call(d, from_r, time::now().ms)
+            .apply_call(d, from_r, time::now().ms, "")
             .invoke(&mut *conn)
             .await
             .map_err(|e| self.err(e))?;
@@ -396,6 +405,7 @@ impl CreditStore {
         d: &'a CreditResponse,
         from_r: bool,
         now_ms: u64,
+        previous: &'a str,
     ) -> ApplyResponse<'a> {
         let (uid, asset) = (&d.uid, &d.asset);
         ApplyResponse {
@@ -426,6 +436,7 @@ impl CreditStore {
             custodian: &self.custodian,
             retention_ms: self.retention_ms,
             mode: if from_r { "response" } else { "operator" },
+            previous,
         }
     }
 
@@ -435,6 +446,7 @@ impl CreditStore {
         entry_id: &'a str,
         malformed: &'a MalformedResponse,
         now_ms: u64,
+        previous: &'a str,
     ) -> SkipResponse<'a> {
         SkipResponse {
             cursor: keys::RESPONSE_CURSOR,
@@ -444,6 +456,7 @@ impl CreditStore {
             reason: &malformed.reason,
             now_ms,
             events_maxlen: self.events_maxlen,
+            previous,
         }
     }
 
@@ -465,17 +478,24 @@ impl CreditStore {
             .iter()
             .map(|e| match e {
                 ResponseEntry::Malformed(id, _) => id.to_string(),
-                ResponseEntry::Response(_) => String::new(),
+                ResponseEntry::Response(d) => d.entry_id.clone(),
             })
             .collect();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         ApplyResponse::load_into(&mut pipe);
         SkipResponse::load_into(&mut pipe);
-        for (entry, id) in entries.iter().zip(&ids) {
+        // Each script after the first does nothing unless the one before
+        // was handled: a failed one is never passed (see the scripts).
+        let previous = std::iter::once("").chain(ids.iter().map(String::as_str));
+        for ((entry, id), previous) in entries.iter().zip(&ids).zip(previous) {
             match entry {
-                ResponseEntry::Response(d) => self.apply_call(d, true, now_ms).add_to(&mut pipe),
-                ResponseEntry::Malformed(_, m) => self.skip_call(id, m, now_ms).add_to(&mut pipe),
+                ResponseEntry::Response(d) => {
+                    self.apply_call(d, true, now_ms, previous).add_to(&mut pipe);
+                }
+                ResponseEntry::Malformed(_, m) => {
+                    self.skip_call(id, m, now_ms, previous).add_to(&mut pipe);
+                }
             }
         }
         let mut conn = self.redis.conn().await?;
@@ -567,7 +587,7 @@ impl CreditStore {
     ) -> Result<bool, CreditError> {
         let mut conn = self.redis.conn().await?;
         let outcome: String = self
-            .skip_call(&entry_id.to_string(), malformed, time::now().ms)
+            .skip_call(&entry_id.to_string(), malformed, time::now().ms, "")
             .invoke(&mut *conn)
             .await
             .map_err(|e| self.err(e))?;

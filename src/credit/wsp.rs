@@ -120,7 +120,7 @@ fn log(entry: &ResponseEntry, outcome: EntryOutcome) {
                 request_id = %response.request_id,
                 "response to a request not issued here; ignored"
             ),
-            ApplyOutcome::Duplicate | ApplyOutcome::AlreadyFinal => {}
+            ApplyOutcome::Duplicate | ApplyOutcome::AlreadyFinal | ApplyOutcome::Behind => {}
         },
         _ => {}
     }

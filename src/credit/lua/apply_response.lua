@@ -43,14 +43,20 @@
 -- ARGV[12] how long a decided record is kept, ms
 -- ARGV[13] "response" (from R) or "operator" (no cursor, no checks of a
 --          response's fields)
+-- ARGV[14] the entry before this one in the same batch ("" for none): a
+--          batch is one pipeline of these scripts, and if that entry's
+--          script failed (the cursor is not at it yet) this one does
+--          nothing ("behind"), so a later entry never moves the cursor past
+--          one that was not handled
 --
 -- Returns one of: "applied"; "duplicate" (this response or a later one was
 -- applied already); "unknown" (no such request here: another party's);
 -- "final" (the request was decided already: nothing changes); "anomaly"
 -- (another uid, asset or custodian, accepted with another ci, an unknown
 -- status, CI or custody moved under a pending request: not applied, an anomaly
--- event recorded, the request left pending for a person). All but
--- "duplicate" advance the cursor of a response.
+-- event recorded, the request left pending for a person); "behind" (see
+-- ARGV[14]: nothing done). All but "duplicate" and "behind" advance the
+-- cursor of a response.
 -- Invariants: for every vault, total = locked + available and locked = CI
 -- + the amounts of pending pledges; pledged = remaining of active pledges.
 
@@ -73,6 +79,9 @@ if from_r then
   local cursor = redis.call('GET', KEYS[5])
   if cursor and not after(ARGV[1], cursor) then
     return 'duplicate'
+  end
+  if ARGV[14] ~= '' and (not cursor or after(ARGV[14], cursor)) then
+    return 'behind'
   end
 end
 local function advance()

@@ -9,10 +9,12 @@
 -- ARGV[2] the request_id it names, if it names a valid one ("" otherwise)
 -- ARGV[3] what is wrong and a bounded copy of what was seen
 -- ARGV[4] now, unix milliseconds   ARGV[5] approximate MAXLEN of the event log
+-- ARGV[6] the entry before this one in the same batch ("" for none), as in
+--         apply_response.lua: if it was not handled, nothing is done
 --
--- Returns "recorded", or "duplicate" if the cursor is already at or past
--- the entry (another gateway handled it). The id comparison is exact, as in
--- apply_response.lua.
+-- Returns "recorded", "duplicate" if the cursor is already at or past the
+-- entry (another gateway handled it), or "behind" (ARGV[6]). The id
+-- comparison is exact, as in apply_response.lua.
 
 local function digits_gt(a, b)
   if #a ~= #b then return #a > #b end
@@ -28,6 +30,9 @@ end
 local cursor = redis.call('GET', KEYS[1])
 if cursor and not after(ARGV[1], cursor) then
   return 'duplicate'
+end
+if ARGV[6] ~= '' and (not cursor or after(ARGV[6], cursor)) then
+  return 'behind'
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'anomaly', 'request_id', ARGV[2],
