@@ -313,8 +313,8 @@ where
                 }
             };
             // Trailers-only (most errors): the code is in the headers.
-            if let Some(code) = response.headers().get("grpc-status") {
-                call.set_code(Code::from_bytes(code.as_bytes()));
+            if let Some(code) = grpc_status(response.headers()) {
+                call.set_code(code);
             }
             Ok(response.map(|inner| MeasuredBody {
                 inner,
@@ -322,6 +322,14 @@ where
             }))
         })
     }
+}
+
+/// The gRPC status code in `headers` (trailers, or the headers of a
+/// trailers-only answer), if there is one.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|v| Code::from_bytes(v.as_bytes()))
 }
 
 /// One call being measured; recorded once, when it is dropped: at the end
@@ -379,9 +387,9 @@ where
         let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let Some(code) = frame.trailers_ref().and_then(|t| t.get("grpc-status")) {
+                if let Some(code) = frame.trailers_ref().and_then(grpc_status) {
                     if let Some(call) = this.call.as_mut() {
-                        call.code = Some(Code::from_bytes(code.as_bytes()));
+                        call.code = Some(code);
                     }
                     // Trailers end the response: record it now.
                     this.call = None;

@@ -24,7 +24,7 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use futures_util::future::BoxFuture;
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prost::Message;
 use tokio::time::Instant;
@@ -43,7 +43,10 @@ use super::{
 use crate::{
     config::{Config, ReflectionAccess},
     error::{Error, RpcError, reason},
-    server::transport::{MessageLimit, MessageLimits},
+    server::{
+        layers::grpc_status,
+        transport::{MessageLimit, MessageLimits},
+    },
     validate::{echo, is_valid_id},
 };
 
@@ -281,12 +284,6 @@ impl Gate {
         drop(record);
         status.into_http()
     }
-}
-
-fn grpc_status(headers: &HeaderMap) -> Option<Code> {
-    headers
-        .get("grpc-status")
-        .map(|v| Code::from_bytes(v.as_bytes()))
 }
 
 /// More streams than `rate_limit.max_streams_per_principal`.
