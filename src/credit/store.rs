@@ -578,22 +578,6 @@ impl CreditStore {
             .await
     }
 
-    /// Records an entry of the response stream that is not a response
-    /// (see `lua/skip_response.lua`); false if another gateway handled it.
-    pub async fn skip_response(
-        &self,
-        entry_id: StreamId,
-        malformed: &MalformedResponse,
-    ) -> Result<bool, CreditError> {
-        let mut conn = self.redis.conn().await?;
-        let outcome: String = self
-            .skip_call(&entry_id.to_string(), malformed, time::now().ms, "")
-            .invoke(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(outcome == "recorded")
-    }
-
     /// Where the WSP's reading of the response stream on R stands.
     pub async fn response_cursor(&self) -> Result<StreamId, CreditError> {
         follow::read_cursor(&self.redis, keys::RESPONSE_CURSOR)

@@ -28,10 +28,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, RwLock},
 };
 
 use super::{
@@ -114,8 +111,6 @@ pub struct PoolCache {
     store: QuoteStore,
     max_bins: usize,
     state: RwLock<State>,
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 fn direction(swap_for_y: bool) -> usize {
@@ -130,22 +125,12 @@ impl PoolCache {
             store,
             max_bins,
             state: RwLock::default(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
     /// The store behind the cache.
     pub fn store(&self) -> &QuoteStore {
         &self.store
-    }
-
-    /// Reads served from memory and from Redis so far.
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
@@ -229,13 +214,9 @@ impl PoolSource for PoolCache {
         limit: usize,
     ) -> Result<(u64, Option<HopSnapshot>), StoreError> {
         let seen = match self.lookup(pool_id, swap_for_y, limit) {
-            Ok(read) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(read);
-            }
+            Ok(read) => return Ok(read),
             Err(seen) => seen,
         };
-        self.misses.fetch_add(1, Ordering::Relaxed);
         let (version, hop) = self.store.read_hop(pool_id, swap_for_y, limit).await?;
         if let Some(seen) = seen {
             let page = Page {

@@ -18,14 +18,7 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use super::{
-    cache::PoolCache,
-    error::StoreError,
-    graph::RouteGraph,
-    model::Pool,
-    search::{self, PoolSource},
-    store::{HopSnapshot, QuoteStore},
-};
+use super::{cache::PoolCache, graph::RouteGraph, model::Pool, search, store::QuoteStore};
 pub use super::{
     error::QuoteError,
     search::{
@@ -42,17 +35,6 @@ const VERSION_RETRIES: usize = 3;
 /// itself: a new pool then costs an update in place, not a full read of
 /// every pool by every concurrent quote.
 const FOLLOWER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
-
-impl PoolSource for QuoteStore {
-    async fn read_hop(
-        &self,
-        pool_id: &str,
-        swap_for_y: bool,
-        limit: usize,
-    ) -> Result<(u64, Option<HopSnapshot>), StoreError> {
-        QuoteStore::read_hop(self, pool_id, swap_for_y, limit).await
-    }
-}
 
 /// Prices swaps over the pools in one Redis.
 pub struct QuoteEngine {

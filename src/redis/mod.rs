@@ -526,7 +526,7 @@ impl SharedSlot {
 /// A handle on a shared connection: a connection-level failure empties its
 /// slot (the next caller reconnects), and an I/O failure ends the
 /// generation as [`PoolConnection`]'s does.
-pub struct SharedConnection {
+struct SharedConnection {
     conn: MultiplexedConnection,
     number: u64,
     generation: u64,
@@ -573,7 +573,7 @@ pub struct Timed<'a> {
 }
 
 /// A shared or an exclusive connection (see [`Conn`]).
-pub enum Lease<'a> {
+enum Lease<'a> {
     /// One of the endpoint's shared multiplexed connections.
     Shared(SharedConnection),
     /// A pooled connection of the caller's alone.

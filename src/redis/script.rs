@@ -58,6 +58,7 @@ macro_rules! lua_script {
             }
 
             /// Runs the script (EVALSHA, loading it on NOSCRIPT).
+            #[allow(dead_code)] // a script run only in pipelines (add_to)
             pub async fn invoke<T: ::redis::FromRedisValue>(
                 &self,
                 conn: &mut (impl ::redis::aio::ConnectionLike + Send),
