@@ -158,22 +158,7 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
     figures.push(paced);
     figures.extend(legs.figures());
 
-    let counter = Arc::clone(&next);
-    let mut max = load(
-        &channels,
-        options,
-        "credit round trip, max rate",
-        move |channel| {
-            let n = counter.fetch_add(1, Ordering::Relaxed);
-            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC", None).await }
-        },
-    )
-    .await;
-    max.name = format!(
-        "credit round trip, max rate (concurrency {})",
-        options.concurrency
-    );
-    figures.push(max);
+    figures.push(max_rate(&channels, options, run_id, Arc::clone(&next)).await);
     for task in exchange {
         task.abort();
     }
@@ -267,6 +252,31 @@ pub(crate) async fn accept_everything(channel: Channel, i: usize, legs: Option<L
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Closed loop at the options' concurrency: the maximum rate of credit
+/// round trips, each for a fresh user numbered from `next`.
+async fn max_rate(
+    channels: &[Channel],
+    options: &BenchOptions,
+    run_id: u32,
+    next: Arc<AtomicU64>,
+) -> Figure {
+    let mut max = load(
+        channels,
+        options,
+        "credit round trip, max rate",
+        move |channel| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC", None).await }
+        },
+    )
+    .await;
+    max.name = format!(
+        "credit round trip, max rate (concurrency {})",
+        options.concurrency
+    );
+    max
 }
 
 /// Open loop: a round trip due every 1/rate s for `duration`, each timed
@@ -453,21 +463,7 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
     pledged.ratio_to_redis = None;
     figures.extend([credit, pledged]);
 
-    let counter = Arc::clone(&next);
-    let mut credit_max = load(
-        &channels,
-        options,
-        "credit round trip, max rate",
-        move |channel| {
-            let n = counter.fetch_add(1, Ordering::Relaxed);
-            async move { round_trip(channel, &format!("bench-{run_id}-{n}"), "BTC", None).await }
-        },
-    )
-    .await;
-    credit_max.name = format!(
-        "credit round trip, max rate (concurrency {})",
-        options.concurrency
-    );
+    let credit_max = max_rate(&channels, options, run_id, Arc::clone(&next)).await;
     let mut pledge_max = load(
         &channels,
         options,
