@@ -279,15 +279,7 @@ async fn a_wait_that_elapses_returns_pending_and_the_decision_lands_later() {
     let _exchange = backend(channel.clone(), "late", |_| None);
     let decided = waiting.await.expect("task");
     assert_eq!(status(&decided), pb::CreditRequestStatus::Accepted);
-    let record = client
-        .get_credit_request(pb::GetCreditRequestRequest {
-            request_id: "slow-1".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .credit_request
-        .expect("record");
+    let record = get_request(&mut client, "slow-1").await;
     assert_eq!(status(&record), pb::CreditRequestStatus::Accepted);
 }
 

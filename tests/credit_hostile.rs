@@ -258,15 +258,7 @@ async fn a_response_naming_another_custodian_is_an_anomaly_not_applied() {
             .any(|(id, why)| id == "cus-1" && why.contains("custodian")),
         "{seen:?}"
     );
-    let record = client
-        .get_credit_request(pb::GetCreditRequestRequest {
-            request_id: "cus-1".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .credit_request
-        .expect("record");
+    let record = get_request(&mut client, "cus-1").await;
     assert_eq!(
         status(&record),
         pb::CreditRequestStatus::Pending,
@@ -558,15 +550,7 @@ async fn a_response_gap_is_loud_and_resolved_by_redelivery() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     credit_health(&wsp_channel, ServingStatus::NotServing).await;
     for id in &ids {
-        let r = client
-            .get_credit_request(pb::GetCreditRequestRequest {
-                request_id: id.clone(),
-            })
-            .await
-            .expect("get")
-            .into_inner()
-            .credit_request
-            .expect("record");
+        let r = get_request(&mut client, id).await;
         assert_eq!(
             status(&r),
             pb::CreditRequestStatus::Pending,
@@ -993,15 +977,7 @@ async fn a_response_whose_apply_fails_is_never_passed_by_the_ones_after_it() {
     // stay pending all the while.
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let b_now = client
-            .get_credit_request(pb::GetCreditRequestRequest {
-                request_id: "stuck-2".into(),
-            })
-            .await
-            .expect("get")
-            .into_inner()
-            .credit_request
-            .expect("record");
+        let b_now = get_request(&mut client, "stuck-2").await;
         assert_eq!(
             status(&b_now),
             pb::CreditRequestStatus::Pending,

@@ -256,6 +256,19 @@ pub fn now_s() -> u64 {
 }
 
 /// Polls a request's record until it is final.
+/// GetCreditRequest of `id`, which must exist.
+pub async fn get_request(client: &mut Client<Channel>, id: &str) -> pb::CreditRequest {
+    client
+        .get_credit_request(pb::GetCreditRequestRequest {
+            request_id: id.into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .credit_request
+        .expect("record")
+}
+
 pub async fn await_final(client: &mut Client<Channel>, id: &str) -> pb::CreditRequest {
     for _ in 0..400 {
         if let Ok(r) = client
