@@ -906,6 +906,12 @@ async fn a_call_past_its_deadline_answers_deadline_exceeded() {
     assert!(out.status.success());
     let mut config = link.config();
     config.grpc.request_timeout = Duration::from_secs(1);
+    // The health monitor must not find the frozen Redis down during the
+    // test (quotes would then fail fast with UNAVAILABLE, as they should,
+    // and no deadline would be reached): it probes rarely here. Under a
+    // loaded full-suite run its 200 ms default raced the second call.
+    config.health.interval = Duration::from_secs(30);
+    config.health.probe_timeout = Duration::from_secs(30);
     let gateway = Gateway::start(config).await;
     let mut client = QuoteServiceClient::new(gateway.channel().await);
     // Warm the other direction only: pools are kept in memory by (pool,
