@@ -1027,3 +1027,30 @@ async fn with_m_down_calls_fail_fast_and_everything_recovers_when_it_returns() {
     );
     assert_eq!(inventory(&mut client, "gina", "BTC").await.amount, "3");
 }
+
+#[tokio::test]
+async fn decisions_still_apply_each_once_after_m_forgets_its_scripts() {
+    // The WSP sends its response scripts by hash only; after SCRIPT FLUSH
+    // (or a restart) it must load them and apply each decision once.
+    let link = Link::start_secured().await;
+    let (_gateway, channel) = serving(link.secured_config()).await;
+    let mut client = Client::new(channel.clone());
+    let _backend = backend(channel.clone(), "ex", |_| None);
+    let mut m = admin(link.topology.master.port()).await;
+    let mut ids = Vec::new();
+    for (n, change) in ["+1", "+2", "+3"].into_iter().enumerate() {
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut m)
+            .await
+            .expect("SCRIPT FLUSH");
+        let id = format!("sf-{n}");
+        let r = request(&mut client, ask("sf", "BTC", change, &id, 10_000)).await;
+        assert_eq!(status(&r), pb::CreditRequestStatus::Accepted, "{r:?}");
+        ids.push(id);
+    }
+    assert_ci_is_sum_of_accepted(&mut m, &ids).await;
+    assert_eq!(inventory(&mut client, "sf", "BTC").await.amount, "6");
+    let finals = final_events(&mut client, 3).await;
+    assert!(finals.values().all(|v| v.len() == 1), "{finals:?}");
+}

@@ -19,7 +19,10 @@ use super::{
 use crate::{
     amount,
     config::Config,
-    redis::{Durability, RedisEndpoint, RedisError, script::lua_script},
+    redis::{
+        Durability, RedisEndpoint, RedisError,
+        script::{lua_script, query_scripts},
+    },
     streams::{Fields, StreamId, follow},
     time,
 };
@@ -483,8 +486,6 @@ impl CreditStore {
             .collect();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        ApplyResponse::load_into(&mut pipe);
-        SkipResponse::load_into(&mut pipe);
         // Each script after the first does nothing unless the one before
         // was handled: a failed one is never passed (see the scripts).
         let previous = std::iter::once("").chain(ids.iter().map(String::as_str));
@@ -499,10 +500,12 @@ impl CreditStore {
             }
         }
         let mut conn = self.redis.conn().await?;
-        let replies: Vec<redis::Value> = pipe
-            .query_async(&mut *conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let replies = query_scripts(&mut *conn, &pipe, |pipe| {
+            ApplyResponse::load_into(pipe);
+            SkipResponse::load_into(pipe);
+        })
+        .await
+        .map_err(|e| self.err(e))?;
         Ok(entries
             .iter()
             .zip(replies)

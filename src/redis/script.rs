@@ -72,8 +72,7 @@ macro_rules! lua_script {
             }
 
             /// Adds `SCRIPT LOAD` of this script to `pipe` (its reply
-            /// ignored): a pipeline of [`Self::add_to`] calls starts with
-            /// it, so it never meets NOSCRIPT (after a restart, say).
+            /// ignored), for [`query_scripts`](crate::redis::script::query_scripts).
             #[allow(dead_code)]
             pub fn load_into(pipe: &mut ::redis::Pipeline) {
                 pipe.cmd("SCRIPT").arg("LOAD").arg($source).ignore();
@@ -100,6 +99,32 @@ macro_rules! lua_script {
 }
 
 pub(crate) use lua_script;
+
+/// Runs `pipe`, a pipeline of script calls ([`lua_script!`]'s `add_to`),
+/// each reply in place, errors too (`ignore_errors`). If Redis has lost a
+/// script (a restart, SCRIPT FLUSH), `load` adds the SCRIPT LOADs and the
+/// pipeline runs once more: sending the sources with every pipeline would
+/// cost kilobytes and a SHA1 of each per call, for a case this rare. Only
+/// for scripts that do nothing the second time (ours check a cursor or a
+/// status first): calls before the one that met NOSCRIPT did run.
+pub async fn query_scripts(
+    conn: &mut (impl redis::aio::ConnectionLike + Send),
+    pipe: &redis::Pipeline,
+    load: impl Fn(&mut redis::Pipeline),
+) -> redis::RedisResult<Vec<redis::Value>> {
+    let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let lost = replies.iter().any(|reply| {
+        matches!(reply, redis::Value::ServerError(e)
+            if e.kind() == Some(redis::ServerErrorKind::NoScript))
+    });
+    if !lost {
+        return Ok(replies);
+    }
+    let mut loading = redis::pipe();
+    load(&mut loading);
+    loading.query_async::<()>(conn).await?;
+    pipe.query_async(conn).await
+}
 
 /// What a script's struct says about its KEYS and ARGV.
 #[derive(Debug, Clone, Copy)]
