@@ -140,11 +140,19 @@ pub async fn follow<F: Follower>(
 
 /// One connection's life; returns only on error.
 ///
-/// Each round, in this order: where the WSP stands (its cursor, on M); what
-/// R's stream looks like now (XINFO, and whether the cursor's own entry is
-/// still there): a new stream rewinds the cursor; entries trimmed past the
-/// cursor are a gap; then one blocking read after the cursor, handled entry
-/// by entry.
+/// Each round is one round trip to R, pipelined on the blocking
+/// connection: what R's stream looks like (XINFO, and whether the cursor's
+/// own entry is still there), then a blocking read after the cursor. The
+/// read is handled only if the stream is the one the cursor points into
+/// with nothing trimmed past it: a new stream rewinds the cursor, a gap is
+/// recorded, and the entries read are dropped (the next round reads them
+/// again as what they are).
+///
+/// The cursor is read from M (another gateway may have moved it) except
+/// right after this follower handled a read: every entry of it is then at
+/// or behind the cursor on M, so the last one is a safe place to go on
+/// from (an entry another gateway handled meanwhile is read again, and
+/// found behind).
 async fn read<F: Follower>(
     follower: &F,
     replica: &RedisEndpoint,
@@ -153,24 +161,19 @@ async fn read<F: Follower>(
 ) -> Result<(), F::Error> {
     let stream = follower.stream();
     let mut blocking = replica.blocking(streams.block).await?;
+    let mut known = None;
     loop {
-        // Read from M each round: another gateway may have moved it.
-        let cursor = follower.cursor().await?;
-        let Some(view) = view_of(replica, stream, cursor).await? else {
-            // No stream yet (or R was just wiped): wait for its first entry.
-            backoff.reset();
-            block_on(
-                &mut blocking,
-                replica,
-                stream,
-                StreamId::default(),
-                1,
-                streams,
-            )
-            .await?;
+        let cursor = match known.take() {
+            Some(cursor) => cursor,
+            None => follower.cursor().await?,
+        };
+        let (view, entries) = round(&mut blocking, replica, stream, cursor, streams).await?;
+        backoff.reset();
+        let Some(view) = view else {
+            // No stream when the read began (none yet, or R was just
+            // wiped): the read waited for one; look at it again.
             continue;
         };
-        backoff.reset();
         if view.is_new_stream(cursor) {
             tracing::warn!(
                 stream, %cursor, last = %view.info.last_generated, first = %view.info.first,
@@ -184,16 +187,9 @@ async fn read<F: Follower>(
             follower.gap(cursor, resume).await?;
             continue;
         }
-        let entries = block_on(
-            &mut blocking,
-            replica,
-            stream,
-            cursor,
-            streams.read_batch,
-            streams,
-        )
-        .await?;
+        let last = entries.iter().rev().find_map(Parsed::id);
         follower.handle_batch(entries).await?;
+        known = last.filter(|last| *last > cursor);
     }
 }
 
@@ -221,60 +217,58 @@ impl StreamView {
     }
 }
 
-/// XINFO STREAM and a check of the cursor's entry, in one round trip;
-/// `None` if the stream does not exist.
-async fn view_of(
-    replica: &RedisEndpoint,
-    stream: &str,
-    cursor: StreamId,
-) -> Result<Option<StreamView>, RedisError> {
-    let mut conn = replica.conn().await?;
-    let mut pipe = redis::pipe();
-    pipe.cmd("XINFO").arg("STREAM").arg(stream);
-    pipe.cmd("XRANGE")
-        .arg(stream)
-        .arg(cursor.to_string())
-        .arg(cursor.to_string())
-        .arg("COUNT")
-        .arg(1);
-    let replies = match pipe.query_async::<Vec<Value>>(&mut *conn).await {
-        Ok(values) => values,
-        Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(RedisError::from_redis(replica.name(), e)),
-    };
-    let mut replies = replies.into_iter();
-    let info = match replies.next() {
-        None | Some(Value::Nil) => return Ok(None),
-        Some(info) => StreamInfo::parse(info),
-    };
-    let cursor_present = matches!(replies.next(), Some(Value::Array(a)) if !a.is_empty());
-    Ok(Some(StreamView {
-        info,
-        cursor_present,
-    }))
-}
-
-/// One blocking read of up to `count` entries after `cursor`.
-async fn block_on(
+/// One round trip: XINFO STREAM, a check of the cursor's entry, and a
+/// blocking read of up to `streams.read_batch` entries after `cursor`, in
+/// one pipeline. The view is `None` if the stream did not exist; the read
+/// then waited for entries after the cursor in whatever stream came.
+async fn round(
     blocking: &mut BlockingConnection,
     replica: &RedisEndpoint,
     stream: &str,
     cursor: StreamId,
-    count: usize,
     streams: &StreamsConfig,
-) -> Result<Vec<Parsed>, RedisError> {
-    let read: Value = redis::cmd("XREAD")
+) -> Result<(Option<StreamView>, Vec<Parsed>), RedisError> {
+    let cursor_text = cursor.to_string();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    pipe.cmd("XINFO").arg("STREAM").arg(stream);
+    pipe.cmd("XRANGE")
+        .arg(stream)
+        .arg(&cursor_text)
+        .arg(&cursor_text)
         .arg("COUNT")
-        .arg(count)
+        .arg(1);
+    pipe.cmd("XREAD")
+        .arg("COUNT")
+        .arg(streams.read_batch)
         .arg("BLOCK")
         .arg(streams.block.as_millis() as u64)
         .arg("STREAMS")
         .arg(stream)
-        .arg(cursor.to_string())
-        .query_async(blocking.conn())
-        .await
-        .map_err(|e| RedisError::from_redis(replica.name(), e))?;
-    Ok(reply::read_entries(read))
+        .arg(&cursor_text);
+    let err = |e| RedisError::from_redis(replica.name(), e);
+    let replies: Vec<Value> = pipe.query_async(blocking.conn()).await.map_err(err)?;
+    let [info, at_cursor, read] = <[Value; 3]>::try_from(replies).map_err(|replies| {
+        err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "a stream round's pipeline",
+            format!("{} replies, not 3", replies.len()),
+        )))
+    })?;
+    let view = match info {
+        Value::ServerError(e) if e.details().is_some_and(|d| d.contains("no such key")) => None,
+        Value::Nil => None,
+        Value::ServerError(e) => return Err(err(e.into())),
+        info => Some(StreamView {
+            info: StreamInfo::parse(info),
+            cursor_present: matches!(at_cursor, Value::Array(a) if !a.is_empty()),
+        }),
+    };
+    let entries = match read {
+        Value::ServerError(e) => return Err(err(e.into())),
+        read => reply::read_entries(read),
+    };
+    Ok((view, entries))
 }
 
 /// Where to go on from if entries after `cursor` are gone from the stream,
