@@ -31,7 +31,7 @@ use openoes::proto::credit::v1::{
     RespondToCreditRequestRequest, SubscribeCreditRequestsRequest,
     credit_service_client::CreditServiceClient as Client,
 };
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use super::{BenchError, BenchOptions, Figure, connect, load, new_histogram, redis_benchmark};
@@ -145,7 +145,7 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
     read.ratio_to_floor = Some(read.ops_per_sec / floor_ops);
     figures.push(read);
 
-    let mut paced = paced(
+    let [mut paced, late] = paced(
         &channels,
         rate,
         options.duration,
@@ -155,7 +155,7 @@ pub async fn run(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Bench
     )
     .await;
     paced.name = format!("credit round trip (RequestCredit + wait), paced {rate}/s");
-    figures.push(paced);
+    figures.extend([paced, late]);
     figures.extend(legs.figures());
 
     figures.push(max_rate(&channels, options, run_id, Arc::clone(&next)).await);
@@ -288,7 +288,7 @@ async fn paced(
     run_id: u32,
     next: Arc<AtomicU64>,
     legs: Legs,
-) -> Figure {
+) -> [Figure; 2] {
     paced_with(
         channels,
         rate,
@@ -305,16 +305,22 @@ async fn paced(
     .await
 }
 
-/// [`paced`] with any round trip.
+/// [`paced`] with any round trip: the round trips, and how late each was
+/// sent.
+///
+/// The schedule is kept by a thread of its own (`std::thread::sleep`, tens
+/// of microseconds late), not by tokio's timer, whose 1 ms ticks would send
+/// each call up to a millisecond after it was due and count that against
+/// the gateway. The second figure says how late the calls really started.
 async fn paced_with<F, Fut>(
     channels: &[Channel],
     rate: u64,
     duration: Duration,
     what: &str,
     call: F,
-) -> Figure
+) -> [Figure; 2]
 where
-    F: Fn(Channel) -> Fut,
+    F: Fn(Channel) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
 {
     let period = Duration::from_secs(1) / u32::try_from(rate.max(1)).unwrap_or(u32::MAX);
@@ -322,53 +328,70 @@ where
     let outstanding = Arc::new(Semaphore::new(MAX_OUTSTANDING));
     let phase = Phase::counting(format!("{what}, paced {rate}/s"), Some(duration));
     let ops = phase.ops();
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    let mut dropped = 0;
-    for i in 0..total {
-        let due = started + period * u32::try_from(i).unwrap_or(u32::MAX);
-        tokio::time::sleep_until(due.into()).await;
-        let Ok(permit) = Arc::clone(&outstanding).try_acquire_owned() else {
-            dropped += 1;
-            continue;
-        };
-        let channel = channels[i as usize % channels.len()].clone();
-        let call = call(channel);
-        let ops = Arc::clone(&ops);
-        tasks.spawn(async move {
-            let _permit = permit;
-            let result = call.await;
-            if result.is_ok() {
-                ops.fetch_add(1, Ordering::Relaxed);
+    let runtime = tokio::runtime::Handle::current();
+    let (finished, mut results) = tokio::sync::mpsc::channel(MAX_OUTSTANDING);
+    let channels = channels.to_vec();
+    let pacer = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut dropped = 0;
+        for i in 0..total {
+            let due = started + period * u32::try_from(i).unwrap_or(u32::MAX);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
             }
-            (result, due.elapsed())
-        });
-    }
+            let Ok(permit) = Arc::clone(&outstanding).try_acquire_owned() else {
+                dropped += 1;
+                continue;
+            };
+            let call = call(channels[i as usize % channels.len()].clone());
+            let (ops, finished) = (Arc::clone(&ops), finished.clone());
+            runtime.spawn(async move {
+                let late = due.elapsed();
+                let result = call.await;
+                if result.is_ok() {
+                    ops.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = finished.send((result, late, due.elapsed())).await;
+                drop(permit);
+            });
+        }
+        dropped
+    });
     let mut histogram = new_histogram();
-    let mut errors = dropped;
-    let mut first_error =
-        (dropped > 0).then(|| format!("{dropped} not sent: {MAX_OUTSTANDING} in flight"));
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok((Ok(()), latency)) => {
+    let mut lateness = new_histogram();
+    let mut errors = 0;
+    let mut first_error = None;
+    while let Some((result, late, latency)) = results.recv().await {
+        let _ = lateness.record(late.as_micros() as u64);
+        match result {
+            Ok(()) => {
                 let _ = histogram.record(latency.as_micros() as u64);
-            }
-            Ok((Err(e), _)) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
             }
             Err(e) => {
                 errors += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| format!("{:?}: {}", e.code(), e.message()));
             }
         }
     }
-    phase.finish();
-    Figure {
-        errors,
-        first_error,
-        ..Figure::latencies(&histogram, histogram.len() as f64 / duration.as_secs_f64())
+    // The channel closes once the pacer and every call are done.
+    let dropped = pacer.join().unwrap_or(0);
+    if dropped > 0 {
+        errors += dropped;
+        first_error = Some(format!("{dropped} not sent: {MAX_OUTSTANDING} in flight"));
     }
+    phase.finish();
+    let sent = lateness.len() as f64 / duration.as_secs_f64();
+    [
+        Figure {
+            errors,
+            first_error,
+            ..Figure::latencies(&histogram, histogram.len() as f64 / duration.as_secs_f64())
+        },
+        Figure {
+            name: format!("  {what}: sent behind schedule by (client side, included above)"),
+            ..Figure::latencies(&lateness, sent)
+        },
+    ]
 }
 
 /// Users of the pledge benchmark.
@@ -441,7 +464,7 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
     };
 
     let mut figures = Vec::new();
-    let mut credit = paced(
+    let [mut credit, credit_late] = paced(
         &channels,
         rate,
         options.duration,
@@ -451,7 +474,7 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
     )
     .await;
     credit.name = format!("credit round trip (RequestCredit + wait), paced {rate}/s");
-    let mut pledged = paced_with(
+    let [mut pledged, pledge_late] = paced_with(
         &channels,
         rate,
         options.duration,
@@ -461,7 +484,7 @@ pub async fn pledge(options: &BenchOptions, rate: u64) -> Result<Vec<Figure>, Be
     .await;
     pledged.name = format!("pledge round trip (CreatePledge + wait), paced {rate}/s");
     pledged.ratio_to_redis = None;
-    figures.extend([credit, pledged]);
+    figures.extend([credit, credit_late, pledged, pledge_late]);
 
     let credit_max = max_rate(&channels, options, run_id, Arc::clone(&next)).await;
     let mut pledge_max = load(
