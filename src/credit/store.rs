@@ -36,7 +36,7 @@ lua_script! {
     /// `lua/read_pair.lua`: one (user, asset), read atomically.
     struct ReadPair(include_str!("lua/read_pair.lua")) {
         keys { ci: String, vault: String, inflight: String, active: String }
-        args {}
+        args { read_pledges: &'static str }
     }
 }
 
@@ -205,6 +205,17 @@ pub struct PairState {
     pub active: Vec<custody::ActivePledge>,
 }
 
+/// Whether [`CreditStore::pair_state`] reads the active pledges: only a
+/// release's plan and a settlement use them, and each costs a read on M (a
+/// user may hold many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pledges {
+    /// Read them, oldest first.
+    Read,
+    /// Leave [`PairState::active`] empty.
+    Skip,
+}
+
 /// Credit data on M.
 #[derive(Clone)]
 pub struct CreditStore {
@@ -258,6 +269,10 @@ impl CreditStore {
             Purpose::Release => keys::release(&request.request_id),
             Purpose::Plain | Purpose::Pledge => keys::pledge(&request.request_id),
         };
+        let pledges = match request.purpose {
+            Purpose::Release => Pledges::Read,
+            Purpose::Plain | Purpose::Pledge => Pledges::Skip,
+        };
         for _ in 0..MAX_STALE_RETRIES {
             let PairState {
                 ci_version,
@@ -266,7 +281,7 @@ impl CreditStore {
                 vault,
                 inflight,
                 active,
-            } = self.pair_state(uid, asset).await?;
+            } = self.pair_state(uid, asset, pledges).await?;
             // Another request in flight for the pair wins over the checks
             // below (its decision may change what they see), but not over
             // this request's own record (a retry returns it).
@@ -527,8 +542,14 @@ impl CreditStore {
 
     /// Everything a credit request or a settlement of one (user, asset) is
     /// computed from, read atomically (`lua/read_pair.lua`): CI, the vault,
-    /// the pending request, the active pledges oldest first.
-    pub async fn pair_state(&self, uid: &str, asset: &str) -> Result<PairState, CreditError> {
+    /// the pending request, the active pledges oldest first (if `pledges`
+    /// says so).
+    pub async fn pair_state(
+        &self,
+        uid: &str,
+        asset: &str,
+        pledges: Pledges,
+    ) -> Result<PairState, CreditError> {
         let ci_key = keys::ci(uid, asset);
         let vault_key = keys::vault(uid, asset);
         let mut conn = self.redis.conn().await?;
@@ -537,6 +558,7 @@ impl CreditStore {
             vault: vault_key.clone(),
             inflight: keys::inflight(uid, asset),
             active: keys::active_pledges(uid, asset),
+            read_pledges: if pledges == Pledges::Read { "1" } else { "0" },
         }
         .invoke(&mut *conn)
         .await

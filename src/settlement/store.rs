@@ -625,7 +625,7 @@ impl SettlementStore {
         for (asset, net) in report.net.iter().filter(|(_, n)| !n.is_zero()) {
             let state = self
                 .credit
-                .pair_state(&report.uid, asset)
+                .pair_state(&report.uid, asset, credit::store::Pledges::Read)
                 .await
                 .map_err(|e| match e {
                     // An outage stays an outage (UNAVAILABLE: retry).

@@ -11,16 +11,20 @@
 -- KEYS[4] mirror:pledges-active:<uid>:<asset>   active pledges, oldest first
 -- (each active pledge's mirror:pledge:<id> is read for its `remaining`; M
 -- is one Redis, not a cluster)
+-- ARGV[1] "1" to read the active pledges, "0" not to: only a release's plan
+--         and a settlement use them, and they cost a read each
 --
 -- Returns {ci version or false, ci amount or false, vault as {field,
 -- value, ...}, pending request id or false, {pledge id, remaining, ...}
--- oldest first}.
+-- oldest first (empty unless ARGV[1] is "1")}.
 
 local ci = redis.call('HMGET', KEYS[1], 'version', 'amount')
 local active = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  active[#active + 1] = id
-  active[#active + 1] = redis.call('HGET', 'mirror:pledge:' .. id, 'remaining') or '0'
+if ARGV[1] == '1' then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    active[#active + 1] = id
+    active[#active + 1] = redis.call('HGET', 'mirror:pledge:' .. id, 'remaining') or '0'
+  end
 end
 return {ci[1] or false, ci[2] or false, redis.call('HGETALL', KEYS[2]),
   redis.call('GET', KEYS[3]) or false, active}
