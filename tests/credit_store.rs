@@ -493,3 +493,70 @@ async fn a_change_whose_sum_would_round_is_refused_and_writes_nothing() {
         .expect("idempotent retry");
     assert!(matches!(retry, RequestOutcome::Existing(_)), "{retry:?}");
 }
+
+#[tokio::test]
+async fn a_batch_read_after_a_cursor_m_no_longer_has_applies_nothing() {
+    // The follower goes on from the last entry it applied without reading
+    // M again; if M lost writes since (a crash, a failover), its cursor is
+    // older, and the batch must not jump it past what was lost.
+    use openoes::{
+        credit::store::{EntryOutcome, ResponseEntry},
+        streams::StreamId,
+    };
+    let (_redis, store, mut conn, _dir) = setup().await;
+    for (id, uid) in [("b-1", "ann"), ("b-2", "ben"), ("b-3", "cat")] {
+        store
+            .request(&request(id, uid, "BTC", "+1"))
+            .await
+            .expect("request");
+    }
+    let entry = |id: &str, rid: &str, uid: &str| {
+        ResponseEntry::Response(response(id, rid, (uid, "BTC"), "accepted", "1", ""))
+    };
+    let first = [entry("1700000000001-0", "b-1", "ann")];
+    let at = |id: &str| id.parse::<StreamId>().expect("id");
+    let outcomes = store
+        .apply_responses(StreamId::default(), &first)
+        .await
+        .expect("apply");
+    assert!(matches!(
+        outcomes[..],
+        [Ok(EntryOutcome::Applied(ApplyOutcome::Applied))]
+    ));
+
+    // Read after 1700000000002-0, which M never reached: nothing is done.
+    let later = [
+        entry("1700000000003-0", "b-2", "ben"),
+        entry("1700000000004-0", "b-3", "cat"),
+    ];
+    let outcomes = store
+        .apply_responses(at("1700000000002-0"), &later)
+        .await
+        .expect("apply");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(EntryOutcome::Behind))),
+        "{outcomes:?}"
+    );
+    let cursor: String = redis::cmd("GET")
+        .arg("mirror:cursor:mirror:credit:response")
+        .query_async(&mut conn)
+        .await
+        .expect("cursor");
+    assert_eq!(cursor, "1700000000001-0", "the cursor did not move");
+    assert_eq!(ci(&mut conn, "CI:ben:BTC").await.0, "");
+
+    // Read after where M stands: applied, in order.
+    let outcomes = store
+        .apply_responses(at("1700000000001-0"), &later)
+        .await
+        .expect("apply");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(EntryOutcome::Applied(ApplyOutcome::Applied)))),
+        "{outcomes:?}"
+    );
+    assert_eq!(ci(&mut conn, "CI:cat:BTC").await.0, "1");
+}

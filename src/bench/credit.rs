@@ -359,9 +359,10 @@ where
     });
     let mut histogram = new_histogram();
     let mut lateness = new_histogram();
-    let mut errors = 0;
+    let (mut errors, mut received) = (0, 0);
     let mut first_error = None;
     while let Some((result, late, latency)) = results.recv().await {
+        received += 1;
         let _ = lateness.record(late.as_micros() as u64);
         match result {
             Ok(()) => {
@@ -374,10 +375,16 @@ where
         }
     }
     // The channel closes once the pacer and every call are done.
-    let dropped = pacer.join().unwrap_or(0);
+    let dropped = pacer.join().unwrap_or(total);
     if dropped > 0 {
         errors += dropped;
         first_error = Some(format!("{dropped} not sent: {MAX_OUTSTANDING} in flight"));
+    }
+    // A call that panicked sent nothing back.
+    let lost = total - dropped - received;
+    if lost > 0 {
+        errors += lost;
+        first_error.get_or_insert_with(|| format!("{lost} calls panicked"));
     }
     phase.finish();
     let sent = lateness.len() as f64 / duration.as_secs_f64();

@@ -165,17 +165,29 @@ pub enum ResponseEntry {
     Malformed(StreamId, MalformedResponse),
 }
 
+impl ResponseEntry {
+    /// Its id in the response stream.
+    pub fn id(&self) -> StreamId {
+        match self {
+            Self::Malformed(id, _) => *id,
+            Self::Response(d) => d.entry_id.parse().unwrap_or_default(),
+        }
+    }
+}
+
 /// What became of one [`ResponseEntry`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryOutcome {
     /// The response's outcome.
     Applied(ApplyOutcome),
-    /// The malformed entry was passed; `recorded` unless it was before
-    /// (or it was behind a failed entry: nothing done).
+    /// The malformed entry was passed; `recorded` unless it was before.
     Skipped {
         /// An anomaly was recorded now.
         recorded: bool,
     },
+    /// Nothing done: the cursor on M is not at the entry before this one
+    /// (that one failed, or M's cursor is not where the batch began).
+    Behind,
 }
 
 /// What `lua/read_pair.lua` answers: CI's version and amount, the vault,
@@ -483,9 +495,12 @@ impl CreditStore {
     /// script per entry (each atomic and moving the cursor on its own, as
     /// [`Self::apply_response`] and [`Self::skip_response`] do one at a
     /// time). If the pipeline fails midway, what ran is behind the cursor
-    /// and the next read goes on from there. One outcome per entry.
+    /// and the next read goes on from there. `after` is where the batch was
+    /// read after: if the cursor on M is older (M lost writes), nothing is
+    /// applied ([`EntryOutcome::Behind`]). One outcome per entry.
     pub async fn apply_responses(
         &self,
+        after: StreamId,
         entries: &[ResponseEntry],
     ) -> Result<Vec<Result<EntryOutcome, CreditError>>, CreditError> {
         if entries.is_empty() {
@@ -501,9 +516,16 @@ impl CreditStore {
             .collect();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        // Each script after the first does nothing unless the one before
-        // was handled: a failed one is never passed (see the scripts).
-        let previous = std::iter::once("").chain(ids.iter().map(String::as_str));
+        // Each script does nothing unless the cursor is at the entry before
+        // it: a failed one is never passed, and the first is not applied
+        // if M's cursor is not where the batch was read after (it went
+        // back: M lost writes).
+        let after = if after == StreamId::default() {
+            String::new()
+        } else {
+            after.to_string()
+        };
+        let previous = std::iter::once(after.as_str()).chain(ids.iter().map(String::as_str));
         for ((entry, id), previous) in entries.iter().zip(&ids).zip(previous) {
             match entry {
                 ResponseEntry::Response(d) => {
@@ -531,6 +553,7 @@ impl CreditStore {
                         .map_err(|e| self.err(e.into()))?,
                 };
                 Ok(match entry {
+                    _ if text == "behind" => EntryOutcome::Behind,
                     ResponseEntry::Response(_) => EntryOutcome::Applied(ApplyOutcome::of(&text)),
                     ResponseEntry::Malformed(..) => EntryOutcome::Skipped {
                         recorded: text == "recorded",

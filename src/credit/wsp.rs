@@ -60,22 +60,33 @@ impl Follower for Responses {
     }
 
     async fn handle(&self, entry: Parsed) -> Result<(), CreditError> {
-        self.handle_batch(vec![entry]).await
+        self.handle_batch(StreamId::default(), vec![entry])
+            .await
+            .map(drop)
     }
 
     /// Every entry of one read in one round trip to M, in order
     /// ([`CreditStore::apply_responses`]): the WSP's side of the round
-    /// trip costs one script call per response, not one round trip.
-    async fn handle_batch(&self, entries: Vec<Parsed>) -> Result<(), CreditError> {
+    /// trip costs one script call per response, not one round trip. The
+    /// first script checks that the cursor is still at `after`; if none was
+    /// behind, the cursor is at or past the last entry.
+    async fn handle_batch(
+        &self,
+        after: StreamId,
+        entries: Vec<Parsed>,
+    ) -> Result<Option<StreamId>, CreditError> {
         let entries: Vec<ResponseEntry> = entries
             .into_iter()
             .filter_map(|parsed| classify(parsed, self.max_response_bytes))
             .collect();
-        let outcomes = self.store.apply_responses(&entries).await?;
+        let outcomes = self.store.apply_responses(after, &entries).await?;
+        let mut checked = true;
         for (entry, outcome) in entries.iter().zip(outcomes) {
-            log(entry, outcome?);
+            let outcome = outcome?;
+            checked &= outcome != EntryOutcome::Behind;
+            log(entry, outcome);
         }
-        Ok(())
+        Ok(entries.last().map(ResponseEntry::id).filter(|_| checked))
     }
 }
 
@@ -122,6 +133,10 @@ fn log(entry: &ResponseEntry, outcome: EntryOutcome) {
             ),
             ApplyOutcome::Duplicate | ApplyOutcome::AlreadyFinal | ApplyOutcome::Behind => {}
         },
+        (_, EntryOutcome::Behind) => tracing::debug!(
+            entry_id = %entry.id(),
+            "response not applied: the cursor on M is not where this batch began; reading it again"
+        ),
         _ => {}
     }
 }

@@ -56,17 +56,28 @@ pub trait Follower: Send + Sync + 'static {
     /// Handles one entry read after the cursor, whatever it holds.
     fn handle(&self, entry: Parsed) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// Handles the entries of one read, in order. One at a time unless the
-    /// domain does better (credit applies a batch in one round trip).
+    /// Handles the entries of one read after `after`, in order. One at a
+    /// time unless the domain does better (credit applies a batch in one
+    /// round trip).
+    ///
+    /// `Some(id)`: the cursor on M was at `after` when the batch was applied
+    /// and is now at or past `id` (checked on M in the same atomic steps),
+    /// so the next read may go on from `id` without reading M. `None` (the
+    /// default, and whenever that was not checked): read the cursor from M
+    /// first. Going on from a cursor not checked so would skip entries if M
+    /// lost writes (a crash loses up to a second with `appendfsync
+    /// everysec`) and its cursor went back.
     fn handle_batch(
         &self,
+        after: StreamId,
         entries: Vec<Parsed>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+    ) -> impl Future<Output = Result<Option<StreamId>, Self::Error>> + Send {
+        let _ = after;
         async move {
             for entry in entries {
                 self.handle(entry).await?;
             }
-            Ok(())
+            Ok(None)
         }
     }
 }
@@ -149,10 +160,9 @@ pub async fn follow<F: Follower>(
 /// again as what they are).
 ///
 /// The cursor is read from M (another gateway may have moved it) except
-/// right after this follower handled a read: every entry of it is then at
-/// or behind the cursor on M, so the last one is a safe place to go on
-/// from (an entry another gateway handled meanwhile is read again, and
-/// found behind).
+/// right after a read whose handling checked where it stands
+/// ([`Follower::handle_batch`] answered `Some`): an entry another gateway
+/// handled meanwhile is then read again, and found behind.
 async fn read<F: Follower>(
     follower: &F,
     replica: &RedisEndpoint,
@@ -187,9 +197,10 @@ async fn read<F: Follower>(
             follower.gap(cursor, resume).await?;
             continue;
         }
-        let last = entries.iter().rev().find_map(Parsed::id);
-        follower.handle_batch(entries).await?;
-        known = last.filter(|last| *last > cursor);
+        known = follower
+            .handle_batch(cursor, entries)
+            .await?
+            .filter(|last| *last > cursor);
     }
 }
 
