@@ -559,4 +559,6 @@ async fn a_batch_read_after_a_cursor_m_no_longer_has_applies_nothing() {
         "{outcomes:?}"
     );
     assert_eq!(ci(&mut conn, "CI:cat:BTC").await.0, "1");
+    let ids = ["b-1", "b-2", "b-3"].map(String::from);
+    common::credit::assert_ci_is_sum_of_accepted(&mut conn, &ids).await;
 }

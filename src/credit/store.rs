@@ -137,9 +137,6 @@ pub enum ApplyOutcome {
     /// Accepted with another `ci` than the request carried: not applied,
     /// an anomaly event recorded; the request stays pending for a person.
     Anomaly,
-    /// In a batch, the entry before it was not handled (its script
-    /// failed): nothing done; the next read goes on from the cursor.
-    Behind,
 }
 
 impl ApplyOutcome {
@@ -149,7 +146,6 @@ impl ApplyOutcome {
             "duplicate" => Self::Duplicate,
             "unknown" => Self::Unknown,
             "final" => Self::AlreadyFinal,
-            "behind" => Self::Behind,
             _ => Self::Anomaly,
         }
     }

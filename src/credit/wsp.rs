@@ -131,7 +131,7 @@ fn log(entry: &ResponseEntry, outcome: EntryOutcome) {
                 request_id = %response.request_id,
                 "response to a request not issued here; ignored"
             ),
-            ApplyOutcome::Duplicate | ApplyOutcome::AlreadyFinal | ApplyOutcome::Behind => {}
+            ApplyOutcome::Duplicate | ApplyOutcome::AlreadyFinal => {}
         },
         (_, EntryOutcome::Behind) => tracing::debug!(
             entry_id = %entry.id(),

@@ -69,10 +69,9 @@ pub trait Follower: Send + Sync + 'static {
     /// everysec`) and its cursor went back.
     fn handle_batch(
         &self,
-        after: StreamId,
+        _after: StreamId,
         entries: Vec<Parsed>,
     ) -> impl Future<Output = Result<Option<StreamId>, Self::Error>> + Send {
-        let _ = after;
         async move {
             for entry in entries {
                 self.handle(entry).await?;
